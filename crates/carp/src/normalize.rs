@@ -1,0 +1,772 @@
+//! Request-line parsing and URL normalization, exactly as Squid 5.7 (Debian
+//! 5.7-2+deb12u6, default `squid.conf` settings) does before it hashes a URL.
+//!
+//! Squid hashes its *effective request URI*: the URL re-printed from its parsed
+//! parts, `host:port` for CONNECT. The rules below were read from Squid 5.7's
+//! source and checked against a running Squid 5.7 (`scripts/squid-vectors`,
+//! `testdata/squid/`). Each rule with an example `input → key`:
+//!
+//! **Request line** (relaxed parser, on by default)
+//! - method: 1–32 token characters, matched case-insensitively
+//!   (`get http://h/ HTTP/1.1` is a GET); then one or more of SP, HTAB, VT, FF, CR.
+//! - version: a trailing `HTTP/1.1`, `HTTP/1.0` or `HTTP/d.d` (exact case), after
+//!   one or more delimiters. Without one, a GET is HTTP/0.9 and everything after
+//!   the method is the URI (`GET http://h/a http/1.1` → `http://h/ahttp/1.1`);
+//!   any other method is refused with 400.
+//! - the URI may hold spaces and tabs (they are stripped later) but only URI
+//!   characters otherwise: a byte ≥ 0x80, a control byte, `"`, `<`, `>`, `\`,
+//!   `^`, `` ` ``, `{`, `|`, `}` → 400.
+//! - a URI over 65,535 bytes → 414; a request line of 65,536 bytes or more
+//!   (HTTP/1.x) → 431; HTTP/2+ or HTTP/0.x other than 0.9 → 505;
+//!   method `PRI` → 405.
+//!
+//! **URL** (`AnyP::Uri::parse`)
+//! - longer than 8,191 bytes → 400.
+//! - scheme: letters, digits, `+ - .`, up to 16, starting with a letter, then
+//!   `:`; known schemes print lowercase (`HTTP://h/` → `http://h/`), unknown ones
+//!   as sent. Then `//` is required (`http:/h` → 400). No scheme (`/p`, `h/p`) → 400.
+//! - host: up to the first `/ ? #` or whitespace; lowercased (ASCII only);
+//!   userinfo before the last `@` dropped (`http://u:p@H/` → `http://h/`),
+//!   except for ftp and unknown schemes, where it is kept, unescaped and
+//!   re-escaped; brackets stripped from IPv6; all trailing dots removed
+//!   (`http://h.example../` → `http://h.example/`); a leading dot or `..` inside
+//!   → 400; empty host → 400. Other odd characters (`_`, `!`, bytes ≥ 0x80 in
+//!   CONNECT) are accepted (check_hostnames is off by default).
+//! - IP literals are re-printed: `http://127.1/` → `http://127.0.0.1/`,
+//!   `http://[2001:DB8:0::1]/` → `http://[2001:db8::1]/`,
+//!   `http://[::ffff:1.2.3.4]/` → `http://1.2.3.4/` (see [`crate::ip`]).
+//! - port: digits after the last `:` (only when the host has exactly one `:`,
+//!   or after `]`), read like C `atoi` (`:0080` → 80, `:80abc` → 80); the
+//!   scheme's default port is not printed (`http://h:80/` → `http://h/`); 0,
+//!   empty (`http://h:/`) or above 65535 → 400; unknown schemes have no
+//!   default port, so they need one.
+//! - path: everything from the first `/`; if the host ended at `?` or `#` or the
+//!   end, a `/` is put in front (`http://h?x` → `http://h/?x`,
+//!   `http://h` → `http://h/`). Fragments stay (`#f` is hashed), percent-escapes
+//!   are left exactly as sent (`%2f` ≠ `%2F`), dot segments are not resolved,
+//!   whitespace is removed (`uri_whitespace strip`).
+//! - CONNECT: `host:port` or `[v6]:port`; no port (or an unparsable one) means
+//!   443; the key is `host:port` with the port always printed.
+//!
+//! **Requests Squid answers itself** (no parent): `OPTIONS *` / `TRACE *` → 501;
+//! a method the scheme does not support (e.g. POST to ftp, anything to an
+//! unknown scheme) → 501; `/squid-internal-static/` paths and origin-form
+//! `/squid-internal-…` targets are served locally; `cache_object:` is not a
+//! valid scheme in Debian's build (400).
+
+use crate::ip;
+use crate::uri::PortText;
+use crate::RequestUri;
+
+/// What Squid does with a request line before contacting any parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It is routed by CARP with this effective URI.
+    Route(RequestUri),
+    /// Squid refuses it with this status; no parent is contacted.
+    Reject {
+        /// HTTP status code.
+        status: u16,
+        /// Why, in a few words.
+        reason: &'static str,
+    },
+    /// Squid answers it itself (internal objects, cache manager, URNs).
+    Local {
+        /// Why, in a few words.
+        reason: &'static str,
+    },
+}
+
+/// The few methods whose identity changes how Squid treats a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET (the only method allowed as HTTP/0.9)
+    Get,
+    /// HEAD
+    Head,
+    /// PUT
+    Put,
+    /// CONNECT: the target is `host:port`
+    Connect,
+    /// OPTIONS
+    Options,
+    /// TRACE
+    Trace,
+    /// PRI (HTTP/2 preface; refused in HTTP/1)
+    Pri,
+    /// Any other method.
+    Other,
+}
+
+impl Method {
+    /// Classifies a method token case-insensitively (Squid's relaxed parser).
+    pub fn classify(token: &[u8]) -> Method {
+        const NAMES: [(&[u8], Method); 7] = [
+            (b"GET", Method::Get),
+            (b"HEAD", Method::Head),
+            (b"PUT", Method::Put),
+            (b"CONNECT", Method::Connect),
+            (b"OPTIONS", Method::Options),
+            (b"TRACE", Method::Trace),
+            (b"PRI", Method::Pri),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(token))
+            .map_or(Method::Other, |&(_, m)| m)
+    }
+}
+
+/// Longest URL Squid parses (MAX_URL − 1).
+const MAX_URL_LEN: usize = 8191;
+/// Longest request-target the request-line parser accepts.
+const MAX_URI_FIELD: usize = 65535;
+/// request_header_max_size (64 KB): request line + headers.
+const MAX_HEADER_BLOCK: usize = 65536;
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// SP, HTAB, VT, FF, CR: the relaxed parser's field delimiters.
+fn is_delim(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x0b | 0x0c | b'\r')
+}
+
+/// C `isspace` in the C locale.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// RFC 3986 characters plus the delimiters (Debian builds Squid without
+/// `--enable-http-violations`, so no "unwise" or 8-bit bytes).
+fn is_target_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b":/?#[]@!$&'()*+,;=-._~%".contains(&b) || is_delim(b)
+}
+
+/// Interprets one line of `carpool route` input: a whole request line
+/// (`METHOD SP target ...`) when it starts with a method token followed by
+/// whitespace; otherwise a bare target, sent as `GET target HTTP/1.1`, or as
+/// `CONNECT target HTTP/1.1` when it has no `/` (`host:port`).
+pub fn parse_input(line: &[u8]) -> Outcome {
+    let tok = line.iter().take_while(|&&b| is_tchar(b)).count();
+    if tok > 0 && line.get(tok).is_some_and(|&b| is_delim(b)) {
+        return parse_request_line(line);
+    }
+    let connect = !line.contains(&b'/') && line != b"*";
+    let method: &[u8] = if connect { b"CONNECT " } else { b"GET " };
+    let mut buf = Vec::with_capacity(line.len() + 18);
+    buf.extend_from_slice(method);
+    buf.extend_from_slice(line);
+    buf.extend_from_slice(b" HTTP/1.1");
+    parse_request_line(&buf)
+}
+
+/// Parses a request line (without its LF; trailing CRs are allowed) sent with
+/// no headers, and says what Squid 5.7 does with it.
+pub fn parse_request_line(line: &[u8]) -> Outcome {
+    let reject = |status, reason| Outcome::Reject { status, reason };
+    // method
+    let mlen = line.iter().take(32).take_while(|&&b| is_tchar(b)).count();
+    if mlen == 0 {
+        return reject(400, "missing or malformed method");
+    }
+    let method_tok = &line[..mlen];
+    let method = Method::classify(method_tok);
+    let mut rest = &line[mlen..];
+    let d = rest.iter().take_while(|&&b| is_delim(b)).count();
+    if d == 0 {
+        return reject(400, "missing delimiter after method");
+    }
+    rest = &rest[d..];
+    // trailing CRs, then the version, parsed from the end
+    while let [head @ .., b'\r'] = rest {
+        rest = head;
+    }
+    let (version, before) = match split_version(rest) {
+        Some(v) => v,
+        None if method == Method::Get => ((0, 9), rest),
+        None => return reject(400, "not HTTP: no version"),
+    };
+    let http09 = version == (0, 9) && before.len() == rest.len();
+    let mut uri = before;
+    if !http09 {
+        let before_len = uri.len();
+        while let [head @ .., last] = uri {
+            if !is_delim(*last) {
+                break;
+            }
+            uri = head;
+        }
+        if uri.len() == before_len {
+            return reject(400, "missing delimiter before version");
+        }
+    }
+    let ulen = uri.iter().take_while(|&&b| is_target_char(b)).count();
+    if ulen == 0 {
+        return reject(400, "missing or malformed URI");
+    }
+    if ulen > MAX_URI_FIELD {
+        return reject(414, "URI longer than 65535 bytes");
+    }
+    if ulen != uri.len() {
+        return reject(400, "invalid character in URI");
+    }
+    if version.0 == 1 && method_tok.len() + uri.len() + 12 + 2 >= MAX_HEADER_BLOCK {
+        return reject(431, "request line and headers reach 64 KB");
+    }
+    if method == Method::Pri {
+        return reject(405, "PRI method in HTTP/1");
+    }
+    if uri.starts_with(b"/squid-internal-") {
+        return Outcome::Local {
+            reason: "internal object",
+        };
+    }
+    let parsed = match parse_url(method, uri) {
+        Ok(p) => p,
+        Err(reason) => return reject(400, reason),
+    };
+    if (version.0 == 0 && version.1 != 9) || version.0 > 1 {
+        return reject(505, "unsupported HTTP version");
+    }
+    if parsed.path().starts_with(b"/squid-internal-static/") {
+        return Outcome::Local {
+            reason: "internal static object",
+        };
+    }
+    if !method_allowed(method, method_tok, &parsed) {
+        return reject(501, "method not supported for this scheme");
+    }
+    match parsed.proto {
+        Proto::Urn => Outcome::Local {
+            reason: "URN resolved by the proxy itself",
+        },
+        Proto::CacheObject => Outcome::Local {
+            reason: "cache manager request",
+        },
+        _ => Outcome::Route(parsed.uri),
+    }
+}
+
+/// Splits a trailing HTTP version off: returns (major, minor) and the text
+/// before it. Multi-digit versions read as 0.0, as in Squid.
+fn split_version(s: &[u8]) -> Option<((u8, u8), &[u8])> {
+    if let Some(b) = s.strip_suffix(b"HTTP/1.1") {
+        return Some(((1, 1), b));
+    }
+    if let Some(b) = s.strip_suffix(b"HTTP/1.0") {
+        return Some(((1, 0), b));
+    }
+    let minor_len = s.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if minor_len == 0 {
+        return None;
+    }
+    let s1 = &s[..s.len() - minor_len];
+    let s2 = s1.strip_suffix(b".")?;
+    let major_len = s2.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if major_len == 0 {
+        return None;
+    }
+    let s3 = &s2[..s2.len() - major_len];
+    let before = s3.strip_suffix(b"HTTP/")?;
+    let (major, minor) = if major_len > 1 || minor_len > 1 {
+        (0, 0)
+    } else {
+        (s2[s2.len() - 1] - b'0', s[s.len() - 1] - b'0')
+    };
+    Some(((major, minor), before))
+}
+
+/// Schemes Squid 5.7 knows (its ProtocolType names, lowercase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    None,
+    Http,
+    Ftp,
+    Https,
+    Coap,
+    Coaps,
+    Wais,
+    CacheObject,
+    Icp,
+    Htcp,
+    Urn,
+    Whois,
+    Icy,
+    Tls,
+    Ssl,
+    AuthorityForm,
+    Unknown,
+}
+
+impl Proto {
+    fn find(name: &[u8]) -> Proto {
+        const KNOWN: [(&[u8], Proto); 15] = [
+            (b"http", Proto::Http),
+            (b"ftp", Proto::Ftp),
+            (b"https", Proto::Https),
+            (b"coap", Proto::Coap),
+            (b"coaps", Proto::Coaps),
+            (b"wais", Proto::Wais),
+            (b"cache_object", Proto::CacheObject),
+            (b"icp", Proto::Icp),
+            (b"htcp", Proto::Htcp),
+            (b"urn", Proto::Urn),
+            (b"whois", Proto::Whois),
+            (b"icy", Proto::Icy),
+            (b"tls", Proto::Tls),
+            (b"ssl", Proto::Ssl),
+            (b"authority_form", Proto::AuthorityForm),
+        ];
+        KNOWN
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or(Proto::Unknown, |&(_, p)| p)
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Proto::Http => 80,
+            Proto::Https => 443,
+            Proto::Ftp => 21,
+            Proto::Coap | Proto::Coaps => 5683,
+            Proto::Wais => 210,
+            Proto::CacheObject => 3128,
+            Proto::Whois => 43,
+            _ => 0,
+        }
+    }
+}
+
+struct Parsed {
+    proto: Proto,
+    uri: RequestUri,
+}
+
+impl Parsed {
+    fn path(&self) -> &[u8] {
+        self.uri.path_and_query()
+    }
+}
+
+/// `urlCheckRequest`: may this method be used with this scheme?
+fn method_allowed(method: Method, token: &[u8], p: &Parsed) -> bool {
+    match method {
+        Method::Connect => return true,
+        Method::Options | Method::Trace => return p.path() != b"*",
+        _ if token.eq_ignore_ascii_case(b"PURGE") => return true,
+        _ => {}
+    }
+    match p.proto {
+        Proto::Urn | Proto::Http | Proto::CacheObject | Proto::Https => true,
+        Proto::Ftp => matches!(method, Method::Put | Method::Get | Method::Head),
+        Proto::Wais | Proto::Whois => matches!(method, Method::Get | Method::Head),
+        _ => false,
+    }
+}
+
+/// `AnyP::Uri::parse` for a request target, then the effective URI.
+fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
+    if raw.len() > MAX_URL_LEN {
+        return Err("URL longer than 8191 bytes");
+    }
+    if matches!(method, Method::Options | Method::Trace) && raw == b"*" {
+        let uri = RequestUri::from_parts("http", "", 80, 80, "*");
+        return Ok(Parsed {
+            proto: Proto::Http,
+            uri,
+        });
+    }
+    if method == Method::Connect {
+        return parse_authority(raw);
+    }
+    // scheme
+    let slen = raw
+        .iter()
+        .take(16)
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+        .count();
+    if slen == 0 || raw.get(slen) != Some(&b':') || !raw[0].is_ascii_alphabetic() {
+        return Err("invalid URI scheme");
+    }
+    let scheme = &raw[..slen];
+    let proto = Proto::find(scheme);
+    let after = &raw[slen + 1..];
+    if proto == Proto::Urn {
+        return parse_urn(after);
+    }
+    let Some(rest) = after.strip_prefix(b"//") else {
+        return Err("no // after the scheme");
+    };
+    let hlen = rest
+        .iter()
+        .take_while(|&&b| !matches!(b, b'/' | b'?' | b'#') && !is_space(b))
+        .count();
+    let mut host: Vec<u8> = rest[..hlen].to_vec();
+    let tail = &rest[hlen..];
+    let mut path: Vec<u8> = Vec::with_capacity(tail.len() + 1);
+    if tail.first() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(tail);
+    let mut port: i64 = proto.default_port() as i64;
+    let mut login: Vec<u8> = Vec::new();
+    if let Some(at) = host.iter().rposition(|&b| b == b'@') {
+        login = host[..at].to_vec();
+        host.drain(..=at);
+        rfc1738_unescape(&mut login);
+    }
+    // host and port
+    let port_at: Option<usize>;
+    if host.first() == Some(&b'[') {
+        // copy up to ']' one place left (dropping '['), then look for ':'
+        let end = host[1..]
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host.len(), |p| p + 1);
+        let inner_len = end - 1;
+        // Squid's copy leaves bytes from `inner_len + 1` onwards as they were.
+        let mut scan = inner_len + 1;
+        while scan < host.len() && host[scan] != b':' {
+            scan += 1;
+        }
+        port_at = (scan < host.len()).then_some(scan);
+        let port_text = port_at.map(|p| host[p + 1..].to_vec());
+        host = host[1..end].to_vec();
+        if host.is_empty() {
+            return Err("missing host");
+        }
+        if let Some(t) = port_text {
+            port = atoi(&t);
+        }
+    } else {
+        let first = host.iter().position(|&b| b == b':');
+        let last = host.iter().rposition(|&b| b == b':');
+        port_at = if first == last { first } else { None };
+        // Squid checks for an empty host before it cuts the port off.
+        if host.is_empty() {
+            return Err("missing host");
+        }
+        if let Some(p) = port_at {
+            port = atoi(&host[p + 1..]);
+            host.truncate(p);
+        }
+    }
+    finish_host(&mut host)?;
+    if !(1..=65535).contains(&port) {
+        return Err("invalid port");
+    }
+    let port = port as u16;
+    path.retain(|&b| !is_space(b));
+    // effective URI: scheme ":" "//" [userinfo "@"] host [":" port] path
+    let scheme_text: Vec<u8> = if proto == Proto::Unknown {
+        scheme.to_vec()
+    } else {
+        scheme.to_ascii_lowercase()
+    };
+    let mut text = Vec::with_capacity(scheme_text.len() + host.len() + path.len() + 16);
+    text.extend_from_slice(&scheme_text);
+    let scheme_r = 0..text.len();
+    text.extend_from_slice(b"://");
+    if matches!(proto, Proto::Ftp | Proto::Unknown) && !login.is_empty() {
+        encode_userinfo(&login, &mut text);
+        text.push(b'@');
+    }
+    let h0 = text.len();
+    text.extend_from_slice(&host_text(&host));
+    let host_r = h0..text.len();
+    if port != proto.default_port() {
+        text.push(b':');
+        text.extend_from_slice(PortText::new(port).as_bytes());
+    }
+    let p0 = text.len();
+    text.extend_from_slice(&path);
+    let path_r = p0..text.len();
+    let uri = RequestUri {
+        text,
+        scheme: scheme_r,
+        host: host_r,
+        path: path_r,
+        port,
+        authority_form: false,
+    };
+    Ok(Parsed { proto, uri })
+}
+
+/// The CONNECT branch: `sscanf("[%[^]]]:%d")`, else `sscanf("%[^:]:%d")`, port 443 by default.
+fn parse_authority(raw: &[u8]) -> Result<Parsed, &'static str> {
+    let mut port: i64 = 443;
+    let mut host: Vec<u8>;
+    let bracket_host = if raw.first() == Some(&b'[') {
+        let inner: Vec<u8> = raw[1..]
+            .iter()
+            .take_while(|&&b| b != b']')
+            .copied()
+            .collect();
+        (!inner.is_empty()).then(|| {
+            let after = &raw[1 + inner.len()..];
+            if let Some(p) = after.strip_prefix(b"]:") {
+                if let Some(v) = scan_int(p) {
+                    port = v;
+                }
+            }
+            inner
+        })
+    } else {
+        None
+    };
+    match bracket_host {
+        Some(h) => host = h,
+        None => {
+            let n = raw.iter().take_while(|&&b| b != b':').count();
+            if n == 0 {
+                return Err("missing host in CONNECT target");
+            }
+            host = raw[..n].to_vec();
+            if let Some(p) = raw[n..].strip_prefix(b":") {
+                if let Some(v) = scan_int(p) {
+                    port = v;
+                }
+            }
+        }
+    }
+    host.retain(|&b| !is_space(b));
+    finish_host(&mut host)?;
+    if !(1..=65535).contains(&port) {
+        return Err("invalid port");
+    }
+    let host = host_text(&host);
+    let mut text = host.clone();
+    let host_r = 0..text.len();
+    text.push(b':');
+    text.extend_from_slice(PortText::new(port as u16).as_bytes());
+    let end = text.len();
+    let uri = RequestUri {
+        text,
+        scheme: 0..0,
+        host: host_r,
+        path: end..end,
+        port: port as u16,
+        authority_form: true,
+    };
+    Ok(Parsed {
+        proto: Proto::None,
+        uri,
+    })
+}
+
+/// `urn:NID:NSS` — accepted, then resolved by Squid itself.
+fn parse_urn(after: &[u8]) -> Result<Parsed, &'static str> {
+    let nid_len = after
+        .iter()
+        .take(32)
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'-')
+        .count();
+    let nid = &after[..nid_len];
+    if after.get(nid_len) != Some(&b':') {
+        return Err("URN NID too long or missing ':'");
+    }
+    if nid.len() < 2
+        || !nid[0].is_ascii_alphanumeric()
+        || !nid[nid.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err("bad URN NID");
+    }
+    let uri = RequestUri::from_parts("urn", "", 0, 0, "");
+    Ok(Parsed {
+        proto: Proto::Urn,
+        uri,
+    })
+}
+
+/// Host rules shared by URLs and CONNECT: ASCII-lowercase, strip trailing dots,
+/// refuse a leading dot or `..`.
+fn finish_host(host: &mut Vec<u8>) -> Result<(), &'static str> {
+    host.make_ascii_lowercase();
+    while host.last() == Some(&b'.') {
+        host.pop();
+    }
+    if host.first() == Some(&b'.') || host.windows(2).any(|w| w == b"..") {
+        return Err("illegal hostname (leading dot or '..')");
+    }
+    Ok(())
+}
+
+/// The host as Squid prints it: IP literals canonical, names as they are.
+fn host_text(host: &[u8]) -> Vec<u8> {
+    // `Ip::Address::fromHost` unwraps one more pair of brackets if present.
+    let probe: &[u8] = if host.first() == Some(&b'[') {
+        if host.len() < 2 {
+            return host.to_vec();
+        }
+        &host[1..host.len() - 1]
+    } else {
+        host
+    };
+    match ip::canonical_host(probe) {
+        Some(c) => c.into_bytes(),
+        None => host.to_vec(),
+    }
+}
+
+/// C `atoi`: optional whitespace and sign, then digits; stops at the first
+/// other byte; values are clamped so out-of-range ports stay out of range.
+fn atoi(s: &[u8]) -> i64 {
+    scan_int(s).unwrap_or(0)
+}
+
+/// `%d` of sscanf / strtol: `None` when no digits. Result truncated to C `int`.
+fn scan_int(s: &[u8]) -> Option<i64> {
+    let mut i = s.iter().take_while(|&&b| is_space(b)).count();
+    let mut neg = false;
+    if let Some(&c) = s.get(i) {
+        if c == b'+' || c == b'-' {
+            neg = c == b'-';
+            i += 1;
+        }
+    }
+    let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    let mut saturated = false;
+    for &d in &s[i..i + digits] {
+        match v
+            .checked_mul(10)
+            .and_then(|x| x.checked_add((d - b'0') as i64))
+        {
+            Some(x) => v = x,
+            None => {
+                saturated = true;
+                break;
+            }
+        }
+    }
+    // strtol saturates at LONG_MAX/LONG_MIN; the result is then cast to int.
+    let long = match (saturated, neg) {
+        (true, false) => i64::MAX,
+        (true, true) => i64::MIN,
+        (false, true) => -v,
+        (false, false) => v,
+    };
+    Some(long as i32 as i64)
+}
+
+/// Squid's `rfc1738_unescape`: `%XX` (non-zero) decoded, `%%` → `%`, others kept.
+fn rfc1738_unescape(s: &mut Vec<u8>) {
+    let hex = |c: Option<&u8>| c.and_then(|&c| (c as char).to_digit(16));
+    let mut out = Vec::with_capacity(s.len());
+    let mut j = 0;
+    while j < s.len() {
+        let c = s[j];
+        out.push(c);
+        if c == b'%' {
+            if s.get(j + 1) == Some(&b'%') {
+                j += 1;
+            } else if let (Some(a), Some(b)) = (hex(s.get(j + 1)), hex(s.get(j + 2))) {
+                let x = (a << 4 | b) as u8;
+                if x > 0 {
+                    *out.last_mut().expect("just pushed") = x;
+                    j += 2;
+                }
+            }
+        }
+        j += 1;
+    }
+    *s = out;
+}
+
+/// Percent-encodes userinfo bytes outside RFC 3986 userinfo characters (`%` too).
+fn encode_userinfo(s: &[u8], out: &mut Vec<u8>) {
+    for &b in s {
+        if b.is_ascii_alphanumeric() || b":-._~!$&'()*+,;=".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(line: &str) -> String {
+        match parse_input(line.as_bytes()) {
+            Outcome::Route(r) => r.effective_uri(),
+            Outcome::Reject { status, .. } => format!("REJECT {status}"),
+            Outcome::Local { .. } => "LOCAL".into(),
+        }
+    }
+
+    #[test]
+    fn documented_examples() {
+        let cases = [
+            ("get http://h/ HTTP/1.1", "http://h/"),
+            ("GET http://h/a http/1.1", "http://h/ahttp/1.1"),
+            ("POST http://h/a http/1.1", "REJECT 400"),
+            ("HTTP://h/", "http://h/"),
+            ("http:/h", "REJECT 400"),
+            ("/p", "REJECT 400"),
+            ("http://u:p@H/", "http://h/"),
+            ("http://h.example../", "http://h.example/"),
+            ("http://.h/", "REJECT 400"),
+            ("http://a..b/", "REJECT 400"),
+            ("http://127.1/", "http://127.0.0.1/"),
+            ("http://[2001:DB8:0::1]/", "http://[2001:db8::1]/"),
+            ("http://[::ffff:1.2.3.4]/", "http://1.2.3.4/"),
+            ("http://h:0080/", "http://h/"),
+            ("http://h:80abc/", "http://h/"),
+            ("http://h:80/", "http://h/"),
+            ("http://h:8080/", "http://h:8080/"),
+            ("http://h:/", "REJECT 400"),
+            ("http://h:99999/", "REJECT 400"),
+            ("http://h?x", "http://h/?x"),
+            ("http://h", "http://h/"),
+            ("http://h#f", "http://h/#f"),
+            ("http://h/%2f", "http://h/%2f"),
+            ("GET http://h/a b HTTP/1.1", "http://h/ab"),
+            ("h.example:443", "h.example:443"),
+            ("H.Example", "h.example:443"),
+            ("[::1]:8443", "[::1]:8443"),
+            ("foo://h/", "REJECT 400"),
+            ("foo://h:1/", "REJECT 501"),
+            ("FOO://h:1/", "REJECT 501"),
+            ("OPTIONS * HTTP/1.1", "REJECT 501"),
+            ("GET http://h/ HTTP/2.0", "REJECT 505"),
+            ("GET http://h/\u{e9} HTTP/1.1", "REJECT 400"),
+            ("ftp://us%65r:p@ss@h/", "ftp://user:p%40ss@h/"),
+            ("http://h/squid-internal-static/icons/x", "LOCAL"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(key(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn long_urls() {
+        let u = format!("http://h/{}", "a".repeat(8182));
+        assert_eq!(u.len(), 8191);
+        assert_eq!(key(&u), u);
+        assert_eq!(key(&format!("{u}b")), "REJECT 400");
+        assert_eq!(
+            key(&format!("http://h/{}", "a".repeat(70000))),
+            "REJECT 414"
+        );
+        assert_eq!(
+            key(&format!("http://h/{}", "a".repeat(65520))),
+            "REJECT 431"
+        );
+    }
+
+    #[test]
+    fn scan_int_like_c() {
+        assert_eq!(scan_int(b" +12x"), Some(12));
+        assert_eq!(scan_int(b"-5"), Some(-5));
+        assert_eq!(scan_int(b"x"), None);
+        assert_eq!(scan_int(b"4294967377"), Some(81));
+        assert_eq!(scan_int(b"99999999999999999999999"), Some(-1));
+    }
+}

@@ -1,0 +1,77 @@
+//! Command-line interface (clap): the commands and their options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// carpool: a CARP cache array — connection spreading, CARP frontends that
+/// route each URL to one parent cache, and a farm of caching backends.
+///
+/// Squid administrators: `carpool route --squid-conf /etc/squid/squid.conf`
+/// shows which parent your `cache_peer ... carp` lines pick for each URL,
+/// bit-exact with Squid 5.
+#[derive(Parser, Debug)]
+#[command(name = "carpool", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the parents come from: a carpool.toml or a squid.conf.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Source {
+    /// carpool.toml with `hash = ...` and `[[parent]]` entries.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// squid.conf whose `cache_peer ... parent ... carp` lines are the parents
+    /// (implies `hash = "squid"`: the same choices as Squid 5).
+    #[arg(long = "squid-conf", value_name = "FILE")]
+    pub squid_conf: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the parent chosen for each request read from stdin.
+    ///
+    /// Each input line is a request target (`http://host/path`, or `host:port`
+    /// for CONNECT) or a whole request line (`GET http://host/path HTTP/1.1`).
+    /// Each output line is the chosen parent's name; `REJECT <status>` when a
+    /// Squid frontend would refuse the request itself (400, 414, 431, 501, 505…);
+    /// `LOCAL` when Squid would answer it without a parent (its internal objects);
+    /// `NONE` when no parent can be chosen.
+    Route {
+        #[command(flatten)]
+        source: Source,
+        /// Also print the normalized key and every parent's rank and score.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Show what changing the configuration from OLD to NEW costs the caches.
+    ///
+    /// Prints each parent's expected share under NEW and the fraction of URLs
+    /// that change parent (per parent: kept, lost, gained), measured over a
+    /// sample of URLs: read from stdin with `--stdin`, else generated.
+    /// OLD and NEW may each be a carpool.toml or a squid.conf.
+    Plan {
+        /// The configuration in force now.
+        old: PathBuf,
+        /// The configuration you intend to deploy.
+        new: PathBuf,
+        /// Read the URL sample from stdin (one target or request line per line).
+        #[arg(long)]
+        stdin: bool,
+        /// How many URLs to generate when not reading stdin.
+        #[arg(long, default_value_t = 200_000)]
+        samples: u64,
+        /// Seed of the generated sample.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run the whole array (frontend, caches, admin) on one machine.
+    Up {
+        /// carpool.toml (default: the embedded configuration).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}

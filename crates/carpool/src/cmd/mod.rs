@@ -1,0 +1,55 @@
+//! The commands: each in its own module, all returning an exit code.
+
+mod plan;
+mod route;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, Source};
+use crate::config::{self, Config, Kind};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Route { source, explain } => route::run(&load_source(&source)?, explain),
+        Command::Plan {
+            old,
+            new,
+            stdin,
+            samples,
+            seed,
+        } => plan::run(
+            &load_reporting(&old, None)?,
+            &load_reporting(&new, None)?,
+            stdin,
+            samples,
+            seed,
+        ),
+        Command::Up { .. } => {
+            eprintln!("carpool up: not yet available in this version (the array supervisor is being built); see README");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn load_source(source: &Source) -> Result<Config> {
+    match (&source.config, &source.squid_conf) {
+        (Some(p), _) => load_reporting(p, Some(Kind::Toml)),
+        (_, Some(p)) => load_reporting(p, Some(Kind::Squid)),
+        (None, None) => anyhow::bail!("give -c carpool.toml or --squid-conf squid.conf"),
+    }
+}
+
+/// Loads a configuration and prints its warnings to stderr.
+fn load_reporting(path: &std::path::Path, kind: Option<Kind>) -> Result<Config> {
+    let c = match kind {
+        Some(k) => config::load(path, k)?,
+        None => config::load_any(path)?,
+    };
+    for w in &c.warnings {
+        eprintln!("carpool: warning: {w}");
+    }
+    Ok(c)
+}

@@ -1,0 +1,156 @@
+//! Configuration: the array described by a `carpool.toml`, or by the
+//! `cache_peer` lines of a `squid.conf` (which implies `hash = "squid"`).
+//!
+//! Every error names the file, the line and the key it is about.
+
+mod squid;
+mod toml_file;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use carp::{KeySpec, Member, Mode, Table};
+
+pub use squid::parse_squid_conf;
+pub use toml_file::parse_toml;
+
+/// One parent cache of the array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parent {
+    /// The name that is hashed (and shown in logs).
+    pub name: String,
+    /// Address the frontend connects to.
+    pub host: String,
+    /// HTTP port.
+    pub port: u16,
+    /// Relative weight (≥ 1; a squid.conf weight below 1 counts as 1).
+    pub weight: u32,
+    /// Which URL parts this parent hashes.
+    pub carp_key: Option<KeySpec>,
+    /// Line of the file where the parent is defined.
+    pub line: usize,
+}
+
+/// The routing part of an array configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where it was read from.
+    pub source: PathBuf,
+    /// Hash mode.
+    pub hash: Mode,
+    /// Parents in configuration order.
+    pub parents: Vec<Parent>,
+    /// Things that were read but ignored (squid.conf peers that are not CARP parents, …).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The routing table of this configuration.
+    pub fn table(&self) -> Result<Table, ConfigError> {
+        let members = self
+            .parents
+            .iter()
+            .map(|p| Member {
+                name: p.name.clone(),
+                weight: p.weight,
+                key: p.carp_key,
+            })
+            .collect();
+        Table::new(self.hash, members).map_err(|e| ConfigError {
+            file: self.source.clone(),
+            line: self.parents.first().map_or(1, |p| p.line),
+            key: "parent".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A configuration error: file, line, key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// The key or directive concerned.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: `{}`: {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// Which kind of file a path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// carpool.toml
+    Toml,
+    /// squid.conf
+    Squid,
+}
+
+/// Reads a file of the given kind.
+pub fn load(path: &Path, kind: Kind) -> Result<Config, ConfigError> {
+    let text = std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: "-".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    match kind {
+        Kind::Toml => {
+            let text = String::from_utf8(text).map_err(|e| ConfigError {
+                file: path.to_path_buf(),
+                line: line_of_offset(
+                    &String::from_utf8_lossy(e.as_bytes()),
+                    e.utf8_error().valid_up_to(),
+                ),
+                key: "-".into(),
+                message: "not valid UTF-8".into(),
+            })?;
+            parse_toml(path, &text)
+        }
+        Kind::Squid => parse_squid_conf(path, &text),
+    }
+}
+
+/// Reads a file, telling the kind from its name (`.toml`) or its content
+/// (a `cache_peer` line means squid.conf).
+pub fn load_any(path: &Path) -> Result<Config, ConfigError> {
+    let kind = if path.extension().is_some_and(|e| e == "toml") {
+        Kind::Toml
+    } else if path.extension().is_some_and(|e| e == "conf") {
+        Kind::Squid
+    } else {
+        let text = std::fs::read(path).unwrap_or_default();
+        let squid = text
+            .split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii_start().starts_with(b"cache_peer"));
+        if squid {
+            Kind::Squid
+        } else {
+            Kind::Toml
+        }
+    };
+    load(path, kind)
+}
+
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
