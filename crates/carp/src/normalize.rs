@@ -124,24 +124,66 @@ const MAX_URI_FIELD: usize = 65535;
 /// request_header_max_size (64 KB): request line + headers.
 const MAX_HEADER_BLOCK: usize = 65536;
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// A byte class as a 256-entry table (the parser's hot loops test bytes against these).
+struct Class([bool; 256]);
+
+impl Class {
+    const fn new(alnum: bool, extra: &[u8]) -> Class {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        if alnum {
+            let mut c = 0;
+            while c < 256 {
+                let b = c as u8;
+                if b.is_ascii_alphanumeric() {
+                    t[c] = true;
+                }
+                c += 1;
+            }
+        }
+        Class(t)
+    }
+
+    #[inline]
+    fn has(&self, b: u8) -> bool {
+        self.0[b as usize]
+    }
 }
 
+/// RFC 9110 token characters.
+static TCHAR: Class = Class::new(true, b"!#$%&'*+-.^_`|~");
 /// SP, HTAB, VT, FF, CR: the relaxed parser's field delimiters.
-fn is_delim(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | 0x0b | 0x0c | b'\r')
-}
-
+static DELIM: Class = Class::new(false, b" \t\x0b\x0c\r");
 /// C `isspace` in the C locale.
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
+static SPACE: Class = Class::new(false, b" \t\n\x0b\x0c\r");
 /// RFC 3986 characters plus the delimiters (Debian builds Squid without
 /// `--enable-http-violations`, so no "unwise" or 8-bit bytes).
+static TARGET: Class = Class::new(true, b":/?#[]@!$&'()*+,;=-._~% \t\x0b\x0c\r");
+/// Where a URL host ends.
+static HOST_END: Class = Class::new(false, b"/?# \t\n\x0b\x0c\r");
+/// Scheme characters.
+static SCHEME: Class = Class::new(true, b"+.-");
+/// RFC 3986 userinfo characters other than `%`.
+static USERINFO: Class = Class::new(true, b":-._~!$&'()*+,;=");
+
+fn is_tchar(b: u8) -> bool {
+    TCHAR.has(b)
+}
+
+fn is_delim(b: u8) -> bool {
+    DELIM.has(b)
+}
+
+fn is_space(b: u8) -> bool {
+    SPACE.has(b)
+}
+
 fn is_target_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b":/?#[]@!$&'()*+,;=-._~%".contains(&b) || is_delim(b)
+    TARGET.has(b)
 }
 
 /// Interprets one line of `carpool route` input: a whole request line
@@ -153,13 +195,13 @@ pub fn parse_input(line: &[u8]) -> Outcome {
     if tok > 0 && line.get(tok).is_some_and(|&b| is_delim(b)) {
         return parse_request_line(line);
     }
+    // Equivalent to parsing `METHOD SP line SP HTTP/1.1`: the delimiters
+    // around the target are absorbed by the request-line parser.
     let connect = !line.contains(&b'/') && line != b"*";
-    let method: &[u8] = if connect { b"CONNECT " } else { b"GET " };
-    let mut buf = Vec::with_capacity(line.len() + 18);
-    buf.extend_from_slice(method);
-    buf.extend_from_slice(line);
-    buf.extend_from_slice(b" HTTP/1.1");
-    parse_request_line(&buf)
+    let (token, method): (&[u8], Method) = if connect { (b"CONNECT", Method::Connect) } else { (b"GET", Method::Get) };
+    let start = line.iter().take_while(|&&b| is_delim(b)).count();
+    let end = line.len() - line[start..].iter().rev().take_while(|&&b| is_delim(b)).count();
+    finish_request(token, method, (1, 1), &line[start..end])
 }
 
 /// Parses a request line (without its LF; trailing CRs are allowed) sent with
@@ -202,6 +244,13 @@ pub fn parse_request_line(line: &[u8]) -> Outcome {
             return reject(400, "missing delimiter before version");
         }
     }
+    finish_request(method_tok, method, version, uri)
+}
+
+/// Everything after the request line is split: URI field checks, URL
+/// parsing, version and method checks.
+fn finish_request(method_tok: &[u8], method: Method, version: (u8, u8), uri: &[u8]) -> Outcome {
+    let reject = |status, reason| Outcome::Reject { status, reason };
     let ulen = uri.iter().take_while(|&&b| is_target_char(b)).count();
     if ulen == 0 {
         return reject(400, "missing or malformed URI");
@@ -219,9 +268,7 @@ pub fn parse_request_line(line: &[u8]) -> Outcome {
         return reject(405, "PRI method in HTTP/1");
     }
     if uri.starts_with(b"/squid-internal-") {
-        return Outcome::Local {
-            reason: "internal object",
-        };
+        return Outcome::Local { reason: "internal object" };
     }
     let parsed = match parse_url(method, uri) {
         Ok(p) => p,
@@ -231,20 +278,14 @@ pub fn parse_request_line(line: &[u8]) -> Outcome {
         return reject(505, "unsupported HTTP version");
     }
     if parsed.path().starts_with(b"/squid-internal-static/") {
-        return Outcome::Local {
-            reason: "internal static object",
-        };
+        return Outcome::Local { reason: "internal static object" };
     }
     if !method_allowed(method, method_tok, &parsed) {
         return reject(501, "method not supported for this scheme");
     }
     match parsed.proto {
-        Proto::Urn => Outcome::Local {
-            reason: "URN resolved by the proxy itself",
-        },
-        Proto::CacheObject => Outcome::Local {
-            reason: "cache manager request",
-        },
+        Proto::Urn => Outcome::Local { reason: "URN resolved by the proxy itself" },
+        Proto::CacheObject => Outcome::Local { reason: "cache manager request" },
         _ => Outcome::Route(parsed.uri),
     }
 }
@@ -366,27 +407,21 @@ fn method_allowed(method: Method, token: &[u8], p: &Parsed) -> bool {
     }
 }
 
-/// `AnyP::Uri::parse` for a request target, then the effective URI.
+/// `AnyP::Uri::parse` for a request target, written straight into the
+/// effective URI buffer (one allocation per request).
 fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     if raw.len() > MAX_URL_LEN {
         return Err("URL longer than 8191 bytes");
     }
     if matches!(method, Method::Options | Method::Trace) && raw == b"*" {
         let uri = RequestUri::from_parts("http", "", 80, 80, "*");
-        return Ok(Parsed {
-            proto: Proto::Http,
-            uri,
-        });
+        return Ok(Parsed { proto: Proto::Http, uri });
     }
     if method == Method::Connect {
         return parse_authority(raw);
     }
     // scheme
-    let slen = raw
-        .iter()
-        .take(16)
-        .take_while(|&&b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
-        .count();
+    let slen = raw.iter().take(16).take_while(|&&b| SCHEME.has(b)).count();
     if slen == 0 || raw.get(slen) != Some(&b':') || !raw[0].is_ascii_alphabetic() {
         return Err("invalid URI scheme");
     }
@@ -399,105 +434,106 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     let Some(rest) = after.strip_prefix(b"//") else {
         return Err("no // after the scheme");
     };
-    let hlen = rest
-        .iter()
-        .take_while(|&&b| !matches!(b, b'/' | b'?' | b'#') && !is_space(b))
-        .count();
-    let mut host: Vec<u8> = rest[..hlen].to_vec();
-    let tail = &rest[hlen..];
-    let mut path: Vec<u8> = Vec::with_capacity(tail.len() + 1);
-    if tail.first() != Some(&b'/') {
-        path.push(b'/');
-    }
-    path.extend_from_slice(tail);
+    let hlen = rest.iter().take_while(|&&b| !HOST_END.has(b)).count();
+    let (authority, tail) = rest.split_at(hlen);
+    let (login, hostport) = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => (&authority[..at], &authority[at + 1..]),
+        None => (&authority[..0], authority),
+    };
     let mut port: i64 = proto.default_port() as i64;
-    let mut login: Vec<u8> = Vec::new();
-    if let Some(at) = host.iter().rposition(|&b| b == b'@') {
-        login = host[..at].to_vec();
-        host.drain(..=at);
-        rfc1738_unescape(&mut login);
-    }
-    // host and port
-    let port_at: Option<usize>;
-    if host.first() == Some(&b'[') {
-        // copy up to ']' one place left (dropping '['), then look for ':'
-        let end = host[1..]
-            .iter()
-            .position(|&b| b == b']')
-            .map_or(host.len(), |p| p + 1);
-        let inner_len = end - 1;
-        // Squid's copy leaves bytes from `inner_len + 1` onwards as they were.
-        let mut scan = inner_len + 1;
-        while scan < host.len() && host[scan] != b':' {
-            scan += 1;
-        }
-        port_at = (scan < host.len()).then_some(scan);
-        let port_text = port_at.map(|p| host[p + 1..].to_vec());
-        host = host[1..end].to_vec();
+    let host: &[u8];
+    if hostport.first() == Some(&b'[') {
+        // Squid copies up to ']' one place left, then scans the bytes after
+        // the copy for ':' — the ones from the ']' on.
+        let end = hostport[1..].iter().position(|&b| b == b']').map_or(hostport.len(), |p| p + 1);
+        host = &hostport[1..end];
         if host.is_empty() {
             return Err("missing host");
         }
-        if let Some(t) = port_text {
-            port = atoi(&t);
+        if let Some(p) = hostport[end..].iter().position(|&b| b == b':') {
+            port = atoi(&hostport[end + p + 1..]);
         }
     } else {
-        let first = host.iter().position(|&b| b == b':');
-        let last = host.iter().rposition(|&b| b == b':');
-        port_at = if first == last { first } else { None };
         // Squid checks for an empty host before it cuts the port off.
-        if host.is_empty() {
+        if hostport.is_empty() {
             return Err("missing host");
         }
-        if let Some(p) = port_at {
-            port = atoi(&host[p + 1..]);
-            host.truncate(p);
+        let first = hostport.iter().position(|&b| b == b':');
+        let last = hostport.iter().rposition(|&b| b == b':');
+        match first {
+            Some(p) if first == last => {
+                port = atoi(&hostport[p + 1..]);
+                host = &hostport[..p];
+            }
+            _ => host = hostport,
         }
     }
-    finish_host(&mut host)?;
+    let mut text = Vec::with_capacity(raw.len() + 8);
+    if proto == Proto::Unknown {
+        text.extend_from_slice(scheme);
+    } else {
+        text.extend(scheme.iter().map(u8::to_ascii_lowercase));
+    }
+    let scheme_r = 0..text.len();
+    text.extend_from_slice(b"://");
+    if matches!(proto, Proto::Ftp | Proto::Unknown) && !login.is_empty() {
+        let mut user = login.to_vec();
+        rfc1738_unescape(&mut user);
+        if !user.is_empty() {
+            encode_userinfo(&user, &mut text);
+            text.push(b'@');
+        }
+    }
+    let h0 = text.len();
+    push_host(&mut text, host)?;
+    let host_r = h0..text.len();
     if !(1..=65535).contains(&port) {
         return Err("invalid port");
     }
     let port = port as u16;
-    path.retain(|&b| !is_space(b));
-    // effective URI: scheme ":" "//" [userinfo "@"] host [":" port] path
-    let scheme_text: Vec<u8> = if proto == Proto::Unknown {
-        scheme.to_vec()
-    } else {
-        scheme.to_ascii_lowercase()
-    };
-    let mut text = Vec::with_capacity(scheme_text.len() + host.len() + path.len() + 16);
-    text.extend_from_slice(&scheme_text);
-    let scheme_r = 0..text.len();
-    text.extend_from_slice(b"://");
-    if matches!(proto, Proto::Ftp | Proto::Unknown) && !login.is_empty() {
-        encode_userinfo(&login, &mut text);
-        text.push(b'@');
-    }
-    let h0 = text.len();
-    text.extend_from_slice(&host_text(&host));
-    let host_r = h0..text.len();
     if port != proto.default_port() {
         text.push(b':');
         text.extend_from_slice(PortText::new(port).as_bytes());
     }
     let p0 = text.len();
-    text.extend_from_slice(&path);
+    if tail.first() != Some(&b'/') {
+        text.push(b'/');
+    }
+    // uri_whitespace strip
+    text.extend(tail.iter().copied().filter(|&b| !is_space(b)));
     let path_r = p0..text.len();
-    let uri = RequestUri {
-        text,
-        scheme: scheme_r,
-        host: host_r,
-        path: path_r,
-        port,
-        authority_form: false,
-    };
+    let uri = RequestUri { text, scheme: scheme_r, host: host_r, path: path_r, port, authority_form: false };
     Ok(Parsed { proto, uri })
+}
+
+/// Appends the host as Squid stores it: whitespace dropped, ASCII-lowercased,
+/// trailing dots removed, a leading dot or `..` refused, IP literals canonical.
+fn push_host(text: &mut Vec<u8>, host: &[u8]) -> Result<(), &'static str> {
+    let h0 = text.len();
+    text.extend(host.iter().filter(|&&b| !is_space(b)).map(u8::to_ascii_lowercase));
+    while text.len() > h0 && text.last() == Some(&b'.') {
+        text.pop();
+    }
+    let h = &text[h0..];
+    if h.first() == Some(&b'.') || h.windows(2).any(|w| w == b"..") {
+        return Err("illegal hostname (leading dot or '..')");
+    }
+    // `Ip::Address::fromHost` unwraps one more pair of brackets if present.
+    let probe: &[u8] = match h {
+        [b'[', inner @ .., _] => inner,
+        _ => h,
+    };
+    if let Some(c) = ip::canonical_host(probe) {
+        text.truncate(h0);
+        text.extend_from_slice(c.as_bytes());
+    }
+    Ok(())
 }
 
 /// The CONNECT branch: `sscanf("[%[^]]]:%d")`, else `sscanf("%[^:]:%d")`, port 443 by default.
 fn parse_authority(raw: &[u8]) -> Result<Parsed, &'static str> {
     let mut port: i64 = 443;
-    let mut host: Vec<u8>;
+    let host: Vec<u8>;
     let bracket_host = if raw.first() == Some(&b'[') {
         let inner: Vec<u8> = raw[1..]
             .iter()
@@ -531,25 +567,16 @@ fn parse_authority(raw: &[u8]) -> Result<Parsed, &'static str> {
             }
         }
     }
-    host.retain(|&b| !is_space(b));
-    finish_host(&mut host)?;
+    let mut text = Vec::with_capacity(host.len() + 6);
+    push_host(&mut text, &host)?;
     if !(1..=65535).contains(&port) {
         return Err("invalid port");
     }
-    let host = host_text(&host);
-    let mut text = host.clone();
     let host_r = 0..text.len();
     text.push(b':');
     text.extend_from_slice(PortText::new(port as u16).as_bytes());
     let end = text.len();
-    let uri = RequestUri {
-        text,
-        scheme: 0..0,
-        host: host_r,
-        path: end..end,
-        port: port as u16,
-        authority_form: true,
-    };
+    let uri = RequestUri { text, scheme: 0..0, host: host_r, path: end..end, port: port as u16, authority_form: true };
     Ok(Parsed {
         proto: Proto::None,
         uri,
@@ -578,36 +605,6 @@ fn parse_urn(after: &[u8]) -> Result<Parsed, &'static str> {
         proto: Proto::Urn,
         uri,
     })
-}
-
-/// Host rules shared by URLs and CONNECT: ASCII-lowercase, strip trailing dots,
-/// refuse a leading dot or `..`.
-fn finish_host(host: &mut Vec<u8>) -> Result<(), &'static str> {
-    host.make_ascii_lowercase();
-    while host.last() == Some(&b'.') {
-        host.pop();
-    }
-    if host.first() == Some(&b'.') || host.windows(2).any(|w| w == b"..") {
-        return Err("illegal hostname (leading dot or '..')");
-    }
-    Ok(())
-}
-
-/// The host as Squid prints it: IP literals canonical, names as they are.
-fn host_text(host: &[u8]) -> Vec<u8> {
-    // `Ip::Address::fromHost` unwraps one more pair of brackets if present.
-    let probe: &[u8] = if host.first() == Some(&b'[') {
-        if host.len() < 2 {
-            return host.to_vec();
-        }
-        &host[1..host.len() - 1]
-    } else {
-        host
-    };
-    match ip::canonical_host(probe) {
-        Some(c) => c.into_bytes(),
-        None => host.to_vec(),
-    }
 }
 
 /// C `atoi`: optional whitespace and sign, then digits; stops at the first
@@ -681,7 +678,7 @@ fn rfc1738_unescape(s: &mut Vec<u8>) {
 /// Percent-encodes userinfo bytes outside RFC 3986 userinfo characters (`%` too).
 fn encode_userinfo(s: &[u8], out: &mut Vec<u8>) {
     for &b in s {
-        if b.is_ascii_alphanumeric() || b":-._~!$&'()*+,;=".contains(&b) {
+        if USERINFO.has(b) {
             out.push(b);
         } else {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());
