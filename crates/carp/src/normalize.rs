@@ -13,9 +13,9 @@
 //!   one or more delimiters. Without one, a GET is HTTP/0.9 and everything after
 //!   the method is the URI (`GET http://h/a http/1.1` → `http://h/ahttp/1.1`);
 //!   any other method is refused with 400.
-//! - the URI may hold spaces and tabs (they are stripped later) but only URI
-//!   characters otherwise: a byte ≥ 0x80, a control byte, `"`, `<`, `>`, `\`,
-//!   `^`, `` ` ``, `{`, `|`, `}` → 400.
+//! - the URI may hold spaces, tabs, VT, FF and CR (see whitespace below), URI
+//!   characters, the "unwise" `"<>\\^`{|}` and bytes ≥ 0x80 (Squid is built with
+//!   HTTP violations allowed, the default); any other control byte or DEL → 400.
 //! - a URI over 65,535 bytes → 414; a request line of 65,536 bytes or more
 //!   (HTTP/1.x) → 431; HTTP/2+ or HTTP/0.x other than 0.9 → 505;
 //!   method `PRI` → 405.
@@ -44,15 +44,23 @@
 //!   end, a `/` is put in front (`http://h?x` → `http://h/?x`,
 //!   `http://h` → `http://h/`). Fragments stay (`#f` is hashed), percent-escapes
 //!   are left exactly as sent (`%2f` ≠ `%2F`), dot segments are not resolved,
-//!   whitespace is removed (`uri_whitespace strip`).
+//!   bytes ≥ 0x80 are kept raw. Whitespace (`uri_whitespace strip`): only when
+//!   the path holds SP, HTAB, CR or LF, every C `isspace` byte is removed
+//!   (`/a b` → `/ab`); VT or FF alone stay (`/a\x0bb` is hashed as is).
+//! - host names longer than 255 bytes are cut to 255 (Squid's host buffer).
 //! - CONNECT: `host:port` or `[v6]:port`; no port (or an unparsable one) means
 //!   443; the key is `host:port` with the port always printed.
 //!
 //! **Requests Squid answers itself** (no parent): `OPTIONS *` / `TRACE *` → 501;
 //! a method the scheme does not support (e.g. POST to ftp, anything to an
-//! unknown scheme) → 501; `/squid-internal-static/` paths and origin-form
-//! `/squid-internal-…` targets are served locally; `cache_object:` is not a
-//! valid scheme in Debian's build (400).
+//! unknown scheme) → 501; `PURGE` → 403 (it is enabled only by an ACL naming
+//! it); `/squid-internal-static/` paths and origin-form `/squid-internal-…`
+//! targets are served locally; `cache_object://host/action` is the cache
+//! manager (local, or 404 for an unknown action).
+//!
+//! **URNs**: `urn:NID:NSS` is resolved by fetching
+//! `http://NID/uri-res/N2L?urn:NID:NSS`, and that URL is what CARP routes
+//! (`GET urn:ISBN:1 2` → `http://isbn/uri-res/N2L?urn:ISBN:12`).
 
 use crate::ip;
 use crate::uri::PortText;
@@ -160,13 +168,24 @@ static TCHAR: Class = Class::new(true, b"!#$%&'*+-.^_`|~");
 static DELIM: Class = Class::new(false, b" \t\x0b\x0c\r");
 /// C `isspace` in the C locale.
 static SPACE: Class = Class::new(false, b" \t\n\x0b\x0c\r");
-/// RFC 3986 characters plus the delimiters (Debian builds Squid without
-/// `--enable-http-violations`, so no "unwise" or 8-bit bytes).
-static TARGET: Class = Class::new(true, b":/?#[]@!$&'()*+,;=-._~% \t\x0b\x0c\r");
+/// RFC 3986 characters, the delimiters, the RFC 2396 "unwise" ones and bytes
+/// ≥ 0x80 (Squid is built with HTTP violations allowed, the default, also in Debian).
+static TARGET: Class = {
+    let mut c = Class::new(true, b":/?#[]@!$&'()*+,;=-._~% \t\x0b\x0c\r\"\\|^<>`{}");
+    let mut b = 0x80;
+    while b < 256 {
+        c.0[b] = true;
+        b += 1;
+    }
+    c
+};
+/// Squid's `w_space`: the bytes whose presence triggers whitespace stripping
+/// (which then removes every C `isspace` byte).
+static W_SPACE: Class = Class::new(false, b" \t\n\r");
 /// Where a URL host ends.
 static HOST_END: Class = Class::new(false, b"/?# \t\n\x0b\x0c\r");
-/// Scheme characters.
-static SCHEME: Class = Class::new(true, b"+.-");
+/// Scheme characters (`_` for `cache_object:`, an HTTP violation Squid allows).
+static SCHEME: Class = Class::new(true, b"+.-_");
 /// RFC 3986 userinfo characters other than `%`.
 static USERINFO: Class = Class::new(true, b":-._~!$&'()*+,;=");
 
@@ -188,19 +207,30 @@ fn is_target_char(b: u8) -> bool {
 
 /// Interprets one line of `carpool route` input: a whole request line
 /// (`METHOD SP target ...`) when it starts with a method token followed by
-/// whitespace; otherwise a bare target, sent as `GET target HTTP/1.1`, or as
-/// `CONNECT target HTTP/1.1` when it has no `/` (`host:port`).
+/// whitespace, or is a lone token (`GET`); otherwise a bare target, sent as
+/// `GET target HTTP/1.1`, or as `CONNECT target HTTP/1.1` when it has no `/`
+/// (`host:port`).
 pub fn parse_input(line: &[u8]) -> Outcome {
     let tok = line.iter().take_while(|&&b| is_tchar(b)).count();
-    if tok > 0 && line.get(tok).is_some_and(|&b| is_delim(b)) {
+    let lone_token = tok == line.len() && !line.is_empty();
+    if lone_token || (tok > 0 && line.get(tok).is_some_and(|&b| is_delim(b))) {
         return parse_request_line(line);
     }
     // Equivalent to parsing `METHOD SP line SP HTTP/1.1`: the delimiters
     // around the target are absorbed by the request-line parser.
     let connect = !line.contains(&b'/') && line != b"*";
-    let (token, method): (&[u8], Method) = if connect { (b"CONNECT", Method::Connect) } else { (b"GET", Method::Get) };
+    let (token, method): (&[u8], Method) = if connect {
+        (b"CONNECT", Method::Connect)
+    } else {
+        (b"GET", Method::Get)
+    };
     let start = line.iter().take_while(|&&b| is_delim(b)).count();
-    let end = line.len() - line[start..].iter().rev().take_while(|&&b| is_delim(b)).count();
+    let end = line.len()
+        - line[start..]
+            .iter()
+            .rev()
+            .take_while(|&&b| is_delim(b))
+            .count();
     finish_request(token, method, (1, 1), &line[start..end])
 }
 
@@ -268,7 +298,9 @@ fn finish_request(method_tok: &[u8], method: Method, version: (u8, u8), uri: &[u
         return reject(405, "PRI method in HTTP/1");
     }
     if uri.starts_with(b"/squid-internal-") {
-        return Outcome::Local { reason: "internal object" };
+        return Outcome::Local {
+            reason: "internal object",
+        };
     }
     let parsed = match parse_url(method, uri) {
         Ok(p) => p,
@@ -278,15 +310,170 @@ fn finish_request(method_tok: &[u8], method: Method, version: (u8, u8), uri: &[u
         return reject(505, "unsupported HTTP version");
     }
     if parsed.path().starts_with(b"/squid-internal-static/") {
-        return Outcome::Local { reason: "internal static object" };
+        return Outcome::Local {
+            reason: "internal static object",
+        };
     }
     if !method_allowed(method, method_tok, &parsed) {
         return reject(501, "method not supported for this scheme");
     }
+    if method_tok.eq_ignore_ascii_case(b"PURGE") {
+        // Squid enables PURGE only when an ACL names the method.
+        return reject(403, "PURGE is not enabled");
+    }
     match parsed.proto {
-        Proto::Urn => Outcome::Local { reason: "URN resolved by the proxy itself" },
-        Proto::CacheObject => Outcome::Local { reason: "cache manager request" },
+        Proto::Urn => urn_resolver(&parsed.uri),
+        Proto::CacheObject => cache_manager(parsed.path()),
         _ => Outcome::Route(parsed.uri),
+    }
+}
+
+/// A `urn:` request: Squid fetches `http://NID/uri-res/N2L?urn:NID:NSS`
+/// itself, and that fetch is what CARP routes.
+fn urn_resolver(urn: &RequestUri) -> Outcome {
+    let mut url = Vec::with_capacity(urn.text.len() + 32);
+    url.extend_from_slice(b"http://");
+    url.extend_from_slice(urn.host());
+    url.extend_from_slice(b"/uri-res/N2L?");
+    url.extend_from_slice(&urn.text);
+    url.truncate(4095); // Squid formats it into a 4 KiB buffer
+    match parse_url(Method::Get, &url) {
+        Ok(p) => Outcome::Route(p.uri),
+        Err(_) => Outcome::Reject {
+            status: 404,
+            reason: "URN resolver URL invalid",
+        },
+    }
+}
+
+/// Cache manager actions Squid 5.7 registers (those needing a password are
+/// hidden without `cachemgr_passwd`, and answer 404 like unknown ones).
+const MGR_ACTIONS: [&str; 62] = [
+    "5min",
+    "60min",
+    "active_requests",
+    "asndb",
+    "basicauthenticator",
+    "cached_ssl_cert",
+    "carp",
+    "cbdata",
+    "cbdatahistory",
+    "client_list",
+    "comm_epoll_incoming",
+    "comm_poll_incoming",
+    "comm_select_incoming",
+    "counters",
+    "cpu_profile",
+    "delay",
+    "digest_stats",
+    "digestauthenticator",
+    "diskd",
+    "events",
+    "external_acl",
+    "filedescriptors",
+    "forw_headers",
+    "forward",
+    "fqdncache",
+    "graph_variables",
+    "histograms",
+    "http_headers",
+    "idns",
+    "index",
+    "info",
+    "io",
+    "ipcache",
+    "mem",
+    "menu",
+    "negotiateauthenticator",
+    "netdb",
+    "non_peers",
+    "ntlmauthenticator",
+    "objects",
+    "openfd_objects",
+    "pconn",
+    "peer_select",
+    "redirector",
+    "refresh",
+    "sbuf",
+    "server_list",
+    "service_times",
+    "sourcehash",
+    "squidaio_counts",
+    "store_check_cachable_stats",
+    "store_digest",
+    "store_id",
+    "store_io",
+    "store_log_tags",
+    "storedir",
+    "strings",
+    "userhash",
+    "username_cache",
+    "utilization",
+    "via_headers",
+    "vm_objects",
+];
+
+/// A `cache_object://host/action[@password][?query]` request: answered by
+/// Squid's cache manager; 404 for an unknown action or a malformed query.
+fn cache_manager(path: &[u8]) -> Outcome {
+    let local = Outcome::Local {
+        reason: "cache manager request",
+    };
+    let not_found = Outcome::Reject {
+        status: 404,
+        reason: "cache manager: unknown action or bad query",
+    };
+    let rest = path
+        .strip_prefix(b"/squid-internal-mgr/")
+        .or_else(|| path.strip_prefix(b"/"))
+        .unwrap_or(path);
+    let field = |s: &[u8]| {
+        s.iter()
+            .take_while(|&&b| !matches!(b, b'@' | b'?' | b'#'))
+            .count()
+    };
+    let alen = field(rest);
+    let action: &[u8] = if alen == 0 { b"menu" } else { &rest[..alen] };
+    if !MGR_ACTIONS.iter().any(|a| a.as_bytes() == action) {
+        return not_found;
+    }
+    let mut t = &rest[alen..];
+    if let Some(pw) = t.strip_prefix(b"@") {
+        t = &pw[field(pw)..];
+    }
+    if let Some(q) = t.strip_prefix(b"?") {
+        t = q;
+        // name=value pairs joined by '&'; names [A-Za-z0-9_], values without "&= #"
+        while let Some(&c) = t.first() {
+            if c == b'#' {
+                break;
+            }
+            if c == b'&' {
+                t = &t[1..];
+                continue;
+            }
+            let n = t
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                .count();
+            if n == 0 || t.get(n) != Some(&b'=') {
+                return not_found;
+            }
+            t = &t[n + 1..];
+            let v = t
+                .iter()
+                .take_while(|b| !matches!(b, b'&' | b'=' | b' ' | b'#'))
+                .count();
+            if v == 0 {
+                return not_found;
+            }
+            t = &t[v..];
+        }
+    }
+    if t.is_empty() || t[0] == b'#' {
+        local
+    } else {
+        not_found
     }
 }
 
@@ -415,7 +602,10 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     }
     if matches!(method, Method::Options | Method::Trace) && raw == b"*" {
         let uri = RequestUri::from_parts("http", "", 80, 80, "*");
-        return Ok(Parsed { proto: Proto::Http, uri });
+        return Ok(Parsed {
+            proto: Proto::Http,
+            uri,
+        });
     }
     if method == Method::Connect {
         return parse_authority(raw);
@@ -445,7 +635,10 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     if hostport.first() == Some(&b'[') {
         // Squid copies up to ']' one place left, then scans the bytes after
         // the copy for ':' — the ones from the ']' on.
-        let end = hostport[1..].iter().position(|&b| b == b']').map_or(hostport.len(), |p| p + 1);
+        let end = hostport[1..]
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(hostport.len(), |p| p + 1);
         host = &hostport[1..end];
         if host.is_empty() {
             return Err("missing host");
@@ -499,18 +692,42 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     if tail.first() != Some(&b'/') {
         text.push(b'/');
     }
-    // uri_whitespace strip
-    text.extend(tail.iter().copied().filter(|&b| !is_space(b)));
+    // uri_whitespace strip: only when the path holds SP, HTAB, CR or LF,
+    // and then every C-isspace byte (VT and FF too) goes.
+    if tail.iter().any(|&b| W_SPACE.has(b)) {
+        text.extend(tail.iter().copied().filter(|&b| !is_space(b)));
+    } else {
+        text.extend_from_slice(tail);
+    }
     let path_r = p0..text.len();
-    let uri = RequestUri { text, scheme: scheme_r, host: host_r, path: path_r, port, authority_form: false };
+    let uri = RequestUri {
+        text,
+        scheme: scheme_r,
+        host: host_r,
+        path: path_r,
+        port,
+        authority_form: false,
+    };
     Ok(Parsed { proto, uri })
 }
 
-/// Appends the host as Squid stores it: whitespace dropped, ASCII-lowercased,
-/// trailing dots removed, a leading dot or `..` refused, IP literals canonical.
+/// Longest host name Squid stores (`SQUIDHOSTNAMELEN` − 1); longer ones are cut.
+const MAX_HOST_LEN: usize = 255;
+
+/// Appends the host as Squid stores it: whitespace dropped (if it holds SP,
+/// HTAB, CR or LF), ASCII-lowercased, trailing dots removed, a leading dot or
+/// `..` refused, IP literals canonical, names cut to 255 bytes.
 fn push_host(text: &mut Vec<u8>, host: &[u8]) -> Result<(), &'static str> {
     let h0 = text.len();
-    text.extend(host.iter().filter(|&&b| !is_space(b)).map(u8::to_ascii_lowercase));
+    if host.iter().any(|&b| W_SPACE.has(b)) {
+        text.extend(
+            host.iter()
+                .filter(|&&b| !is_space(b))
+                .map(u8::to_ascii_lowercase),
+        );
+    } else {
+        text.extend(host.iter().map(u8::to_ascii_lowercase));
+    }
     while text.len() > h0 && text.last() == Some(&b'.') {
         text.pop();
     }
@@ -526,6 +743,8 @@ fn push_host(text: &mut Vec<u8>, host: &[u8]) -> Result<(), &'static str> {
     if let Some(c) = ip::canonical_host(probe) {
         text.truncate(h0);
         text.extend_from_slice(c.as_bytes());
+    } else if text.len() - h0 > MAX_HOST_LEN {
+        text.truncate(h0 + MAX_HOST_LEN);
     }
     Ok(())
 }
@@ -576,7 +795,14 @@ fn parse_authority(raw: &[u8]) -> Result<Parsed, &'static str> {
     text.push(b':');
     text.extend_from_slice(PortText::new(port as u16).as_bytes());
     let end = text.len();
-    let uri = RequestUri { text, scheme: 0..0, host: host_r, path: end..end, port: port as u16, authority_form: true };
+    let uri = RequestUri {
+        text,
+        scheme: 0..0,
+        host: host_r,
+        path: end..end,
+        port: port as u16,
+        authority_form: true,
+    };
     Ok(Parsed {
         proto: Proto::None,
         uri,
@@ -600,7 +826,27 @@ fn parse_urn(after: &[u8]) -> Result<Parsed, &'static str> {
     {
         return Err("bad URN NID");
     }
-    let uri = RequestUri::from_parts("urn", "", 0, 0, "");
+    // Squid stores the NID as the host (not lowercased) and the NSS as the
+    // path; `absolute()` prints `urn:NID:NSS`.
+    let mut text = b"urn:".to_vec();
+    let h0 = text.len();
+    match ip::canonical_host(nid) {
+        Some(c) => text.extend_from_slice(c.as_bytes()),
+        None => text.extend_from_slice(nid),
+    }
+    let host_r = h0..text.len();
+    text.push(b':');
+    let p0 = text.len();
+    text.extend_from_slice(&after[nid_len + 1..]);
+    let path_r = p0..text.len();
+    let uri = RequestUri {
+        text,
+        scheme: 0..3,
+        host: host_r,
+        path: path_r,
+        port: 0,
+        authority_form: false,
+    };
     Ok(Parsed {
         proto: Proto::Urn,
         uri,
@@ -726,14 +972,25 @@ mod tests {
             ("http://h/%2f", "http://h/%2f"),
             ("GET http://h/a b HTTP/1.1", "http://h/ab"),
             ("h.example:443", "h.example:443"),
-            ("H.Example", "h.example:443"),
+            ("H.Example:443", "h.example:443"),
+            ("GET", "REJECT 400"),
+            ("PURGE http://h/ HTTP/1.1", "REJECT 403"),
+            (
+                "GET urn:ISBN:1 2 HTTP/1.1",
+                "http://isbn/uri-res/N2L?urn:ISBN:12",
+            ),
+            ("GET cache_object://h/info HTTP/1.1", "LOCAL"),
+            ("GET cache_object://h/nope HTTP/1.1", "REJECT 404"),
+            ("GET http://h/a\u{b}b HTTP/1.1", "http://h/a\u{b}b"),
+            ("GET http://h/a\u{b} b HTTP/1.1", "http://h/ab"),
             ("[::1]:8443", "[::1]:8443"),
             ("foo://h/", "REJECT 400"),
             ("foo://h:1/", "REJECT 501"),
             ("FOO://h:1/", "REJECT 501"),
             ("OPTIONS * HTTP/1.1", "REJECT 501"),
             ("GET http://h/ HTTP/2.0", "REJECT 505"),
-            ("GET http://h/\u{e9} HTTP/1.1", "REJECT 400"),
+            ("GET http://h/\u{e9}|^ HTTP/1.1", "http://h/\u{e9}|^"),
+            ("GET http://h/\u{7f} HTTP/1.1", "REJECT 400"),
             ("ftp://us%65r:p@ss@h/", "ftp://user:p%40ss@h/"),
             ("http://h/squid-internal-static/icons/x", "LOCAL"),
         ];

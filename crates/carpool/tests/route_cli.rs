@@ -17,8 +17,19 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 }
 
 fn run_with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -47,12 +58,19 @@ fn route_prints_one_decision_per_line_in_order() {
     let conf = temp_file("order.toml", TOML);
     let input = "http://a.example/1\nGET http://a.example/1 HTTP/1.1\nhttp:/broken\nsecure.example:443\nOPTIONS * HTTP/1.1\nGET http://a.example/\u{7f} HTTP/1.1\n";
     let out = run_with_stdin(&["route", "-c", conf.to_str().unwrap()], input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 6, "{text}");
     assert!(["alpha", "beta", "gamma"].contains(&lines[0]));
-    assert_eq!(lines[0], lines[1], "a target and its request line route alike");
+    assert_eq!(
+        lines[0], lines[1],
+        "a target and its request line route alike"
+    );
     assert_eq!(lines[2], "REJECT 400");
     assert!(["alpha", "beta", "gamma"].contains(&lines[3]));
     assert_eq!(lines[4], "REJECT 501");
@@ -62,7 +80,10 @@ fn route_prints_one_decision_per_line_in_order() {
 #[test]
 fn explain_shows_key_and_every_member() {
     let conf = temp_file("explain.toml", TOML);
-    let out = run_with_stdin(&["route", "--explain", "-c", conf.to_str().unwrap()], "HTTP://A.Example:80/x?y\n");
+    let out = run_with_stdin(
+        &["route", "--explain", "-c", conf.to_str().unwrap()],
+        "HTTP://A.Example:80/x?y\n",
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let fields: Vec<&str> = text.trim_end().split('\t').collect();
     assert_eq!(fields[1], "key=http://a.example/x?y");
@@ -78,27 +99,45 @@ fn squid_conf_source_uses_squid_mode() {
         "squid.conf",
         "cache_peer 127.0.0.1 parent 4001 0 carp name=p1\ncache_peer 127.0.0.1 parent 4002 0 carp name=p2\ncache_peer 127.0.0.2 sibling 4003 0\n",
     );
-    let out = run_with_stdin(&["route", "--squid-conf", conf.to_str().unwrap()], "http://example.com/\n");
+    let out = run_with_stdin(
+        &["route", "--squid-conf", conf.to_str().unwrap()],
+        "http://example.com/\n",
+    );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning") && stderr.contains(":3:"), "sibling ignored with a warning: {stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains(":3:"),
+        "sibling ignored with a warning: {stderr}"
+    );
     let choice = String::from_utf8(out.stdout).unwrap();
     assert!(choice == "p1\n" || choice == "p2\n");
 }
 
 #[test]
 fn config_errors_name_file_line_and_key() {
-    let bad = temp_file("bad.toml", "hash = \"hrw\"\n[[parent]]\nhost = \"a\"\nport = 99999\n");
+    let bad = temp_file(
+        "bad.toml",
+        "hash = \"hrw\"\n[[parent]]\nhost = \"a\"\nport = 99999\n",
+    );
     let out = run_with_stdin(&["route", "-c", bad.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:4: `port`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:4: `port`", bad.display())),
+        "{err}"
+    );
 
-    let bad = temp_file("bad.conf", "http_port 3128\ncache_peer a parent 3128 0 carp weight=x\n");
+    let bad = temp_file(
+        "bad.conf",
+        "http_port 3128\ncache_peer a parent 3128 0 carp weight=x\n",
+    );
     let out = run_with_stdin(&["route", "--squid-conf", bad.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:2: `weight`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:2: `weight`", bad.display())),
+        "{err}"
+    );
 
     let out = run_with_stdin(&["route", "-c", "/nonexistent/carpool.toml"], "");
     assert_eq!(out.status.code(), Some(1));
@@ -130,7 +169,10 @@ fn route_streams_with_bounded_memory() {
     // 1M lines (~60 MB) written while the stdin stays open.
     let mut block = String::new();
     for i in 0..10_000 {
-        block.push_str(&format!("http://host{}.example/some/long/path/to/object-{i}.bin?x=1\n", i % 97));
+        block.push_str(&format!(
+            "http://host{}.example/some/long/path/to/object-{i}.bin?x=1\n",
+            i % 97
+        ));
     }
     for _ in 0..100 {
         stdin.write_all(block.as_bytes()).unwrap();
@@ -151,31 +193,80 @@ fn route_streams_with_bounded_memory() {
 #[test]
 fn plan_reports_shares_and_moves() {
     let old = temp_file("old.toml", TOML);
-    let new = temp_file("new.toml", &TOML.replace("[[parent]]\nname = \"gamma\"\nhost = \"127.0.0.1\"\nport = 4003\n", ""));
-    let out = bin().args(["plan", old.to_str().unwrap(), new.to_str().unwrap(), "--samples", "40000"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = temp_file(
+        "new.toml",
+        &TOML.replace(
+            "[[parent]]\nname = \"gamma\"\nhost = \"127.0.0.1\"\nport = 4003\n",
+            "",
+        ),
+    );
+    let out = bin()
+        .args([
+            "plan",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+            "--samples",
+            "40000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let moved_line = text.lines().find(|l| l.starts_with("moved:")).unwrap();
-    let pct: f64 = moved_line.split_whitespace().nth(1).unwrap().trim_end_matches('%').parse().unwrap();
+    let pct: f64 = moved_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
     // gamma had 1/4 of the weight: in hrw only its URLs move
     assert!((pct - 25.0).abs() < 1.5, "{text}");
     assert!(text.contains("gamma") && text.contains("1 -> -"), "{text}");
     // the same change in squid mode moves more than the minimum
     let sq_old = temp_file("old.conf", "cache_peer 127.0.0.1 parent 4003 0 carp name=gamma\ncache_peer 127.0.0.1 parent 4001 0 carp name=alpha\ncache_peer 127.0.0.1 parent 4002 0 carp name=beta\n");
     let sq_new = temp_file("new.conf", "cache_peer 127.0.0.1 parent 4001 0 carp name=alpha\ncache_peer 127.0.0.1 parent 4002 0 carp name=beta\n");
-    let out = bin().args(["plan", sq_old.to_str().unwrap(), sq_new.to_str().unwrap(), "--samples", "40000"]).output().unwrap();
+    let out = bin()
+        .args([
+            "plan",
+            sq_old.to_str().unwrap(),
+            sq_new.to_str().unwrap(),
+            "--samples",
+            "40000",
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let moved_line = text.lines().find(|l| l.starts_with("moved:")).unwrap();
-    let pct: f64 = moved_line.split_whitespace().nth(1).unwrap().trim_end_matches('%').parse().unwrap();
-    assert!(pct > 40.0, "squid mode removing the first-sorted member: {text}");
+    let pct: f64 = moved_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(
+        pct > 40.0,
+        "squid mode removing the first-sorted member: {text}"
+    );
 }
 
 #[test]
 fn plan_reads_urls_from_stdin() {
     let conf = temp_file("same.toml", TOML);
     let c = conf.to_str().unwrap();
-    let out = run_with_stdin(&["plan", c, c, "--stdin"], "http://a/\nhttp://b/\nnot a url\n");
+    let out = run_with_stdin(
+        &["plan", c, c, "--stdin"],
+        "http://a/\nhttp://b/\nnot a url\n",
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("2 URLs from stdin, 1 unroutable lines skipped"), "{text}");
+    assert!(
+        text.contains("2 URLs from stdin, 1 unroutable lines skipped"),
+        "{text}"
+    );
     assert!(text.contains("moved: 0.00%"), "{text}");
 }

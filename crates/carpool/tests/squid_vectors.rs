@@ -70,6 +70,37 @@ fn vector_sets(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     sets
 }
 
+/// The recorded squid.conf has `@NAME@` placeholders for the run's ports and
+/// paths (they do not affect routing): a copy with each replaced by a number.
+fn concrete_conf(conf: &Path) -> PathBuf {
+    let text = std::fs::read(conf).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'@' {
+            if let Some(len) = text[i + 1..].iter().position(|&b| b == b'@') {
+                let name = &text[i + 1..i + 1 + len];
+                if !name.is_empty()
+                    && name
+                        .iter()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+                {
+                    out.extend_from_slice(b"3128");
+                    i += len + 2;
+                    continue;
+                }
+            }
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    let dir = std::env::temp_dir().join(format!("carpool-vectors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(conf.file_name().unwrap());
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
 /// Runs route --explain over every input and returns its output lines.
 fn route(conf: &Path, inputs: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
@@ -119,7 +150,7 @@ fn check_dir(dir: &Path) -> (usize, Vec<String>) {
         let vs = read_vectors(&vectors);
         assert!(!vs.is_empty(), "{} has no vectors", vectors.display());
         let inputs: Vec<&[u8]> = vs.iter().map(|v| v.input.as_slice()).collect();
-        let outs = route(&conf, &inputs);
+        let outs = route(&concrete_conf(&conf), &inputs);
         assert_eq!(
             outs.len(),
             vs.len(),
@@ -129,7 +160,7 @@ fn check_dir(dir: &Path) -> (usize, Vec<String>) {
         for (v, out) in vs.iter().zip(&outs) {
             checked += 1;
             let mut fields = out.split(|&b| b == b'\t');
-            let choice = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+            let choice = escape(fields.next().unwrap_or_default());
             let key = fields
                 .find_map(|f| f.strip_prefix(b"key="))
                 .map(|k| unescape(&String::from_utf8_lossy(k)));
@@ -159,7 +190,11 @@ fn report(dir: &Path) {
     let (checked, failures) = check_dir(dir);
     assert!(checked > 0, "no vectors under {}", dir.display());
     if !failures.is_empty() {
-        let shown: Vec<_> = failures.iter().take(40).cloned().collect();
+        let show = std::env::var("CARPOOL_VECTORS_SHOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        let shown: Vec<_> = failures.iter().take(show).cloned().collect();
         panic!(
             "{} of {checked} vectors disagree with Squid under {}:\n{}",
             failures.len(),

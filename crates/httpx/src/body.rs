@@ -1,0 +1,152 @@
+//! Streaming a message body from one connection to another, whatever its
+//! size, through the source connection's read buffer (bounded: one read of
+//! at most [`crate::conn::READ_CHUNK`] at a time).
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use crate::chunked::{ChunkError, ChunkedChecker};
+use crate::conn::Conn;
+use crate::framing::BodyLen;
+
+/// Why a body relay stopped early.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The source closed before the body ended.
+    SourceClosed,
+    /// The source failed.
+    Source(io::Error),
+    /// Nothing arrived from the source for the idle timeout.
+    SourceIdle,
+    /// The destination failed (a client gone, a parent reset).
+    Sink(io::Error),
+    /// The destination accepted nothing for the idle timeout.
+    SinkIdle,
+    /// Malformed chunked coding.
+    Chunk(ChunkError),
+}
+
+impl std::fmt::Display for RelayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayError::SourceClosed => f.write_str("sender closed before the end of the body"),
+            RelayError::Source(e) => write!(f, "reading body: {e}"),
+            RelayError::SourceIdle => f.write_str("body idle timeout"),
+            RelayError::Sink(e) => write!(f, "writing body: {e}"),
+            RelayError::SinkIdle => f.write_str("receiver stalled past the body idle timeout"),
+            RelayError::Chunk(c) => write!(f, "bad chunked body: {}", c.0),
+        }
+    }
+}
+
+/// How the relay writes the body out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// As it came (the framing stays the same).
+    Same,
+    /// Re-framed as chunked (an until-close body to an HTTP/1.1 client).
+    Chunked,
+    /// Chunked coding removed (a chunked body to an HTTP/1.0 client, which
+    /// then reads until the connection closes).
+    Dechunked,
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    data: &[u8],
+    idle: Duration,
+) -> Result<(), RelayError> {
+    match timeout(idle, dst.write_all(data)).await {
+        Err(_) => Err(RelayError::SinkIdle),
+        Ok(Err(e)) => Err(RelayError::Sink(e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+async fn fill(src: &mut Conn, idle: Duration) -> Result<usize, RelayError> {
+    match timeout(idle, src.read_more()).await {
+        Err(_) => Err(RelayError::SourceIdle),
+        Ok(Err(e)) => Err(RelayError::Source(e)),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+/// Relays a body of framing `len` from `src` (its buffer first) to `dst`.
+/// Bytes after the body stay in `src.rbuf`. Returns the bytes written
+/// (framing included).
+pub async fn relay<W: AsyncWrite + Unpin>(
+    src: &mut Conn,
+    dst: &mut W,
+    len: BodyLen,
+    out: Out,
+    idle: Duration,
+) -> Result<u64, RelayError> {
+    let mut written = 0u64;
+    match len {
+        BodyLen::Empty => {}
+        BodyLen::Length(mut left) => {
+            while left > 0 {
+                if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
+                    return Err(RelayError::SourceClosed);
+                }
+                let take = (src.rbuf.len() as u64).min(left) as usize;
+                write_all(dst, &src.rbuf[..take], idle).await?;
+                src.rbuf.advance(take);
+                left -= take as u64;
+                written += take as u64;
+            }
+        }
+        BodyLen::Chunked => {
+            let mut checker = ChunkedChecker::new();
+            loop {
+                if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
+                    return Err(RelayError::SourceClosed);
+                }
+                let n = if out == Out::Dechunked {
+                    let mut plain = Vec::with_capacity(src.rbuf.len());
+                    let n = checker
+                        .feed_with(&src.rbuf, |d| plain.extend_from_slice(d))
+                        .map_err(RelayError::Chunk)?;
+                    write_all(dst, &plain, idle).await?;
+                    written += plain.len() as u64;
+                    n
+                } else {
+                    let n = checker.feed(&src.rbuf).map_err(RelayError::Chunk)?;
+                    write_all(dst, &src.rbuf[..n], idle).await?;
+                    written += n as u64;
+                    n
+                };
+                src.rbuf.advance(n);
+                if checker.is_done() {
+                    break;
+                }
+            }
+        }
+        BodyLen::UntilClose => loop {
+            if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
+                if out == Out::Chunked {
+                    write_all(dst, b"0\r\n\r\n", idle).await?;
+                    written += 5;
+                }
+                break;
+            }
+            let n = src.rbuf.len();
+            if out == Out::Chunked {
+                let size = format!("{n:x}\r\n");
+                write_all(dst, size.as_bytes(), idle).await?;
+                write_all(dst, &src.rbuf[..n], idle).await?;
+                write_all(dst, b"\r\n", idle).await?;
+                written += (size.len() + n + 2) as u64;
+            } else {
+                write_all(dst, &src.rbuf[..n], idle).await?;
+                written += n as u64;
+            }
+            src.rbuf.advance(n);
+        },
+    }
+    Ok(written)
+}

@@ -1,0 +1,348 @@
+//! Request and response heads: parsed by `httparse` out of the connection's
+//! read buffer into one `Bytes` plus index ranges, so a head costs one
+//! allocation for its header index and none per header.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::HttpError;
+
+/// Limits on what a client may send before its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers, bytes (431 beyond).
+    pub max_head_bytes: usize,
+    /// Number of header fields (431 beyond).
+    pub max_headers: usize,
+    /// Request-target length (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Time to receive a whole head once its first byte arrived (408).
+    pub header_timeout: Duration,
+    /// Time a kept-alive client connection may sit idle between requests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// HTTP/1.0 or HTTP/1.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: no keep-alive unless asked, no chunked.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+impl Version {
+    fn from_minor(m: u8) -> Version {
+        if m == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        }
+    }
+
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// Where one header field sits in a head's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Field {
+    name: Range<u32>,
+    value: Range<u32>,
+}
+
+fn r(base: usize, part: &[u8]) -> Range<u32> {
+    let start = part.as_ptr() as usize - base;
+    start as u32..(start + part.len()) as u32
+}
+
+/// The header fields of a head.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    raw: Bytes,
+    fields: Vec<Field>,
+}
+
+impl Fields {
+    /// All fields in order, as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields.iter().map(|f| {
+            (
+                &self.raw[f.name.start as usize..f.name.end as usize],
+                &self.raw[f.value.start as usize..f.value.end as usize],
+            )
+        })
+    }
+
+    /// Values of every field named `name` (case-insensitive).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`.
+    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.get_all(name).next()
+    }
+
+    /// True if any field `name` holds `token` in its comma-separated list.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// A parsed request head.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    method: Range<u32>,
+    target: Range<u32>,
+    /// Protocol version.
+    pub version: Version,
+    /// Header fields.
+    pub fields: Fields,
+}
+
+impl RequestHead {
+    /// The method token as sent.
+    pub fn method(&self) -> &[u8] {
+        &self.fields.raw[self.method.start as usize..self.method.end as usize]
+    }
+
+    /// The request-target as sent.
+    pub fn target(&self) -> &[u8] {
+        &self.fields.raw[self.target.start as usize..self.target.end as usize]
+    }
+
+    /// The whole head as received.
+    pub fn raw(&self) -> &Bytes {
+        &self.fields.raw
+    }
+
+    /// True for methods that are safe to send twice (RFC 9110 §9.2.2).
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method(),
+            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+        )
+    }
+}
+
+/// Tries to parse a request head at the start of `buf`. On success the head's
+/// bytes are split off `buf` (what follows stays: body or pipelined data).
+/// `Ok(None)`: incomplete, read more. Errors carry the status to answer.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, HttpError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(431, "too many header fields"))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(HttpError::new(505, "unsupported HTTP version"))
+        }
+        Err(httparse::Error::Token) => {
+            return Err(HttpError::new(400, "malformed method or request-target"))
+        }
+        Err(httparse::Error::HeaderName) => {
+            return Err(HttpError::new(400, "malformed header name"))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(HttpError::new(400, "malformed header value"))
+        }
+        Err(httparse::Error::NewLine) => return Err(HttpError::new(400, "malformed line ending")),
+        Err(_) => return Err(HttpError::new(400, "malformed request head")),
+    };
+    let n = match status {
+        httparse::Status::Partial => {
+            let line_end = buf.iter().position(|&b| b == b'\n');
+            if line_end.is_none() && buf.len() > limits.max_uri_bytes + 64 {
+                return Err(HttpError::new(414, "request-target too long"));
+            }
+            if buf.len() > limits.max_head_bytes {
+                return Err(HttpError::new(431, "request head too large"));
+            }
+            return Ok(None);
+        }
+        httparse::Status::Complete(n) => n,
+    };
+    if n > limits.max_head_bytes {
+        return Err(HttpError::new(431, "request head too large"));
+    }
+    let base = buf.as_ptr() as usize;
+    let method = r(base, req.method.unwrap_or_default().as_bytes());
+    let target_s = req.path.unwrap_or_default();
+    if target_s.len() > limits.max_uri_bytes {
+        return Err(HttpError::new(414, "request-target too long"));
+    }
+    let target = r(base, target_s.as_bytes());
+    let version = Version::from_minor(req.version.unwrap_or(1));
+    let fields: Vec<Field> = req
+        .headers
+        .iter()
+        .map(|h| Field {
+            name: r(base, h.name.as_bytes()),
+            value: r(base, h.value),
+        })
+        .collect();
+    let raw = buf.split_to(n).freeze();
+    Ok(Some(RequestHead {
+        method,
+        target,
+        version,
+        fields: Fields { raw, fields },
+    }))
+}
+
+/// A parsed response head.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    reason: Range<u32>,
+    /// Protocol version.
+    pub version: Version,
+    /// Header fields.
+    pub fields: Fields,
+}
+
+impl ResponseHead {
+    /// The reason phrase as sent.
+    pub fn reason(&self) -> &[u8] {
+        &self.fields.raw[self.reason.start as usize..self.reason.end as usize]
+    }
+
+    /// The whole head as received.
+    pub fn raw(&self) -> &Bytes {
+        &self.fields.raw
+    }
+}
+
+/// Tries to parse a response head at the start of `buf` (from a parent or
+/// origin). Errors are the parent's fault: callers answer 502.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    max_head_bytes: usize,
+) -> Result<Option<ResponseHead>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut res = httparse::Response::new(&mut headers);
+    let n = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > max_head_bytes {
+                return Err(HttpError::new(502, "parent response head too large"));
+            }
+            return Ok(None);
+        }
+        Err(_) => return Err(HttpError::new(502, "malformed response head from parent")),
+    };
+    let base = buf.as_ptr() as usize;
+    let status = res.code.unwrap_or(0);
+    let reason = r(base, res.reason.unwrap_or_default().as_bytes());
+    let reason = if res.reason.unwrap_or_default().is_empty() {
+        0..0
+    } else {
+        reason
+    };
+    let version = Version::from_minor(res.version.unwrap_or(1));
+    let fields: Vec<Field> = res
+        .headers
+        .iter()
+        .map(|h| Field {
+            name: r(base, h.name.as_bytes()),
+            value: r(base, h.value),
+        })
+        .collect();
+    let raw = buf.split_to(n).freeze();
+    Ok(Some(ResponseHead {
+        status,
+        reason,
+        version,
+        fields: Fields { raw, fields },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_and_leftover() {
+        let mut b = BytesMut::from(
+            &b"GET http://h/x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\nBODY"[..],
+        );
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        assert_eq!(h.method(), b"GET");
+        assert_eq!(h.target(), b"http://h/x");
+        assert_eq!(h.version, Version::Http11);
+        assert_eq!(
+            h.fields.get_all("x-a").collect::<Vec<_>>(),
+            vec![&b"1"[..], b"2"]
+        );
+        assert_eq!(&b[..], b"BODY");
+    }
+
+    #[test]
+    fn request_limits() {
+        let limits = Limits {
+            max_headers: 2,
+            max_uri_bytes: 10,
+            max_head_bytes: 200,
+            ..Limits::default()
+        };
+        let mut b = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"[..]);
+        assert_eq!(parse_request(&mut b, &limits).unwrap_err().status, 431);
+        let mut b = BytesMut::from(&b"GET http://example.com/long HTTP/1.1\r\n\r\n"[..]);
+        assert_eq!(parse_request(&mut b, &limits).unwrap_err().status, 414);
+        let mut b = BytesMut::from(&[&b"GET / HTTP/1.1\r\nx: "[..], &[b'a'; 300]].concat()[..]);
+        assert_eq!(parse_request(&mut b, &limits).unwrap_err().status, 431);
+        let mut b = BytesMut::from(&b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n"[..]);
+        assert_eq!(parse_request(&mut b, &limits).unwrap_err().status, 400);
+        let mut b = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: h\r\n"[..]);
+        assert!(parse_request(&mut b, &limits).unwrap().is_none());
+    }
+
+    #[test]
+    fn response_head() {
+        let mut b = BytesMut::from(&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..]);
+        let h = parse_response(&mut b, 1024).unwrap().unwrap();
+        assert_eq!(h.status, 404);
+        assert_eq!(h.reason(), b"Not Found");
+        assert_eq!(h.fields.get("content-length"), Some(&b"0"[..]));
+    }
+}

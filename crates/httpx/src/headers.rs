@@ -1,0 +1,276 @@
+//! Header hygiene for a proxy hop: what is never forwarded (hop-by-hop fields
+//! and those the `Connection` field names), `Via` (with loop detection) and
+//! `X-Forwarded-For`; and writing the heads we send.
+
+use std::net::IpAddr;
+
+use crate::framing::BodyLen;
+use crate::head::{Fields, RequestHead, ResponseHead, Version};
+
+/// Fields that belong to one connection (RFC 9110 §7.6.1, plus the
+/// non-standard `Proxy-Connection` and `Keep-Alive`). Framing fields are
+/// re-written by the sender of each hop.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// What to do with `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Xff {
+    /// Append the client address (Squid's `forwarded_for on`).
+    #[default]
+    Append,
+    /// Remove the field (`forwarded_for delete`).
+    Delete,
+    /// Pass it on untouched (`forwarded_for transparent`).
+    Off,
+}
+
+/// True when `name` must not be forwarded, given the message's fields.
+pub fn is_hop_by_hop(name: &[u8], fields: &Fields) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || fields
+            .get_all("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+}
+
+/// True when a `Via` field already names `received_by` (a forwarding loop).
+pub fn via_has(fields: &Fields, received_by: &str) -> bool {
+    fields
+        .get_all("via")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|entry| {
+            // entry: [protocol-name "/"] protocol-version RWS received-by [RWS comment]
+            let mut words = entry
+                .trim_ascii()
+                .split(|&b| b == b' ' || b == b'\t')
+                .filter(|w| !w.is_empty());
+            words.next();
+            words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case(received_by.as_bytes()))
+        })
+}
+
+/// Does the client want the connection kept open after this exchange?
+pub fn client_keep_alive(head: &RequestHead) -> bool {
+    match head.version {
+        Version::Http11 => !head.fields.has_token("connection", "close"),
+        Version::Http10 => {
+            head.fields.has_token("connection", "keep-alive")
+                || head.fields.has_token("proxy-connection", "keep-alive")
+        }
+    }
+}
+
+/// Does the parent keep its connection open after this response?
+pub fn server_keep_alive(head: &ResponseHead) -> bool {
+    match head.version {
+        Version::Http11 => !head.fields.has_token("connection", "close"),
+        Version::Http10 => head.fields.has_token("connection", "keep-alive"),
+    }
+}
+
+/// Writes the head of a request forwarded to a parent: `method target
+/// HTTP/1.1`, the client's end-to-end fields, our `Via`, `X-Forwarded-For`
+/// per `xff`, and the body framing.
+#[allow(clippy::too_many_arguments)]
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &[u8],
+    target: &[u8],
+    head: &RequestHead,
+    body: BodyLen,
+    via: &str,
+    xff: Xff,
+    client: IpAddr,
+) {
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut prior_xff: Option<&[u8]> = None;
+    let mut has_host = false;
+    for (name, value) in head.fields.iter() {
+        if is_hop_by_hop(name, &head.fields) || name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            match xff {
+                Xff::Off => {}
+                Xff::Delete => continue,
+                Xff::Append => {
+                    prior_xff = Some(value);
+                    continue;
+                }
+            }
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            has_host = true;
+        }
+        push_field(out, name, value);
+    }
+    if !has_host {
+        if let Some(host) = authority_of(target) {
+            push_field(out, b"Host", host);
+        }
+    }
+    push_field(
+        out,
+        b"Via",
+        format!("{} {via}", version_token(head.version)).as_bytes(),
+    );
+    if xff == Xff::Append {
+        let ip = client.to_string();
+        match prior_xff {
+            Some(p) => push_field(out, b"X-Forwarded-For", &[p, b", ", ip.as_bytes()].concat()),
+            None => push_field(out, b"X-Forwarded-For", ip.as_bytes()),
+        }
+    }
+    push_framing(out, body);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head of a response to a client: the parent's status, its
+/// end-to-end fields, our `Via`, and the framing and connection fields for
+/// this client.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    framing: Framing,
+    via: &str,
+    keep_alive: bool,
+    client: Version,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.to_string().as_bytes());
+    out.push(b' ');
+    let reason = head.reason();
+    if reason.is_empty() {
+        out.extend_from_slice(crate::error::reason_phrase(head.status).as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in head.fields.iter() {
+        if is_hop_by_hop(name, &head.fields) || name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        push_field(out, name, value);
+    }
+    push_field(
+        out,
+        b"Via",
+        format!("{} {via}", version_token(head.version)).as_bytes(),
+    );
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => push_field(out, b"Content-Length", n.to_string().as_bytes()),
+        Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
+        Framing::Close => {}
+    }
+    if !keep_alive {
+        push_field(out, b"Connection", b"close");
+    } else if client == Version::Http10 {
+        push_field(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The framing a response is sent to the client with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body and no length field (1xx, 204, 304, HEAD without length).
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Delimited by closing the connection.
+    Close,
+}
+
+fn version_token(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "1.0",
+        Version::Http11 => "1.1",
+    }
+}
+
+fn push_framing(out: &mut Vec<u8>, body: BodyLen) {
+    match body {
+        BodyLen::Empty | BodyLen::UntilClose => {}
+        BodyLen::Length(n) => push_field(out, b"Content-Length", n.to_string().as_bytes()),
+        BodyLen::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
+    }
+}
+
+/// Appends `name: value\r\n`.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The authority of an absolute URL (`http://host:port/path` → `host:port`).
+fn authority_of(target: &[u8]) -> Option<&[u8]> {
+    let p = target.windows(3).position(|w| w == b"://")?;
+    let rest = &target[p + 3..];
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{parse_request, Limits};
+    use bytes::BytesMut;
+
+    #[test]
+    fn forwarded_head_drops_hop_by_hop_and_adds_via_xff() {
+        let mut b = BytesMut::from(
+            &b"GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 10.1.1.1\r\nAccept: */*\r\n\r\n"[..],
+        );
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            b"GET",
+            b"http://h.example/x",
+            &h,
+            BodyLen::Empty,
+            "fe:3128 (carpool)",
+            Xff::Append,
+            "127.0.0.1".parse().unwrap(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nAccept: */*\r\nVia: 1.1 fe:3128 (carpool)\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn via_loop_detection() {
+        let mut b =
+            BytesMut::from(&b"GET / HTTP/1.1\r\nVia: 1.0 a, 1.1 fe:3128 (carpool)\r\n\r\n"[..]);
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        assert!(via_has(&h.fields, "fe:3128"));
+        assert!(!via_has(&h.fields, "fe:3129"));
+    }
+}

@@ -1,0 +1,23 @@
+//! # httpx — carpool's HTTP/1.1 engine
+//!
+//! The lean proxy hot path that the frontend and the cache share (see
+//! DESIGN.md, "The HTTP engine"): heads parsed with `httparse` into one buffer
+//! plus index ranges, strict message framing that refuses anything ambiguous,
+//! bodies streamed with bounded buffers, per-upstream keep-alive pools, and the
+//! access log in Squid's native format.
+//!
+//! It owns HTTP/1.1 mechanics only. It must not know about routing, parents'
+//! health, caching or configuration files.
+
+pub mod accesslog;
+pub mod body;
+pub mod chunked;
+pub mod conn;
+pub mod error;
+pub mod framing;
+pub mod head;
+pub mod headers;
+pub mod pool;
+
+pub use error::{HttpError, Status};
+pub use head::{Limits, RequestHead, ResponseHead, Version};
