@@ -234,6 +234,23 @@ pub fn parse_input(line: &[u8]) -> Outcome {
     finish_request(token, method, (1, 1), &line[start..end])
 }
 
+/// Normalizes the target of a request a proxy has already parsed (method and
+/// request-target of an HTTP/1.1 request): the Squid effective URI that
+/// routing hashes, or why the target is not a usable URL (status, reason).
+/// Unlike [`parse_request_line`] this applies no Squid answer-it-myself
+/// policy (PURGE, cache manager, URNs): the caller decides what to serve.
+pub fn normalize_target(method: &[u8], target: &[u8]) -> Result<RequestUri, (u16, &'static str)> {
+    if target.len() > MAX_URI_FIELD {
+        return Err((414, "URI longer than 65535 bytes"));
+    }
+    if target.iter().any(|&b| !is_target_char(b)) {
+        return Err((400, "invalid character in URI"));
+    }
+    parse_url(Method::classify(method), target)
+        .map(|p| p.uri)
+        .map_err(|r| (400, r))
+}
+
 /// Parses a request line (without its LF; trailing CRs are allowed) sent with
 /// no headers, and says what Squid 5.7 does with it.
 pub fn parse_request_line(line: &[u8]) -> Outcome {

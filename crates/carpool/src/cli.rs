@@ -68,6 +68,24 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a CARP frontend: a forward proxy (or accelerator) that sends each
+    /// request to the parent cache that owns its URL.
+    ///
+    /// Parents, hash mode and `[frontend]` settings come from the config; with
+    /// `--squid-conf`, from its `cache_peer ... carp` lines (Squid's routing).
+    Frontend {
+        #[command(flatten)]
+        source: Source,
+        /// Listen address, overriding the config (`[frontend] listen`).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Worker threads (0: one per core), overriding the config.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Access log file, overriding the config.
+        #[arg(long, value_name = "FILE")]
+        access_log: Option<PathBuf>,
+    },
     /// Run the whole array (frontend, caches, admin) on one machine.
     Up {
         /// carpool.toml (default: the embedded configuration).

@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod config;
 mod escape;
+mod frontend;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CARPOOL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -27,6 +27,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             samples,
             seed,
         ),
+        Command::Frontend {
+            source,
+            listen,
+            workers,
+            access_log,
+        } => {
+            let config = load_source(&source)?;
+            crate::frontend::run(
+                config,
+                crate::frontend::Overrides {
+                    listen,
+                    workers,
+                    access_log,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up { .. } => {
             eprintln!("carpool up: not yet available in this version (the array supervisor is being built); see README");
             Ok(ExitCode::from(2))

@@ -3,6 +3,7 @@
 //!
 //! Every error names the file, the line and the key it is about.
 
+pub mod settings;
 mod squid;
 mod toml_file;
 
@@ -31,8 +32,8 @@ pub struct Parent {
     pub line: usize,
 }
 
-/// The routing part of an array configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An array configuration.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where it was read from.
     pub source: PathBuf,
@@ -40,6 +41,10 @@ pub struct Config {
     pub hash: Mode,
     /// Parents in configuration order.
     pub parents: Vec<Parent>,
+    /// Frontend settings.
+    pub frontend: settings::FrontendSettings,
+    /// Parent health checking.
+    pub health: settings::HealthSettings,
     /// Things that were read but ignored (squid.conf peers that are not CARP parents, …).
     pub warnings: Vec<String>,
 }

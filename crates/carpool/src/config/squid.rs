@@ -161,6 +161,8 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         source: path.to_path_buf(),
         hash: Mode::Squid,
         parents,
+        frontend: Default::default(),
+        health: Default::default(),
         warnings,
     })
 }

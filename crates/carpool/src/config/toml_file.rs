@@ -6,8 +6,12 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::settings::{FrontendSettings, HealthSettings, ListenMode, Probe};
 use super::{line_of_offset, Config, ConfigError, Parent};
 use carp::{KeySpec, Mode};
+use httpx::accesslog::Format;
+use httpx::headers::Xff;
+use std::time::Duration;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +19,60 @@ struct File {
     hash: Option<Spanned<String>>,
     #[serde(default)]
     parent: Vec<Spanned<ParentEntry>>,
+    frontend: Option<FrontendEntry>,
+    health: Option<HealthEntry>,
+}
+
+/// A number of seconds, integer or not.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontendEntry {
+    listen: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
+    default_site: Option<Spanned<String>>,
+    allow_clients: Option<Vec<Spanned<String>>>,
+    connect_ports: Option<Vec<Spanned<i64>>>,
+    x_forwarded_for: Option<Spanned<String>>,
+    visible_hostname: Option<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
+    access_log_format: Option<Spanned<String>>,
+    max_client_connections: Option<Spanned<i64>>,
+    max_header_bytes: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    max_uri_bytes: Option<Spanned<i64>>,
+    client_header_timeout: Option<Spanned<Num>>,
+    client_idle_timeout: Option<Spanned<Num>>,
+    parent_connect_timeout: Option<Spanned<Num>>,
+    parent_first_byte_timeout: Option<Spanned<Num>>,
+    body_idle_timeout: Option<Spanned<Num>>,
+    parent_idle_connections: Option<Spanned<i64>>,
+    parent_idle_timeout: Option<Spanned<Num>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthEntry {
+    fail_limit: Option<Spanned<i64>>,
+    probe_interval: Option<Spanned<Num>>,
+    probe: Option<Spanned<String>>,
+    probe_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -126,12 +184,227 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             format!("at most {} parents are supported", carp::MAX_MEMBERS),
         ));
     }
+    let frontend = match &file.frontend {
+        Some(f) => frontend_settings(f, &err)?,
+        None => FrontendSettings::default(),
+    };
+    let health = match &file.health {
+        Some(h) => health_settings(h, &err)?,
+        None => HealthSettings::default(),
+    };
     Ok(Config {
         source: path.to_path_buf(),
         hash,
         parents,
+        frontend,
+        health,
         warnings: Vec::new(),
     })
+}
+
+type ErrFn<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
+
+fn int_in(
+    v: &Spanned<i64>,
+    key: &str,
+    lo: i64,
+    hi: i64,
+    err: &ErrFn<'_>,
+) -> Result<i64, ConfigError> {
+    let x = *v.get_ref();
+    if x < lo || x > hi {
+        return Err(err(
+            v.span(),
+            key,
+            format!("{x} is out of range ({lo}..={hi})"),
+        ));
+    }
+    Ok(x)
+}
+
+fn secs(v: &Spanned<Num>, key: &str, err: &ErrFn<'_>) -> Result<Duration, ConfigError> {
+    let x = v.get_ref().as_f64();
+    if !(x > 0.0 && x <= 86_400.0) {
+        return Err(err(
+            v.span(),
+            key,
+            format!("{x} is not a number of seconds in (0, 86400]"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(x))
+}
+
+fn choice<T: Copy>(
+    v: &Spanned<String>,
+    key: &str,
+    options: &[(&str, T)],
+    err: &ErrFn<'_>,
+) -> Result<T, ConfigError> {
+    options
+        .iter()
+        .find(|(name, _)| name == v.get_ref())
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+            err(
+                v.span(),
+                key,
+                format!("{:?}: expected one of {}", v.get_ref(), names.join(", ")),
+            )
+        })
+}
+
+fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSettings, ConfigError> {
+    let mut s = FrontendSettings::default();
+    if let Some(v) = &f.listen {
+        s.listen = v.get_ref().parse().map_err(|_| {
+            err(
+                v.span(),
+                "listen",
+                format!(
+                    "{:?} is not ADDRESS:PORT (e.g. \"0.0.0.0:3128\")",
+                    v.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(v) = &f.workers {
+        s.workers = int_in(v, "workers", 0, 256, err)? as usize;
+    }
+    if let Some(v) = &f.mode {
+        s.mode = choice(
+            v,
+            "mode",
+            &[
+                ("forward", ListenMode::Forward),
+                ("accel", ListenMode::Accel),
+            ],
+            err,
+        )?;
+    }
+    s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
+    if let Some(list) = &f.allow_clients {
+        s.allow_clients = list
+            .iter()
+            .map(|c| {
+                let t = c.get_ref();
+                t.parse::<ipnet::IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            c.span(),
+                            "allow_clients",
+                            format!("{t:?} is not an address or CIDR range"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(list) = &f.connect_ports {
+        s.connect_ports = list
+            .iter()
+            .map(|p| int_in(p, "connect_ports", 1, 65535, err).map(|x| x as u16))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = &f.x_forwarded_for {
+        s.x_forwarded_for = choice(
+            v,
+            "x_forwarded_for",
+            &[
+                ("append", Xff::Append),
+                ("delete", Xff::Delete),
+                ("off", Xff::Off),
+            ],
+            err,
+        )?;
+    }
+    s.visible_hostname = f.visible_hostname.as_ref().map(|v| v.get_ref().clone());
+    s.access_log = f.access_log.as_ref().map(|v| v.get_ref().into());
+    if let Some(v) = &f.access_log_format {
+        s.access_log_format = choice(
+            v,
+            "access_log_format",
+            &[("squid", Format::Squid), ("json", Format::Json)],
+            err,
+        )?;
+    }
+    if let Some(v) = &f.max_client_connections {
+        s.max_client_connections =
+            int_in(v, "max_client_connections", 1, 10_000_000, err)? as usize;
+    }
+    if let Some(v) = &f.max_header_bytes {
+        s.limits.max_head_bytes = int_in(v, "max_header_bytes", 1024, 1 << 20, err)? as usize;
+    }
+    if let Some(v) = &f.max_headers {
+        s.limits.max_headers = int_in(v, "max_headers", 8, 10_000, err)? as usize;
+    }
+    if let Some(v) = &f.max_uri_bytes {
+        s.limits.max_uri_bytes = int_in(v, "max_uri_bytes", 64, 65535, err)? as usize;
+    }
+    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 6] = [
+        (
+            &f.client_header_timeout,
+            "client_header_timeout",
+            &mut s.limits.header_timeout,
+        ),
+        (
+            &f.client_idle_timeout,
+            "client_idle_timeout",
+            &mut s.limits.idle_timeout,
+        ),
+        (
+            &f.parent_connect_timeout,
+            "parent_connect_timeout",
+            &mut s.parent_connect_timeout,
+        ),
+        (
+            &f.parent_first_byte_timeout,
+            "parent_first_byte_timeout",
+            &mut s.parent_first_byte_timeout,
+        ),
+        (
+            &f.body_idle_timeout,
+            "body_idle_timeout",
+            &mut s.body_idle_timeout,
+        ),
+        (
+            &f.parent_idle_timeout,
+            "parent_idle_timeout",
+            &mut s.parent_idle_timeout,
+        ),
+    ];
+    for (value, key, slot) in timeouts {
+        if let Some(v) = value {
+            *slot = secs(v, key, err)?;
+        }
+    }
+    if let Some(v) = &f.parent_idle_connections {
+        s.parent_idle_connections = int_in(v, "parent_idle_connections", 0, 100_000, err)? as usize;
+    }
+    Ok(s)
+}
+
+fn health_settings(h: &HealthEntry, err: &ErrFn<'_>) -> Result<HealthSettings, ConfigError> {
+    let mut s = HealthSettings::default();
+    if let Some(v) = &h.fail_limit {
+        s.fail_limit = int_in(v, "fail_limit", 1, 1_000_000, err)? as u32;
+    }
+    if let Some(v) = &h.probe_interval {
+        s.probe_interval = secs(v, "probe_interval", err)?;
+    }
+    if let Some(p) = &h.probe {
+        let http = choice(p, "probe", &[("tcp", false), ("http", true)], err)?;
+        if http {
+            let url = h
+                .probe_url
+                .as_ref()
+                .ok_or_else(|| err(p.span(), "probe", "probe = \"http\" needs probe_url".into()))?;
+            s.probe = Probe::Http {
+                url: url.get_ref().clone(),
+            };
+        }
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! Parent health: passive (consecutive connect failures and timeouts mark a
+//! parent dead) and active (a prober brings dead parents back). Shared by all
+//! workers through atomics; state changes are logged.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::settings::{HealthSettings, Probe};
+
+/// One parent's health counters.
+#[derive(Debug, Default)]
+pub struct ParentHealth {
+    dead: AtomicBool,
+    consecutive_failures: AtomicU32,
+    /// Requests that failed on this parent after being sent (in flight when it broke).
+    pub failed_in_flight: AtomicU64,
+    /// Requests forwarded to this parent.
+    pub requests: AtomicU64,
+}
+
+/// Health of every parent, in configuration order.
+#[derive(Debug)]
+pub struct Health {
+    parents: Vec<ParentHealth>,
+    names: Vec<String>,
+    fail_limit: u32,
+}
+
+impl Health {
+    /// All parents alive.
+    pub fn new(names: Vec<String>, fail_limit: u32) -> Self {
+        Health {
+            parents: names.iter().map(|_| ParentHealth::default()).collect(),
+            names,
+            fail_limit,
+        }
+    }
+
+    /// Is parent `i` usable?
+    pub fn is_alive(&self, i: usize) -> bool {
+        !self.parents[i].dead.load(Ordering::Relaxed)
+    }
+
+    /// The counters of parent `i`.
+    pub fn parent(&self, i: usize) -> &ParentHealth {
+        &self.parents[i]
+    }
+
+    /// A connect failure or timeout on parent `i`.
+    pub fn failure(&self, i: usize, what: &str) {
+        let p = &self.parents[i];
+        let n = p.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.fail_limit && !p.dead.swap(true, Ordering::Relaxed) {
+            tracing::warn!(parent = %self.names[i], failures = n, "parent marked DEAD after {n} consecutive failures (last: {what})");
+        }
+    }
+
+    /// A successful exchange with parent `i`.
+    pub fn success(&self, i: usize) {
+        let p = &self.parents[i];
+        p.consecutive_failures.store(0, Ordering::Relaxed);
+        if p.dead.swap(false, Ordering::Relaxed) {
+            tracing::info!(parent = %self.names[i], "parent is ALIVE again");
+        }
+    }
+
+    /// Marks parent `i` alive after a successful probe.
+    fn revive(&self, i: usize) {
+        let p = &self.parents[i];
+        p.consecutive_failures.store(0, Ordering::Relaxed);
+        if p.dead.swap(false, Ordering::Relaxed) {
+            tracing::info!(parent = %self.names[i], "parent recovered: probe succeeded, marked ALIVE");
+        }
+    }
+}
+
+/// Probes dead parents every `settings.probe_interval`, forever.
+pub async fn prober(
+    health: Arc<Health>,
+    addrs: Vec<SocketAddr>,
+    settings: HealthSettings,
+    connect_timeout: Duration,
+) {
+    let mut tick = tokio::time::interval(settings.probe_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (i, addr) in addrs.iter().enumerate() {
+            if health.is_alive(i) {
+                continue;
+            }
+            if probe(*addr, &settings.probe, connect_timeout).await {
+                health.revive(i);
+            }
+        }
+    }
+}
+
+/// One probe: TCP connect, or an HTTP request answered with a status below 500.
+pub async fn probe(addr: SocketAddr, kind: &Probe, connect_timeout: Duration) -> bool {
+    let Ok(Ok(mut s)) = tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    match kind {
+        Probe::Tcp => true,
+        Probe::Http { url } => {
+            let req = format!("HEAD {url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: carpool-probe\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(connect_timeout, s.read(&mut buf)).await {
+                Ok(Ok(n)) if n >= 12 && buf.starts_with(b"HTTP/1.") => buf[9] < b'5',
+                _ => false,
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `carpool frontend`: layer 2 of the array. Accepts client connections
+//! (one worker thread per core, each with its own SO_REUSEPORT listener and
+//! single-threaded runtime, so the kernel spreads connections and no lock sits
+//! on the hot path), routes each request by the routing core, and forwards it
+//! to the owning parent over pooled keep-alive connections.
+//!
+//! Phases of a request live in [`proxy`]; CONNECT in [`tunnel`]; parent
+//! health in [`health`].
+
+pub mod health;
+pub mod proxy;
+pub mod tunnel;
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use carp::Table;
+use httpx::accesslog::{Sink, Writer};
+use httpx::pool::Pool;
+use socket2::{Domain, Socket, Type};
+
+use crate::config::settings::FrontendSettings;
+use crate::config::Config;
+use health::Health;
+use proxy::Worker;
+
+/// A parent as the frontend reaches it.
+#[derive(Clone, Debug)]
+pub struct ParentAddr {
+    /// Name (hashed, logged).
+    pub name: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    /// The routing table.
+    pub table: Table,
+    /// Parents in configuration order (indexed like the table's members).
+    pub parents: Vec<ParentAddr>,
+    /// Parent health.
+    pub health: Arc<Health>,
+    /// Settings.
+    pub settings: FrontendSettings,
+    /// Our `Via` entry after the protocol version: `name (carpool)`.
+    pub via: String,
+    /// Our received-by name, for loop detection.
+    pub via_name: String,
+    /// Client connections open now.
+    pub active_clients: AtomicUsize,
+    /// Set when the process is stopping.
+    pub stopping: AtomicBool,
+}
+
+/// Command-line overrides of the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--workers`
+    pub workers: Option<usize>,
+    /// `--access-log`
+    pub access_log: Option<std::path::PathBuf>,
+}
+
+/// Runs the frontend until SIGTERM or SIGINT.
+pub fn run(config: Config, over: Overrides) -> Result<()> {
+    let table = config.table()?;
+    let mut settings = config.frontend.clone();
+    if let Some(l) = over.listen {
+        settings.listen = l;
+    }
+    if let Some(n) = over.workers {
+        settings.workers = n;
+    }
+    if over.access_log.is_some() {
+        settings.access_log = over.access_log;
+    }
+    let workers = if settings.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        settings.workers
+    };
+    let parents = config
+        .parents
+        .iter()
+        .map(|p| {
+            let addr = (p.host.as_str(), p.port)
+                .to_socket_addrs()
+                .with_context(|| {
+                    format!(
+                        "{}:{}: cannot resolve parent {} ({}:{})",
+                        config.source.display(),
+                        p.line,
+                        p.name,
+                        p.host,
+                        p.port
+                    )
+                })?
+                .next()
+                .with_context(|| format!("parent {} ({}) has no address", p.name, p.host))?;
+            Ok(ParentAddr {
+                name: p.name.clone(),
+                addr,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let via_name = settings
+        .visible_hostname
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), settings.listen.port()));
+    let health = Arc::new(Health::new(
+        parents.iter().map(|p| p.name.clone()).collect(),
+        config.health.fail_limit,
+    ));
+    let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
+        .with_context(|| format!("opening access log {:?}", settings.access_log))?;
+    let listeners = (0..workers)
+        .map(|_| bind_reuseport(settings.listen))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let shared = Arc::new(Shared {
+        table,
+        parents,
+        health: health.clone(),
+        settings,
+        via: format!("{via_name} (carpool)"),
+        via_name,
+        active_clients: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
+    tracing::info!(
+        listen = %shared.settings.listen,
+        workers,
+        parents = shared.parents.len(),
+        hash = %shared.table.mode(),
+        "carpool frontend started"
+    );
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let sink = sink.clone();
+        std::thread::Builder::new()
+            .name(format!("frontend-{i}"))
+            .spawn(move || {
+                if let Err(e) = worker_main(shared, listener, sink) {
+                    tracing::error!(worker = i, error = %e, "worker stopped");
+                }
+            })
+            .context("spawning a worker thread")?;
+    }
+    {
+        let addrs: Vec<SocketAddr> = shared.parents.iter().map(|p| p.addr).collect();
+        let hs = config.health.clone();
+        let timeout = shared.settings.parent_connect_timeout;
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(health::prober(health, addrs, hs, timeout));
+                }
+            })
+            .context("spawning the health prober")?;
+    }
+    wait_for_signals(&shared, &sink)
+}
+
+/// Handles SIGUSR1 (reopen the access log) until SIGTERM or SIGINT.
+fn wait_for_signals(shared: &Shared, sink: &Arc<Sink>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    match sink.reopen() {
+                        Ok(()) => tracing::info!("access log reopened (SIGUSR1)"),
+                        Err(e) => tracing::error!(error = %e, "cannot reopen the access log"),
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        shared.stopping.store(true, Ordering::Relaxed);
+        tracing::info!("stopping: flushing logs");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// One worker: its own runtime, listener, pool and log buffer.
+fn worker_main(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    sink: Arc<Sink>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let settings = &shared.settings;
+    let worker = Rc::new(Worker {
+        pool: RefCell::new(Pool::new(
+            shared.parents.len(),
+            settings.parent_idle_connections,
+            settings.parent_idle_timeout,
+        )),
+        log: RefCell::new(Writer::new(sink)),
+        shared: shared.clone(),
+    });
+    local.block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let flusher = worker.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                flusher.log.borrow_mut().flush();
+            }
+        });
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::task::spawn_local(proxy::serve(worker.clone(), stream, peer));
+        }
+    })
+}
+
+/// A listening socket with SO_REUSEPORT (one per worker, same address).
+pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "carpool".into())
+}

@@ -1,0 +1,700 @@
+//! One client connection through the frontend, as explicit phases per request:
+//! read head → admit (ACL, framing, loop check) → route (key, ranking) →
+//! forward (parents in ranking order, retrying what is safe to retry) →
+//! respond (stream the parent's response) → log.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use carp::RequestUri;
+use httpx::accesslog::{Entry, Writer};
+use httpx::body::{self, Out, RelayError};
+use httpx::conn::{Conn, HeadReadError, ResponseReadError};
+use httpx::error::{error_response, HttpError};
+use httpx::framing::{self, BodyLen};
+use httpx::headers::{self, Framing};
+use httpx::pool::Pool;
+use httpx::{RequestHead, ResponseHead, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Shared;
+use crate::config::settings::ListenMode;
+
+/// What one worker thread owns: its parent connection pools and log buffer.
+pub struct Worker {
+    /// Configuration and state shared by all workers.
+    pub shared: Arc<Shared>,
+    /// Idle parent connections of this worker.
+    pub pool: RefCell<Pool>,
+    /// This worker's access log buffer.
+    pub log: RefCell<Writer>,
+}
+
+/// What the access log says about one request.
+struct Record {
+    start: SystemTime,
+    t0: Instant,
+    code: &'static str,
+    status: u16,
+    bytes: u64,
+    method: Vec<u8>,
+    url: Vec<u8>,
+    peer: Option<usize>,
+    content_type: Vec<u8>,
+    reason: &'static str,
+}
+
+impl Record {
+    fn new(head: &RequestHead) -> Self {
+        Record {
+            start: SystemTime::now(),
+            t0: Instant::now(),
+            code: "TCP_MISS",
+            status: 0,
+            bytes: 0,
+            method: head.method().to_vec(),
+            url: head.target().to_vec(),
+            peer: None,
+            content_type: Vec::new(),
+            reason: "",
+        }
+    }
+}
+
+/// The outcome of one request for the connection: keep it or close it.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves one client connection until it closes or must be closed.
+pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let shared = w.shared.clone();
+    let _guard = ActiveGuard::enter(&shared);
+    let client_ip = canonical_ip(peer.ip());
+    let mut client = Conn::new(stream);
+    if shared.active_clients.load(Ordering::Relaxed) > shared.settings.max_client_connections {
+        let _ = client
+            .stream
+            .write_all(&error_response(
+                503,
+                "too many client connections",
+                true,
+                "",
+            ))
+            .await;
+        tracing::warn!(client = %client_ip, "refused a client connection: max_client_connections reached");
+        return;
+    }
+    let allowed = shared
+        .settings
+        .allow_clients
+        .iter()
+        .any(|n| n.contains(&client_ip));
+    loop {
+        let head = match client.read_request_head(&shared.settings.limits).await {
+            Ok(h) => h,
+            Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
+            Err(HeadReadError::Timeout) => {
+                let _ = client
+                    .stream
+                    .write_all(&error_response(
+                        408,
+                        "request head not received in time",
+                        true,
+                        "",
+                    ))
+                    .await;
+                return;
+            }
+            Err(HeadReadError::Bad(e)) => {
+                let bytes = send_error(&mut client, e, true).await;
+                log_bare(&w, client_ip, e, bytes);
+                tracing::info!(client = %client_ip, status = e.status, reason = e.reason, "bad request");
+                return;
+            }
+        };
+        let mut rec = Record::new(&head);
+        let next = if allowed {
+            handle(&w, &mut client, head, client_ip, &mut rec).await
+        } else {
+            rec.code = "TCP_DENIED";
+            reject(
+                &mut client,
+                &mut rec,
+                HttpError::new(403, "client address not in allow_clients"),
+            )
+            .await
+        };
+        log(&w, client_ip, &rec);
+        if matches!(next, Next::Close) {
+            return;
+        }
+    }
+}
+
+/// Counts active client connections.
+struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        shared.active_clients.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(shared.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// IPv4-mapped IPv6 client addresses compare as IPv4 against allow lists.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+async fn send_error(client: &mut Conn, e: HttpError, close: bool) -> u64 {
+    let resp = error_response(e.status, e.reason, close, "carpool");
+    let _ = client.stream.write_all(&resp).await;
+    resp.len() as u64
+}
+
+/// Answers with an error and closes the connection (the request's body, if
+/// any, was not read, so the connection cannot be reused).
+async fn reject(client: &mut Conn, rec: &mut Record, e: HttpError) -> Next {
+    rec.status = e.status;
+    rec.reason = e.reason;
+    if rec.code == "TCP_MISS" {
+        rec.code = "NONE";
+    }
+    rec.bytes += send_error(client, e, true).await;
+    Next::Close
+}
+
+fn log(w: &Worker, client: IpAddr, rec: &Record) {
+    let shared = &w.shared;
+    let peer = rec.peer.map_or("-", |p| shared.parents[p].name.as_str());
+    w.log.borrow_mut().log(&Entry {
+        start: rec.start,
+        elapsed: rec.t0.elapsed(),
+        client,
+        code: rec.code,
+        status: rec.status,
+        bytes: rec.bytes,
+        method: &rec.method,
+        url: &rec.url,
+        hierarchy: if rec.peer.is_some() {
+            "CARP"
+        } else {
+            "HIER_NONE"
+        },
+        peer,
+        content_type: &rec.content_type,
+        reason: rec.reason,
+    });
+}
+
+fn log_bare(w: &Worker, client: IpAddr, e: HttpError, bytes: u64) {
+    w.log.borrow_mut().log(&Entry {
+        start: SystemTime::now(),
+        elapsed: std::time::Duration::ZERO,
+        client,
+        code: "NONE",
+        status: e.status,
+        bytes,
+        method: b"-",
+        url: b"error:invalid-request",
+        hierarchy: "HIER_NONE",
+        peer: "-",
+        content_type: b"",
+        reason: e.reason,
+    });
+}
+
+/// One request: admit, route, forward, respond.
+async fn handle(
+    w: &Rc<Worker>,
+    client: &mut Conn,
+    head: RequestHead,
+    client_ip: IpAddr,
+    rec: &mut Record,
+) -> Next {
+    let shared = &w.shared;
+    let settings = &shared.settings;
+    // admit
+    let body = match framing::request_body(&head) {
+        Ok(b) => b,
+        Err(e) => return reject(client, rec, e).await,
+    };
+    if headers::via_has(&head.fields, &shared.via_name) {
+        return reject(
+            client,
+            rec,
+            HttpError::new(508, "forwarding loop: our Via is already in the request"),
+        )
+        .await;
+    }
+    let is_connect = head.method() == b"CONNECT";
+    // route
+    let uri = match target_uri(shared, &head, is_connect) {
+        Ok(u) => u,
+        Err(e) => return reject(client, rec, e).await,
+    };
+    rec.url = uri.effective().to_vec();
+    if is_connect {
+        if !settings.connect_ports.contains(&uri.port()) {
+            rec.code = "TCP_DENIED";
+            return reject(
+                client,
+                rec,
+                HttpError::new(403, "CONNECT to a port not in connect_ports"),
+            )
+            .await;
+        }
+        rec.code = "TCP_TUNNEL";
+        return match super::tunnel::connect_tunnel(
+            w,
+            client,
+            &head,
+            &uri,
+            client_ip,
+            rec_parts(rec),
+        )
+        .await
+        {
+            Ok(()) => Next::Close,
+            Err(e) => reject(client, rec, e).await,
+        };
+    }
+    if !matches!(uri.scheme(), b"http" | b"https" | b"ftp") {
+        return reject(client, rec, HttpError::new(501, "unsupported URL scheme")).await;
+    }
+    forward(w, client, head, body, uri, client_ip, rec).await
+}
+
+/// The pieces of a log record the tunnel fills in.
+pub struct TunnelLog<'a> {
+    /// Status sent to the client.
+    pub status: &'a mut u16,
+    /// Bytes sent to the client.
+    pub bytes: &'a mut u64,
+    /// Parent used.
+    pub peer: &'a mut Option<usize>,
+}
+
+fn rec_parts(rec: &mut Record) -> TunnelLog<'_> {
+    TunnelLog {
+        status: &mut rec.status,
+        bytes: &mut rec.bytes,
+        peer: &mut rec.peer,
+    }
+}
+
+/// The normalized target: absolute-form (forward proxy), `Host` + origin-form
+/// (accelerator), or `host:port` (CONNECT).
+fn target_uri(
+    shared: &Shared,
+    head: &RequestHead,
+    is_connect: bool,
+) -> Result<RequestUri, HttpError> {
+    let target = head.target();
+    let built;
+    let target = if !is_connect
+        && target.first() == Some(&b'/')
+        && shared.settings.mode == ListenMode::Accel
+    {
+        let host = head
+            .fields
+            .get("host")
+            .map(<[u8]>::to_vec)
+            .or_else(|| {
+                shared
+                    .settings
+                    .default_site
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec())
+            })
+            .ok_or(HttpError::new(400, "no Host header and no default_site"))?;
+        built = [b"http://".as_slice(), &host, target].concat();
+        &built[..]
+    } else {
+        target
+    };
+    carp::normalize::normalize_target(head.method(), target)
+        .map_err(|(status, reason)| HttpError::new(status, reason))
+}
+
+/// Why one attempt on one parent failed.
+enum Attempt {
+    /// Nothing reached the parent (connect failed): always safe to try the next.
+    NotSent(HttpError),
+    /// The request reached the parent but no response came.
+    Sent(HttpError),
+    /// A stale pooled connection: try the same parent on a fresh one.
+    Stale,
+    /// The client went away or sent a broken body: stop.
+    ClientGone(HttpError),
+}
+
+/// Forwards to parents in ranking order and streams the response back.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    w: &Rc<Worker>,
+    client: &mut Conn,
+    head: RequestHead,
+    body: BodyLen,
+    uri: RequestUri,
+    client_ip: IpAddr,
+    rec: &mut Record,
+) -> Next {
+    let shared = &w.shared;
+    let settings = &shared.settings;
+    let expect_continue =
+        head.version == Version::Http11 && head.fields.has_token("expect", "100-continue");
+    if head.fields.get("expect").is_some() && !expect_continue {
+        return reject(client, rec, HttpError::new(417, "unsupported expectation")).await;
+    }
+    let mut out = Vec::with_capacity(head.raw().len() + 128);
+    headers::write_request_head(
+        &mut out,
+        head.method(),
+        uri.effective(),
+        &head,
+        body,
+        &shared.via,
+        settings.x_forwarded_for,
+        client_ip,
+    );
+    let idempotent = head.is_idempotent();
+    let mut body_sent = false;
+    let mut tried = 0usize;
+    let mut last = HttpError::new(503, "no parent is alive");
+    for id in shared.table.rank(&uri) {
+        let p = id.index();
+        if !shared.health.is_alive(p) {
+            continue;
+        }
+        tried += 1;
+        let mut fresh = false;
+        loop {
+            let attempt = try_parent(
+                w,
+                client,
+                p,
+                &out,
+                body,
+                expect_continue,
+                fresh,
+                &mut body_sent,
+            )
+            .await;
+            match attempt {
+                Ok((parent, resp)) => {
+                    shared.health.success(p);
+                    shared
+                        .health
+                        .parent(p)
+                        .requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    rec.peer = Some(p);
+                    return respond(w, client, &head, parent, resp, p, rec).await;
+                }
+                Err(Attempt::Stale) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(Attempt::Stale) => {
+                    shared
+                        .health
+                        .failure(p, "connection closed before a response");
+                    last = HttpError::new(502, "parent closed the connection before responding");
+                }
+                Err(Attempt::NotSent(e)) => {
+                    shared.health.failure(p, e.reason);
+                    last = e;
+                }
+                Err(Attempt::Sent(e)) => {
+                    shared.health.failure(p, e.reason);
+                    shared
+                        .health
+                        .parent(p)
+                        .failed_in_flight
+                        .fetch_add(1, Ordering::Relaxed);
+                    last = e;
+                    rec.peer = Some(p);
+                    if !idempotent || body_sent {
+                        tracing::warn!(parent = %shared.parents[p].name, reason = e.reason, "request failed in flight; not retried (not idempotent or body sent)");
+                        return reject(client, rec, e).await;
+                    }
+                    tracing::info!(parent = %shared.parents[p].name, reason = e.reason, "retrying on the next parent in the ranking");
+                }
+                Err(Attempt::ClientGone(e)) => {
+                    rec.status = e.status;
+                    rec.reason = e.reason;
+                    return Next::Close;
+                }
+            }
+            break;
+        }
+    }
+    if tried == 0 {
+        last = HttpError::new(503, "no parent is alive");
+    }
+    reject(client, rec, last).await
+}
+
+/// One attempt on parent `p`: connection (pooled unless `fresh`), request
+/// head and body, response head.
+#[allow(clippy::too_many_arguments)]
+async fn try_parent(
+    w: &Rc<Worker>,
+    client: &mut Conn,
+    p: usize,
+    head_bytes: &[u8],
+    body: BodyLen,
+    expect_continue: bool,
+    fresh: bool,
+    body_sent: &mut bool,
+) -> Result<(Conn, ResponseHead), Attempt> {
+    let shared = &w.shared;
+    let settings = &shared.settings;
+    let pooled = if fresh {
+        None
+    } else {
+        w.pool.borrow_mut().take(p)
+    };
+    let reused = pooled.is_some();
+    let mut parent = match pooled {
+        Some(c) => c,
+        None => connect(shared.parents[p].addr, settings.parent_connect_timeout)
+            .await
+            .map_err(Attempt::NotSent)?,
+    };
+    if let Err(e) = parent.stream.write_all(head_bytes).await {
+        return Err(if reused {
+            Attempt::Stale
+        } else {
+            Attempt::NotSent(io_error(&e))
+        });
+    }
+    if body != BodyLen::Empty {
+        if expect_continue {
+            client
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Attempt::ClientGone(HttpError::new(499, "client closed")))?;
+        }
+        *body_sent = true;
+        match body::relay(
+            client,
+            &mut parent.stream,
+            body,
+            Out::Same,
+            settings.body_idle_timeout,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(RelayError::Sink(_)) | Err(RelayError::SinkIdle) => {
+                return Err(Attempt::Sent(HttpError::new(
+                    502,
+                    "parent stopped reading the request body",
+                )));
+            }
+            Err(RelayError::Chunk(_)) => {
+                return Err(Attempt::ClientGone(HttpError::new(
+                    400,
+                    "bad chunked request body",
+                )))
+            }
+            Err(_) => {
+                return Err(Attempt::ClientGone(HttpError::new(
+                    400,
+                    "client request body incomplete",
+                )))
+            }
+        }
+    }
+    match parent
+        .read_response_head(settings.parent_first_byte_timeout, 64 * 1024)
+        .await
+    {
+        Ok(Some(h)) => Ok((parent, h)),
+        Ok(None) | Err(ResponseReadError::NothingRead(_)) if reused && !*body_sent => {
+            Err(Attempt::Stale)
+        }
+        Ok(None) | Err(ResponseReadError::NothingRead(_)) | Err(ResponseReadError::Truncated) => {
+            Err(Attempt::Sent(HttpError::new(
+                502,
+                "parent closed the connection before responding",
+            )))
+        }
+        Err(ResponseReadError::Timeout { .. }) => Err(Attempt::Sent(HttpError::new(
+            504,
+            "parent response timeout",
+        ))),
+        Err(ResponseReadError::Bad(e)) => Err(Attempt::Sent(e)),
+    }
+}
+
+fn io_error(e: &std::io::Error) -> HttpError {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            HttpError::new(502, "parent refused the connection")
+        }
+        std::io::ErrorKind::TimedOut => HttpError::new(504, "parent connect timeout"),
+        _ => HttpError::new(502, "cannot reach parent"),
+    }
+}
+
+/// Opens a connection to a parent within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Conn, HttpError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(HttpError::new(504, "parent connect timeout")),
+        Ok(Err(e)) => Err(io_error(&e)),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(Conn::new(s))
+        }
+    }
+}
+
+/// Streams the parent's response to the client; returns the pooled parent
+/// connection when the exchange ended cleanly.
+async fn respond(
+    w: &Rc<Worker>,
+    client: &mut Conn,
+    req: &RequestHead,
+    mut parent: Conn,
+    mut resp: ResponseHead,
+    p: usize,
+    rec: &mut Record,
+) -> Next {
+    let settings = &w.shared.settings;
+    let via = &w.shared.via;
+    // interim responses
+    while resp.status < 200 {
+        if resp.status == 101 {
+            rec.status = 101;
+            let mut out = Vec::with_capacity(resp.raw().len());
+            out.extend_from_slice(resp.raw());
+            if client.stream.write_all(&out).await.is_err() {
+                return Next::Close;
+            }
+            rec.bytes += out.len() as u64;
+            let (up, down) = super::tunnel::splice_both(client, &mut parent).await;
+            rec.bytes += down;
+            let _ = up;
+            return Next::Close;
+        }
+        if req.version == Version::Http11 {
+            let mut out = Vec::new();
+            headers::write_response_head(
+                &mut out,
+                &resp,
+                Framing::None,
+                via,
+                true,
+                Version::Http11,
+            );
+            if client.stream.write_all(&out).await.is_err() {
+                return Next::Close;
+            }
+            rec.bytes += out.len() as u64;
+        }
+        resp = match parent
+            .read_response_head(settings.parent_first_byte_timeout, 64 * 1024)
+            .await
+        {
+            Ok(Some(h)) => h,
+            _ => {
+                return reject(
+                    client,
+                    rec,
+                    HttpError::new(502, "parent broke after an interim response"),
+                )
+                .await
+            }
+        };
+    }
+    rec.status = resp.status;
+    rec.content_type = resp.fields.get("content-type").unwrap_or_default().to_vec();
+    let len = match framing::response_body(req.method(), &resp) {
+        Ok(l) => l,
+        Err(e) => return reject(client, rec, e).await,
+    };
+    let client_http11 = req.version == Version::Http11;
+    let (framing, out_mode) = match len {
+        BodyLen::Empty => {
+            // HEAD and 304 keep the parent's Content-Length as information.
+            let cl = resp
+                .fields
+                .get("content-length")
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+            match cl {
+                Some(n) if req.method() == b"HEAD" || resp.status == 304 => {
+                    (Framing::Length(n), Out::Same)
+                }
+                _ if resp.status == 204 || resp.status == 304 => (Framing::None, Out::Same),
+                _ => (Framing::Length(0), Out::Same),
+            }
+        }
+        BodyLen::Length(n) => (Framing::Length(n), Out::Same),
+        BodyLen::Chunked if client_http11 => (Framing::Chunked, Out::Same),
+        BodyLen::Chunked => (Framing::Close, Out::Dechunked),
+        BodyLen::UntilClose if client_http11 => (Framing::Chunked, Out::Chunked),
+        BodyLen::UntilClose => (Framing::Close, Out::Same),
+    };
+    let keep = headers::client_keep_alive(req) && framing != Framing::Close;
+    let mut out = Vec::with_capacity(resp.raw().len() + 64);
+    headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
+    if client.stream.write_all(&out).await.is_err() {
+        return Next::Close;
+    }
+    rec.bytes += out.len() as u64;
+    match body::relay(
+        &mut parent,
+        &mut client.stream,
+        len,
+        out_mode,
+        settings.body_idle_timeout,
+    )
+    .await
+    {
+        Ok(n) => rec.bytes += n,
+        Err(e) => {
+            // Headers are out: the only honest signal left is closing.
+            rec.reason = match e {
+                RelayError::Sink(_) | RelayError::SinkIdle => "client stopped reading the response",
+                _ => "parent broke during the response body",
+            };
+            if !matches!(e, RelayError::Sink(_) | RelayError::SinkIdle) {
+                w.shared
+                    .health
+                    .parent(p)
+                    .failed_in_flight
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(parent = %w.shared.parents[p].name, error = %e, "response body cut short");
+            }
+            return Next::Close;
+        }
+    }
+    if headers::server_keep_alive(&resp) && len != BodyLen::UntilClose {
+        w.pool.borrow_mut().put(p, parent);
+    }
+    if keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
