@@ -437,10 +437,15 @@ async fn forward(
                     }
                     tracing::info!(parent = %shared.parents[p].name, reason = e.reason, "retrying on the next parent in the ranking");
                 }
-                Err(Attempt::ClientGone(e)) => {
+                Err(Attempt::ClientGone(e)) if e.status == 499 => {
                     rec.status = e.status;
                     rec.reason = e.reason;
                     return Next::Close;
+                }
+                Err(Attempt::ClientGone(e)) => {
+                    // A broken request body: the parent only ever saw its
+                    // valid prefix, then its connection was dropped.
+                    return reject(client, rec, e).await;
                 }
             }
             break;

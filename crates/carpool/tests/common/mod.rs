@@ -1,0 +1,429 @@
+//! Test fixtures shared by the integration tests: real parents (small HTTP
+//! proxies on loopback), the real `carpool` binary, and a raw HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A byte of the generated body pattern at `offset` (so any slice can be checked).
+pub fn pattern(offset: u64) -> u8 {
+    (offset.wrapping_mul(31).wrapping_add(offset >> 13) % 251) as u8
+}
+
+/// A parent cache stand-in: an HTTP/1.1 proxy on 127.0.0.1 that answers from
+/// the request itself. Paths:
+/// - `/big/N`: N bytes of [`pattern`], Content-Length, streamed.
+/// - `/chunked/N`: N bytes of pattern, chunked.
+/// - `/close/N`: N bytes, no length, then close.
+/// - `/slow/MS`: waits MS milliseconds first.
+/// - `/drop`: closes without answering.
+/// - anything else: 200, body `NAME METHOD TARGET body=LEN`.
+/// CONNECT: 200, then echoes bytes back.
+pub struct Parent {
+    pub name: String,
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+    pub last_head: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Parent {
+    pub fn start(name: &str) -> Parent {
+        Self::start_on(name, 0)
+    }
+
+    pub fn start_on(name: &str, port: u16) -> Parent {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind parent");
+        let port = listener.local_addr().unwrap().port();
+        let p = Parent {
+            name: name.to_string(),
+            port,
+            connections: Arc::default(),
+            requests: Arc::default(),
+            last_head: Arc::default(),
+            stop: Arc::default(),
+            open: Arc::default(),
+        };
+        let (name, conns, reqs, last, stop, open) = (
+            p.name.clone(),
+            p.connections.clone(),
+            p.requests.clone(),
+            p.last_head.clone(),
+            p.stop.clone(),
+            p.open.clone(),
+        );
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                conns.fetch_add(1, Ordering::SeqCst);
+                if let Ok(c) = s.try_clone() {
+                    open.lock().unwrap().push(c);
+                }
+                let (name, reqs, last) = (name.clone(), reqs.clone(), last.clone());
+                std::thread::spawn(move || serve_parent(s, &name, &reqs, &last));
+            }
+        });
+        p
+    }
+
+    /// Stops listening and cuts every open connection (a killed parent).
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // wait until the port is really free
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve_parent(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<String>) {
+    let keep = s.try_clone().unwrap();
+    serve_parent_conn(s, name, reqs, last);
+    // `kill` holds clones of open sockets: close explicitly, so a close is seen.
+    let _ = keep.shutdown(Shutdown::Both);
+}
+
+fn serve_parent_conn(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<String>) {
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut out = s;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        reqs.fetch_add(1, Ordering::SeqCst);
+        *last.lock().unwrap() = head.clone();
+        let first = head.lines().next().unwrap_or_default().to_string();
+        let mut parts = first.split(' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        let lower = head.to_ascii_lowercase();
+        let header = |n: &str| {
+            lower.lines().find_map(|l| {
+                l.strip_prefix(&format!("{n}:"))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        // request body
+        let mut body_len = 0u64;
+        if let Some(cl) = header("content-length") {
+            let n: u64 = cl.parse().unwrap_or(0);
+            let mut buf = vec![0u8; n as usize];
+            if reader.read_exact(&mut buf).is_err() {
+                return;
+            }
+            body_len = n;
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                if reader.read_line(&mut size).is_err() {
+                    return;
+                }
+                let n = u64::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                if n == 0 {
+                    let mut end = String::new();
+                    let _ = reader.read_line(&mut end);
+                    break;
+                }
+                let mut buf = vec![0u8; n as usize + 2];
+                if reader.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                body_len += n;
+            }
+        }
+        if method == "CONNECT" {
+            let _ = out.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let path = target.split_once("://").map_or(target.as_str(), |(_, r)| {
+            r.find('/').map_or("/", |i| &r[i..])
+        });
+        let num = |p: &str| path.strip_prefix(p).and_then(|n| n.parse::<u64>().ok());
+        if path == "/drop" {
+            return;
+        }
+        if let Some(ms) = num("/slow/") {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let ok = if let Some(n) = num("/big/") {
+            out.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes())
+                .and_then(|_| write_pattern(&mut out, n, false))
+        } else if let Some(n) = num("/chunked/") {
+            out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .and_then(|_| write_pattern(&mut out, n, true))
+        } else if let Some(n) = num("/close/") {
+            let _ = out
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                .and_then(|_| write_pattern(&mut out, n, false));
+            return;
+        } else {
+            let body = format!("{name} {method} {target} body={body_len}\n");
+            let resp = if method == "HEAD" {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len())
+            };
+            out.write_all(resp.as_bytes())
+        };
+        if ok.is_err() {
+            return;
+        }
+    }
+}
+
+fn write_pattern(out: &mut TcpStream, n: u64, chunked: bool) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < n {
+        let take = (n - off).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..take].iter_mut().enumerate() {
+            *b = pattern(off + i as u64);
+        }
+        if chunked {
+            out.write_all(format!("{take:x}\r\n").as_bytes())?;
+            out.write_all(&buf[..take])?;
+            out.write_all(b"\r\n")?;
+        } else {
+            out.write_all(&buf[..take])?;
+        }
+        off += take as u64;
+    }
+    if chunked {
+        out.write_all(b"0\r\n\r\n")?;
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("carpool-it-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running `carpool frontend`.
+pub struct Frontend {
+    pub port: u16,
+    pub child: Child,
+    pub stderr_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Frontend {
+    /// Starts the frontend with `config` (a carpool.toml without `listen`).
+    pub fn start(tag: &str, config: &str) -> Frontend {
+        let dir = temp_dir(tag);
+        let conf = dir.join("carpool.toml");
+        std::fs::write(&conf, config).unwrap();
+        let port = free_port();
+        let stderr_path = dir.join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_carpool"))
+            .args(["frontend", "-c"])
+            .arg(&conf)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start carpool frontend");
+        let f = Frontend {
+            port,
+            child,
+            stderr_path,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "frontend did not start: {}",
+                f.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Peak resident memory (VmHWM) in kB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim().to_ascii_lowercase() == name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response from `r` (`head_only` for HEAD requests).
+pub fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result<Response> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            if head.starts_with("HTTP/1.1 100") {
+                head.clear();
+                continue;
+            }
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut resp = Response {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if head_only || status == 204 || status == 304 {
+        return Ok(resp);
+    }
+    if let Some(cl) = resp.header("content-length") {
+        let mut body = vec![0u8; cl.parse().unwrap()];
+        r.read_exact(&mut body)?;
+        resp.body = body;
+    } else if resp.header("transfer-encoding").is_some() {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                let mut end = String::new();
+                r.read_line(&mut end)?;
+                break;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk)?;
+            resp.body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn exchange(f: &Frontend, raw: &[u8]) -> Response {
+    let mut s = f.connect();
+    s.write_all(raw).unwrap();
+    let head_only = raw.starts_with(b"HEAD ");
+    read_response(&mut BufReader::new(s), head_only).expect("response")
+}
+
+/// GET through the proxy on a new connection.
+pub fn get(f: &Frontend, url: &str) -> Response {
+    exchange(
+        f,
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Parent entries for a config.
+pub fn parents_toml(parents: &[&Parent]) -> String {
+    parents
+        .iter()
+        .map(|p| {
+            format!(
+                "[[parent]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n\n",
+                p.name, p.port
+            )
+        })
+        .collect()
+}

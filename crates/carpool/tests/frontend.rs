@@ -1,0 +1,407 @@
+//! `carpool frontend` against real parents on loopback: routing, keep-alive,
+//! streaming, CONNECT, every error status, failover and recovery.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(parents: &[&Parent], extra: &str) -> String {
+    format!("hash = \"hrw\"\n{extra}\n{}", parents_toml(parents))
+}
+
+/// The parent each URL goes to, according to `carpool route` on the same config.
+fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
+    let dir = temp_dir("route");
+    let conf = dir.join("route.toml");
+    std::fs::write(&conf, conf_text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["route", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((urls.join("\n") + "\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn routing_agrees_with_carpool_route() {
+    let (a, b, c) = (
+        Parent::start("alpha"),
+        Parent::start("beta"),
+        Parent::start("gamma"),
+    );
+    let conf = config(&[&a, &b, &c], "");
+    let f = Frontend::start("routing", &conf);
+    let urls: Vec<String> = (0..150)
+        .map(|i| format!("http://Site{}.Example:80/obj/{i}?q={}", i % 7, i * 3))
+        .collect();
+    let expected = route(&conf, &urls);
+    for (i, (url, want)) in urls.iter().zip(&expected).enumerate() {
+        let r = get(&f, url);
+        assert_eq!(r.status, 200, "{url}: {}", r.head);
+        let text = r.text();
+        assert!(
+            text.starts_with(&format!("{want} ")),
+            "{url}: routed to {text:?}, route says {want}"
+        );
+        // the parent receives the normalized absolute-form URL
+        let normalized = format!("http://site{}.example/obj/{i}?q={}", i % 7, i * 3);
+        assert!(text.contains(&format!(" GET {normalized} ")), "{text}");
+    }
+    for p in [&a, &b, &c] {
+        assert!(
+            p.requests.load(Ordering::SeqCst) > 20,
+            "{} got too few",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn keep_alive_reuses_connections_on_both_sides() {
+    let a = Parent::start("only");
+    let f = Frontend::start("keepalive", &config(&[&a], "[frontend]\nworkers = 1\n"));
+    let s = f.connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    for i in 0..200 {
+        w.write_all(
+            format!("GET http://h.example/{i} HTTP/1.1\r\nHost: h.example\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(resp.text().contains(&format!("/{i} ")));
+    }
+    assert_eq!(a.requests.load(Ordering::SeqCst), 200);
+    assert_eq!(
+        a.connections.load(Ordering::SeqCst),
+        1,
+        "200 requests on one client connection used one parent connection"
+    );
+    // HTTP/1.0 client without keep-alive: the frontend closes after the response
+    let resp = exchange(&f, b"GET http://h.example/x HTTP/1.0\r\n\r\n");
+    assert_eq!(resp.header("connection").as_deref(), Some("close"));
+    // pipelined requests are answered in order
+    let mut s = f.connect();
+    s.write_all(b"GET http://h.example/p1 HTTP/1.1\r\nHost: h\r\n\r\nGET http://h.example/p2 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    assert!(read_response(&mut r, false)
+        .unwrap()
+        .text()
+        .contains("/p1 "));
+    assert!(read_response(&mut r, false)
+        .unwrap()
+        .text()
+        .contains("/p2 "));
+}
+
+#[test]
+fn request_and_response_bodies_stream_both_ways() {
+    let a = Parent::start("bodies");
+    let f = Frontend::start("bodies", &config(&[&a], ""));
+    // Content-Length request body
+    let r = exchange(&f, b"POST http://h.example/up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world");
+    assert!(r.text().ends_with("body=11\n"), "{}", r.text());
+    // chunked request body, with Expect: 100-continue
+    let mut s = f.connect();
+    s.write_all(b"POST http://h.example/up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = [0u8; 25];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut BufReader::new(s), false).unwrap();
+    assert!(r.text().ends_with("body=11\n"), "{}", r.text());
+    // chunked and close-delimited responses reach an HTTP/1.1 client chunked, intact
+    for path in ["/chunked/300000", "/close/300000"] {
+        let r = get(&f, &format!("http://h.example{path}"));
+        assert_eq!(
+            r.header("transfer-encoding").as_deref(),
+            Some("chunked"),
+            "{path}"
+        );
+        assert_eq!(r.body.len(), 300000);
+        assert!(
+            r.body
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(i as u64)),
+            "{path} corrupted"
+        );
+    }
+    // …and an HTTP/1.0 client gets the chunked one de-chunked, delimited by close
+    let r = exchange(&f, b"GET http://h.example/chunked/5000 HTTP/1.0\r\n\r\n");
+    assert!(r.header("transfer-encoding").is_none());
+    assert_eq!(r.body.len(), 5000);
+    // HEAD keeps the length and sends no body
+    let r = exchange(
+        &f,
+        b"HEAD http://h.example/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_some());
+}
+
+/// A 5 GiB response passes through with flat memory.
+#[test]
+fn large_response_streams_with_flat_memory() {
+    let a = Parent::start("big");
+    let f = Frontend::start("big", &config(&[&a], "[frontend]\nworkers = 1\n"));
+    let size: u64 = 5 << 30;
+    let mut s = f.connect();
+    s.write_all(
+        format!("GET http://h.example/big/{size} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut r = BufReader::with_capacity(1 << 20, s);
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    let started = Instant::now();
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        // spot-check the content
+        if got % (256 << 20) < n as u64 {
+            assert_eq!(buf[0], pattern(got), "corrupted at {got}");
+        }
+        got += n as u64;
+    }
+    assert_eq!(got, size);
+    let rss = f.peak_rss_kb();
+    eprintln!(
+        "5 GiB through the frontend in {:?}, peak RSS {rss} kB",
+        started.elapsed()
+    );
+    assert!(rss < 64 * 1024, "peak RSS {rss} kB");
+}
+
+#[test]
+fn connect_tunnels_end_to_end() {
+    let a = Parent::start("tunnel");
+    let f = Frontend::start("connect", &config(&[&a], ""));
+    let mut s = f.connect();
+    s.write_all(b"CONNECT secure.example:443 HTTP/1.1\r\nHost: secure.example:443\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 39];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 Connection established\r\n\r\n");
+    s.write_all(b"ping through the tunnel").unwrap();
+    let mut echo = [0u8; 23];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping through the tunnel");
+    assert!(a
+        .last_head
+        .lock()
+        .unwrap()
+        .starts_with("CONNECT secure.example:443 HTTP/1.1"));
+    // CONNECT to a port not in connect_ports
+    let r = exchange(&f, b"CONNECT secure.example:25 HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn every_error_status() {
+    let a = Parent::start("errs");
+    let extra = "[frontend]\nmax_uri_bytes = 200\nmax_header_bytes = 4096\nparent_first_byte_timeout = 0.5\n";
+    let f = Frontend::start("errors", &config(&[&a], extra));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("malformed request line", b"GET\x01 / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("CL + TE", b"POST http://h/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc".to_vec(), 400),
+        ("duplicate CL", b"POST http://h/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400),
+        ("origin-form on a forward proxy", b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 400),
+        ("URI too long", format!("GET http://h/{} HTTP/1.1\r\n\r\n", "a".repeat(300)).into_bytes(), 414),
+        ("head too large", format!("GET http://h/ HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(5000)).into_bytes(), 431),
+        ("unknown transfer coding", b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
+        ("parent drops", b"GET http://h/drop HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 502),
+        ("parent too slow", b"GET http://h/slow/3000 HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 504),
+    ];
+    for (what, raw, want) in cases {
+        let r = exchange(&f, &raw);
+        assert_eq!(r.status, want, "{what}: {}", r.head);
+        assert!(
+            r.text().starts_with(&want.to_string()),
+            "{what}: body {:?}",
+            r.text()
+        );
+    }
+    // bad chunk syntax in a request body is never forwarded as is
+    let r = exchange(
+        &f,
+        b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(r.status == 400 || r.status == 502, "{}", r.head);
+    // our own Via in a request is a loop
+    let first = get(&f, "http://h.example/via");
+    let via = first.header("via").unwrap();
+    let name = via.split_whitespace().nth(1).unwrap();
+    let r = exchange(
+        &f,
+        format!("GET http://h/ HTTP/1.1\r\nVia: 1.1 {name} (carpool)\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 508);
+}
+
+#[test]
+fn clients_outside_allow_clients_get_403() {
+    let a = Parent::start("acl");
+    let f = Frontend::start(
+        "acl",
+        &config(&[&a], "[frontend]\nallow_clients = [\"10.0.0.0/8\"]\n"),
+    );
+    let r = get(&f, "http://h.example/");
+    assert_eq!(r.status, 403);
+    assert_eq!(a.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn no_alive_parent_is_503_and_dead_parents_are_skipped() {
+    let dead_port = free_port();
+    let conf = format!(
+        "hash = \"hrw\"\n[health]\nfail_limit = 1\nprobe_interval = 30\n[[parent]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {dead_port}\n"
+    );
+    let f = Frontend::start("dead", &conf);
+    assert_eq!(
+        get(&f, "http://h.example/1").status,
+        502,
+        "first failure: cannot connect"
+    );
+    assert_eq!(
+        get(&f, "http://h.example/2").status,
+        503,
+        "then: marked dead"
+    );
+    assert!(f.stderr().contains("DEAD"), "{}", f.stderr());
+}
+
+/// A parent killed under load: only its URLs move (to their next member),
+/// requests in flight on it are the only failures, and it comes back when
+/// restarted.
+#[test]
+fn killed_parent_fails_over_and_recovers() {
+    let (a, b, c) = (
+        Parent::start("k-a"),
+        Parent::start("k-b"),
+        Parent::start("k-c"),
+    );
+    let conf = config(
+        &[&a, &b, &c],
+        "[health]\nfail_limit = 2\nprobe_interval = 0.2\n",
+    );
+    let f = Frontend::start("kill", &conf);
+    let urls: Vec<String> = (0..120)
+        .map(|i| format!("http://k{i}.example/obj"))
+        .collect();
+    let owners = route(&conf, &urls);
+    let victim_port = b.port;
+    b.kill();
+    // every request still succeeds: connect failures move on in the ranking
+    for (url, owner) in urls.iter().zip(&owners) {
+        let r = get(&f, url);
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        let served_by = r.text().split(' ').next().unwrap().to_string();
+        if owner != "k-b" {
+            assert_eq!(&served_by, owner, "{url} moved though its owner is alive");
+        } else {
+            assert_ne!(served_by, "k-b");
+        }
+    }
+    assert!(f.stderr().contains("DEAD"), "{}", f.stderr());
+    // restart the victim on its port: the prober brings it back
+    let b2 = Parent::start_on("k-b", victim_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let back = urls
+            .iter()
+            .zip(&owners)
+            .filter(|(_, o)| *o == "k-b")
+            .all(|(u, _)| get(&f, u).text().starts_with("k-b "));
+        if back {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "k-b did not come back: {}",
+            f.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b2.requests.load(Ordering::SeqCst) > 0);
+    assert!(f.stderr().contains("ALIVE"), "{}", f.stderr());
+}
+
+#[test]
+fn access_log_in_squid_format_reopens_on_sigusr1() {
+    let a = Parent::start("logged");
+    let dir = temp_dir("accesslog");
+    let log = dir.join("access.log");
+    let f = Frontend::start(
+        "accesslog",
+        &config(
+            &[&a],
+            &format!("[frontend]\naccess_log = \"{}\"\n", log.display()),
+        ),
+    );
+    get(&f, "http://logged.example/a");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fields: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(fields.len(), 10, "{text}");
+    assert_eq!(fields[3], "TCP_MISS/200");
+    assert_eq!(fields[5], "GET");
+    assert_eq!(fields[6], "http://logged.example/a");
+    assert_eq!(fields[8], "CARP/logged");
+    // logrotate: move the file, SIGUSR1, new lines go to a new file
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    unsafe_kill(f.pid(), "USR1");
+    std::thread::sleep(Duration::from_millis(200));
+    get(&f, "http://logged.example/b");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&log).map_or(true, |t| !t.contains("/b ")) {
+        assert!(Instant::now() < deadline, "no new log after SIGUSR1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
