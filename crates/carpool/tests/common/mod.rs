@@ -23,6 +23,7 @@ pub fn pattern(offset: u64) -> u8 {
 /// - `/slow/MS`: waits MS milliseconds first.
 /// - `/drop`: closes without answering.
 /// - anything else: 200, body `NAME METHOD TARGET body=LEN`.
+///
 /// CONNECT: 200, then echoes bytes back.
 pub struct Parent {
     pub name: String,
