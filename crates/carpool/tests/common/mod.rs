@@ -200,20 +200,40 @@ fn serve_parent_conn(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<
             return;
         } else {
             let body = format!("{name} {method} {target} body={body_len}\n");
-            let resp = if method == "HEAD" {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
-                    body.len()
-                )
-            } else {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len())
-            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nDate: {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nCache-Control: max-age=3600\r\n\r\n",
+                http_date(std::time::SystemTime::now()),
+                body.len()
+            );
+            let resp = if method == "HEAD" { head } else { head + &body };
             out.write_all(resp.as_bytes())
         };
         if ok.is_err() {
             return;
         }
     }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
+    format!("{weekday}, {d:02} {month} {y} {h:02}:{m:02}:{s:02} GMT")
 }
 
 fn write_pattern(out: &mut TcpStream, n: u64, chunked: bool) -> std::io::Result<()> {
@@ -427,4 +447,109 @@ pub fn parents_toml(parents: &[&Parent]) -> String {
             )
         })
         .collect()
+}
+
+/// A real Squid 5.7 instance (`squid -N -n NAME -f FILE`) on loopback.
+pub struct Squid {
+    pub port: u16,
+    pub name: String,
+    child: Child,
+    work: PathBuf,
+    service: String,
+}
+
+/// The squid binary, or why tests that need it skip.
+pub fn squid_binary() -> Result<PathBuf, String> {
+    for p in ["/usr/sbin/squid", "/usr/bin/squid"] {
+        if std::path::Path::new(p).exists() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    Err("squid is not installed (scripts/test installs Debian's squid when it can)".into())
+}
+
+impl Squid {
+    /// Starts Squid with `body` (directives after the common ones: ports,
+    /// logs and paths are filled in). Waits until it accepts connections.
+    pub fn start(name: &str, body: &str) -> Squid {
+        let bin = squid_binary().expect("squid");
+        let port = free_port();
+        let service = format!("cpit{}{}", std::process::id(), name);
+        let work = std::env::temp_dir().join(format!("carpool-squid-{service}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        // Started as root, Squid becomes `proxy`: its work dir must be writable by it.
+        let _ = Command::new("chown")
+            .args(["proxy:proxy"])
+            .arg(&work)
+            .status();
+        let _ = Command::new("chmod").args(["0777"]).arg(&work).status();
+        let w = work.display();
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\nvisible_hostname {name}.test\nicp_port 0\nhtcp_port 0\n\
+             dns_nameservers 127.0.0.1\ncache_log {w}/cache.log\naccess_log stdio:{w}/access.log\n\
+             cache_store_log none\npid_filename {w}/squid.pid\ncoredump_dir {w}\n\
+             shutdown_lifetime 0 seconds\n{body}\n"
+        );
+        let conf_path = work.join("squid.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(bin)
+            .args(["-N", "-n", &service, "-f"])
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(work.join("squid.out")).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start squid");
+        let sq = Squid {
+            port,
+            name: name.to_string(),
+            child,
+            work,
+            service,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "squid {name} did not start: {}",
+                sq.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sq
+    }
+
+    pub fn diagnostics(&self) -> String {
+        ["squid.out", "access.log", "cache.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.work.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{}-", self.service))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
 }
