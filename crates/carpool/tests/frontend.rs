@@ -405,3 +405,112 @@ fn unsafe_kill(pid: u32, sig: &str) {
         .success();
     assert!(ok);
 }
+
+/// `max_conn`: when a worker holds its share of a parent's connections, the
+/// next request goes to the next member of its ranking (as Squid's CARP skips
+/// a parent at max-conn).
+#[test]
+fn max_conn_overflows_to_the_next_member() {
+    let (a, b) = (Parent::start("mc-a"), Parent::start("mc-b"));
+    let conf = format!(
+        "hash = \"hrw\"\n[frontend]\nworkers = 1\n[[parent]]\nname = \"mc-a\"\nhost = \"127.0.0.1\"\nport = {}\nmax_conn = 1\n{}",
+        a.port,
+        parents_toml(&[&b])
+    );
+    let f = Frontend::start("maxconn", &conf);
+    let urls: Vec<String> = (0..200)
+        .map(|i| format!("http://mc{i}.example/slow/600"))
+        .collect();
+    let owners = route(&conf, &urls);
+    let mine: Vec<&String> = urls
+        .iter()
+        .zip(&owners)
+        .filter(|(_, o)| *o == "mc-a")
+        .map(|(u, _)| u)
+        .take(2)
+        .collect();
+    assert_eq!(mine.len(), 2);
+    let port = f.port;
+    let handles: Vec<_> = mine
+        .iter()
+        .map(|u| {
+            let u = (*u).clone();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(
+                    format!("GET {u} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+                )
+                .unwrap();
+                read_response(&mut BufReader::new(s), false).unwrap().text()
+            })
+        })
+        .collect();
+    let mut served: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().split(' ').next().unwrap().to_string())
+        .collect();
+    served.sort();
+    assert_eq!(served, vec!["mc-a".to_string(), "mc-b".to_string()]);
+}
+
+/// A parent killed while requests are in flight: only those requests may
+/// fail, everything else succeeds, its URLs move to their next member, and
+/// the failures are logged.
+#[test]
+fn parent_killed_under_load() {
+    let (a, b, c) = (
+        Parent::start("l-a"),
+        Parent::start("l-b"),
+        Parent::start("l-c"),
+    );
+    let conf = config(
+        &[&a, &b, &c],
+        "[health]\nfail_limit = 1\nprobe_interval = 30\n",
+    );
+    let f = Frontend::start("killload", &conf);
+    let clients = 6;
+    let port = f.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = (0..clients)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                let mut i = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let url = format!("http://load{t}x{}.example/slow/5", i % 50);
+                    s.write_all(
+                        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .unwrap();
+                    match read_response(&mut BufReader::new(s), false) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    b.kill();
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for h in handles {
+        let (o, fl) = h.join().unwrap();
+        ok += o;
+        failed += fl;
+    }
+    eprintln!("{ok} requests succeeded, {failed} failed while l-b was killed");
+    assert!(ok > 100, "load ran: {ok}");
+    assert!(
+        failed <= clients,
+        "only requests in flight may fail: {failed} failed with {clients} clients"
+    );
+    assert!(f.stderr().contains("DEAD"), "{}", f.stderr());
+}

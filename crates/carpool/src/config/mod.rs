@@ -28,6 +28,8 @@ pub struct Parent {
     pub weight: u32,
     /// Which URL parts this parent hashes.
     pub carp_key: Option<KeySpec>,
+    /// Most connections open to this parent at once, all workers together (0: no limit).
+    pub max_conn: u32,
     /// Line of the file where the parent is defined.
     pub line: usize,
 }

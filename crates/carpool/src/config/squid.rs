@@ -83,6 +83,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         let mut weight: i64 = 0;
         let mut carp = false;
         let mut key: Option<KeySpec> = None;
+        let mut max_conn: u32 = 0;
         for opt in tokens {
             if opt.starts_with('#') {
                 break;
@@ -111,6 +112,14 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
                 key = Some(
                     KeySpec::parse_squid(k).map_err(|e| err(line_no, "carp-key", e.to_string()))?,
                 );
+            } else if let Some(m) = opt.strip_prefix("max-conn=") {
+                max_conn = m.parse::<u32>().map_err(|_| {
+                    err(
+                        line_no,
+                        "max-conn",
+                        format!("{m:?} is not a connection count"),
+                    )
+                })?;
             } else if let Some(n) = opt.strip_prefix("name=") {
                 if !n.is_empty() {
                     name = n.to_string();
@@ -140,6 +149,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
             port,
             weight: weight.clamp(1, i32::MAX as i64) as u32,
             carp_key: key,
+            max_conn,
             line: line_no,
         });
     }

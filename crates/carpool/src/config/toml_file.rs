@@ -83,6 +83,7 @@ struct ParentEntry {
     port: Spanned<i64>,
     weight: Option<Spanned<i64>>,
     carp_key: Option<Spanned<String>>,
+    max_conn: Option<Spanned<i64>>,
 }
 
 /// Parses the text of a carpool.toml.
@@ -160,12 +161,17 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 format!("parent name {name:?} is already used on line {} (names are hashed: give each parent its own `name`)", prev.line),
             ));
         }
+        let max_conn = match &p.max_conn {
+            None => 0,
+            Some(v) => int_in(v, "max_conn", 0, 1_000_000, &err)? as u32,
+        };
         parents.push(Parent {
             name,
             host,
             port,
             weight,
             carp_key,
+            max_conn,
             line,
         });
     }

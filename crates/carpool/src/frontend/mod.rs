@@ -36,6 +36,8 @@ pub struct ParentAddr {
     pub name: String,
     /// Resolved address.
     pub addr: SocketAddr,
+    /// Most connections one worker may hold open to it (`max_conn` shared out).
+    pub max_conn_per_worker: usize,
 }
 
 /// What every worker shares.
@@ -105,9 +107,15 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
                 })?
                 .next()
                 .with_context(|| format!("parent {} ({}) has no address", p.name, p.host))?;
+            let max_conn_per_worker = if p.max_conn == 0 {
+                usize::MAX
+            } else {
+                (p.max_conn as usize).div_ceil(workers)
+            };
             Ok(ParentAddr {
                 name: p.name.clone(),
                 addr,
+                max_conn_per_worker,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -220,6 +228,9 @@ fn worker_main(
             settings.parent_idle_timeout,
         )),
         log: RefCell::new(Writer::new(sink)),
+        in_use: (0..shared.parents.len())
+            .map(|_| Rc::new(std::cell::Cell::new(0)))
+            .collect(),
         shared: shared.clone(),
     });
     local.block_on(&rt, async move {

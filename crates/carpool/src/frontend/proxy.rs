@@ -3,7 +3,7 @@
 //! forward (parents in ranking order, retrying what is safe to retry) →
 //! respond (stream the parent's response) → log.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -33,6 +33,30 @@ pub struct Worker {
     pub pool: RefCell<Pool>,
     /// This worker's access log buffer.
     pub log: RefCell<Writer>,
+    /// Parent connections of this worker in use by a request, per parent.
+    pub in_use: Vec<Rc<Cell<usize>>>,
+}
+
+impl Worker {
+    /// Claims a connection slot to parent `p`: `None` when this worker already
+    /// holds its share of the parent's `max_conn` (in use plus idle).
+    pub fn claim(&self, p: usize, pooled: bool) -> Option<InUse> {
+        let open = self.in_use[p].get() + self.pool.borrow().idle_count(p);
+        if !pooled && open >= self.shared.parents[p].max_conn_per_worker {
+            return None;
+        }
+        self.in_use[p].set(self.in_use[p].get() + 1);
+        Some(InUse(self.in_use[p].clone()))
+    }
+}
+
+/// A parent connection slot in use; released when dropped.
+pub struct InUse(Rc<Cell<usize>>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// What the access log says about one request.
@@ -341,6 +365,9 @@ enum Attempt {
     Sent(HttpError),
     /// A stale pooled connection: try the same parent on a fresh one.
     Stale,
+    /// This worker holds the parent's share of `max_conn`: skip to the next
+    /// member, as Squid's CARP skips a parent at its max-conn.
+    AtLimit,
     /// The client went away or sent a broken body: stop.
     ClientGone(HttpError),
 }
@@ -377,6 +404,7 @@ async fn forward(
     let idempotent = head.is_idempotent();
     let mut body_sent = false;
     let mut tried = 0usize;
+    let mut at_limit = 0usize;
     let mut last = HttpError::new(503, "no parent is alive");
     for id in shared.table.rank(&uri) {
         let p = id.index();
@@ -398,7 +426,7 @@ async fn forward(
             )
             .await;
             match attempt {
-                Ok((parent, resp)) => {
+                Ok((parent, resp, slot)) => {
                     shared.health.success(p);
                     shared
                         .health
@@ -406,7 +434,10 @@ async fn forward(
                         .requests
                         .fetch_add(1, Ordering::Relaxed);
                     rec.peer = Some(p);
-                    return respond(w, client, &head, parent, resp, p, rec).await;
+                    return respond(w, client, &head, parent, resp, slot, p, rec).await;
+                }
+                Err(Attempt::AtLimit) => {
+                    at_limit += 1;
                 }
                 Err(Attempt::Stale) if !fresh => {
                     fresh = true;
@@ -453,6 +484,8 @@ async fn forward(
     }
     if tried == 0 {
         last = HttpError::new(503, "no parent is alive");
+    } else if at_limit == tried {
+        last = HttpError::new(503, "every alive parent is at its max_conn");
     }
     reject(client, rec, last).await
 }
@@ -469,7 +502,7 @@ async fn try_parent(
     expect_continue: bool,
     fresh: bool,
     body_sent: &mut bool,
-) -> Result<(Conn, ResponseHead), Attempt> {
+) -> Result<(Conn, ResponseHead, InUse), Attempt> {
     let shared = &w.shared;
     let settings = &shared.settings;
     let pooled = if fresh {
@@ -478,6 +511,7 @@ async fn try_parent(
         w.pool.borrow_mut().take(p)
     };
     let reused = pooled.is_some();
+    let slot = w.claim(p, reused).ok_or(Attempt::AtLimit)?;
     let mut parent = match pooled {
         Some(c) => c,
         None => connect(shared.parents[p].addr, settings.parent_connect_timeout)
@@ -534,7 +568,7 @@ async fn try_parent(
         .read_response_head(settings.parent_first_byte_timeout, 64 * 1024)
         .await
     {
-        Ok(Some(h)) => Ok((parent, h)),
+        Ok(Some(h)) => Ok((parent, h, slot)),
         Ok(None) | Err(ResponseReadError::NothingRead(_)) if reused && !*body_sent => {
             Err(Attempt::Stale)
         }
@@ -582,6 +616,7 @@ async fn respond(
     req: &RequestHead,
     mut parent: Conn,
     mut resp: ResponseHead,
+    _slot: InUse,
     p: usize,
     rec: &mut Record,
 ) -> Next {

@@ -52,6 +52,10 @@ pub(super) async fn connect_tunnel(
             continue;
         }
         tried = true;
+        let Some(_slot) = w.claim(p, false) else {
+            last = HttpError::new(503, "every alive parent is at its max_conn");
+            continue;
+        };
         let mut parent =
             match connect(shared.parents[p].addr, settings.parent_connect_timeout).await {
                 Ok(c) => c,
