@@ -426,7 +426,7 @@ async fn forward(
             )
             .await;
             match attempt {
-                Ok((parent, resp, slot)) => {
+                Ok(up) => {
                     shared.health.success(p);
                     shared
                         .health
@@ -434,7 +434,7 @@ async fn forward(
                         .requests
                         .fetch_add(1, Ordering::Relaxed);
                     rec.peer = Some(p);
-                    return respond(w, client, &head, parent, resp, slot, p, rec).await;
+                    return respond(w, client, &head, up, rec).await;
                 }
                 Err(Attempt::AtLimit) => {
                     at_limit += 1;
@@ -490,6 +490,14 @@ async fn forward(
     reject(client, rec, last).await
 }
 
+/// A parent connection with its response head, holding its `max_conn` slot.
+struct Upstream {
+    conn: Conn,
+    head: ResponseHead,
+    _slot: InUse,
+    index: usize,
+}
+
 /// One attempt on parent `p`: connection (pooled unless `fresh`), request
 /// head and body, response head.
 #[allow(clippy::too_many_arguments)]
@@ -502,7 +510,7 @@ async fn try_parent(
     expect_continue: bool,
     fresh: bool,
     body_sent: &mut bool,
-) -> Result<(Conn, ResponseHead, InUse), Attempt> {
+) -> Result<Upstream, Attempt> {
     let shared = &w.shared;
     let settings = &shared.settings;
     let pooled = if fresh {
@@ -568,7 +576,12 @@ async fn try_parent(
         .read_response_head(settings.parent_first_byte_timeout, 64 * 1024)
         .await
     {
-        Ok(Some(h)) => Ok((parent, h, slot)),
+        Ok(Some(head)) => Ok(Upstream {
+            conn: parent,
+            head,
+            _slot: slot,
+            index: p,
+        }),
         Ok(None) | Err(ResponseReadError::NothingRead(_)) if reused && !*body_sent => {
             Err(Attempt::Stale)
         }
@@ -614,12 +627,15 @@ async fn respond(
     w: &Rc<Worker>,
     client: &mut Conn,
     req: &RequestHead,
-    mut parent: Conn,
-    mut resp: ResponseHead,
-    _slot: InUse,
-    p: usize,
+    up: Upstream,
     rec: &mut Record,
 ) -> Next {
+    let Upstream {
+        conn: mut parent,
+        head: mut resp,
+        _slot,
+        index: p,
+    } = up;
     let settings = &w.shared.settings;
     let via = &w.shared.via;
     // interim responses
