@@ -514,3 +514,138 @@ fn parent_killed_under_load() {
     );
     assert!(f.stderr().contains("DEAD"), "{}", f.stderr());
 }
+
+#[test]
+fn interim_responses_and_trailers_pass_through() {
+    let a = Parent::start("hints");
+    let f = Frontend::start("hints", &config(&[&a], ""));
+    let mut s = f.connect();
+    s.write_all(
+        b"GET http://h.example/early-hints HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{raw}");
+    assert!(raw.contains("Link: </style.css>; rel=preload"), "{raw}");
+    assert!(
+        raw.contains("HTTP/1.1 200 OK") && raw.ends_with("after hints\n"),
+        "{raw}"
+    );
+    let mut s = f.connect();
+    s.write_all(b"GET http://h.example/trailers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.ends_with("5\r\nhello\r\n0\r\nX-Checksum: 42\r\n\r\n"),
+        "trailers pass as sent: {raw}"
+    );
+}
+
+#[test]
+fn x_forwarded_for_modes() {
+    let a = Parent::start("xff");
+    for (mode, want) in [
+        ("append", Some("X-Forwarded-For: 10.9.9.9, 127.0.0.1")),
+        ("delete", None),
+        ("off", Some("X-Forwarded-For: 10.9.9.9")),
+    ] {
+        let f = Frontend::start(
+            &format!("xff-{mode}"),
+            &config(
+                &[&a],
+                &format!("[frontend]\nx_forwarded_for = \"{mode}\"\n"),
+            ),
+        );
+        let r = exchange(&f, b"GET http://h.example/ HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.status, 200);
+        let head = a.last_head.lock().unwrap().clone();
+        let xff = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for"));
+        assert_eq!(xff, want, "{mode}: {head}");
+        assert!(head.contains("\nVia: 1.1 "), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "hop-by-hop removed: {head}"
+        );
+    }
+}
+
+#[test]
+fn accelerator_mode_keys_by_host() {
+    let (a, b) = (Parent::start("acc-a"), Parent::start("acc-b"));
+    let conf = config(
+        &[&a, &b],
+        "[frontend]\nmode = \"accel\"\ndefault_site = \"default.example\"\n",
+    );
+    let f = Frontend::start("accel", &conf);
+    let paths: Vec<String> = (0..40).map(|i| format!("/page/{i}")).collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("http://www.site.example{p}"))
+        .collect();
+    let owners = route(&conf, &urls);
+    for ((p, url), owner) in paths.iter().zip(&urls).zip(&owners) {
+        let r = exchange(
+            &f,
+            format!("GET {p} HTTP/1.1\r\nHost: WWW.Site.Example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("{owner} GET {url} body=0\n"));
+    }
+    // no Host: the default site
+    let r = exchange(&f, b"GET /x HTTP/1.0\r\n\r\n");
+    assert!(
+        r.text().contains(" GET http://default.example/x "),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn http_probe_revives_a_parent() {
+    let a = Parent::start("probed");
+    let port = a.port;
+    let conf = format!(
+        "hash = \"hrw\"\n[health]\nfail_limit = 1\nprobe_interval = 0.2\nprobe = \"http\"\nprobe_url = \"http://probe.example/health\"\n{}",
+        parents_toml(&[&a])
+    );
+    let f = Frontend::start("probe", &conf);
+    a.kill();
+    assert_eq!(get(&f, "http://h.example/1").status, 502);
+    assert_eq!(get(&f, "http://h.example/2").status, 503);
+    let b = Parent::start_on("probed", port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&f, "http://h.example/3").status != 200 {
+        assert!(Instant::now() < deadline, "not revived: {}", f.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(f.stderr().contains("probe succeeded"), "{}", f.stderr());
+    assert!(
+        b.requests.load(Ordering::SeqCst) >= 2,
+        "probe and request reached the parent"
+    );
+}
+
+#[test]
+fn max_client_connections_is_enforced() {
+    let a = Parent::start("mcc");
+    let f = Frontend::start(
+        "mcc",
+        &config(
+            &[&a],
+            "[frontend]\nworkers = 1\nmax_client_connections = 2\n",
+        ),
+    );
+    let _c1 = f.connect();
+    let _c2 = f.connect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(&f, "http://h.example/");
+    assert_eq!(r.status, 503, "{}", r.head);
+    drop(_c1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(&f, "http://h.example/").status, 200);
+}

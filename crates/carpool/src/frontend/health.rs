@@ -56,7 +56,14 @@ impl Health {
         let p = &self.parents[i];
         let n = p.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.fail_limit && !p.dead.swap(true, Ordering::Relaxed) {
-            tracing::warn!(parent = %self.names[i], failures = n, "parent marked DEAD after {n} consecutive failures (last: {what})");
+            let lost = p.failed_in_flight.load(Ordering::Relaxed);
+            tracing::warn!(
+                parent = %self.names[i],
+                failures = n,
+                failed_in_flight = lost,
+                "parent marked DEAD after {n} consecutive failures (last: {what}); \
+                 {lost} requests have failed in flight on it so far"
+            );
         }
     }
 

@@ -22,6 +22,8 @@ pub fn pattern(offset: u64) -> u8 {
 /// - `/close/N`: N bytes, no length, then close.
 /// - `/slow/MS`: waits MS milliseconds first.
 /// - `/drop`: closes without answering.
+/// - `/early-hints`: a 103 before the 200.
+/// - `/trailers`: a chunked body with a trailer field.
 /// - anything else: 200, body `NAME METHOD TARGET body=LEN`.
 ///
 /// CONNECT: 200, then echoes bytes back.
@@ -187,7 +189,18 @@ fn serve_parent_conn(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<
         if let Some(ms) = num("/slow/") {
             std::thread::sleep(Duration::from_millis(ms));
         }
-        let ok = if let Some(n) = num("/big/") {
+        let ok = if path == "/early-hints" {
+            let body = "after hints\n";
+            out.write_all(
+                format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+        } else if path == "/trailers" {
+            out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 42\r\n\r\n")
+        } else if let Some(n) = num("/big/") {
             out.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes())
                 .and_then(|_| write_pattern(&mut out, n, false))
         } else if let Some(n) = num("/chunked/") {
