@@ -649,3 +649,73 @@ fn max_client_connections_is_enforced() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(&f, "http://h.example/").status, 200);
 }
+
+/// SIGTERM: the listener closes, a request in flight finishes, then the
+/// process exits.
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let a = Parent::start("drain");
+    let mut f = Frontend::start(
+        "drain",
+        &config(&[&a], "[frontend]\nshutdown_timeout = 5\n"),
+    );
+    let port = f.port;
+    let slow = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET http://h.example/slow/1500 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        read_response(&mut BufReader::new(s), false).map(|r| r.status)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe_kill(f.pid(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener closed on SIGTERM"
+    );
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        200,
+        "the request in flight finished"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = f.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit: {}", f.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        f.stderr().contains("all connections finished"),
+        "{}",
+        f.stderr()
+    );
+}
+
+#[test]
+fn idle_tunnels_are_closed() {
+    let a = Parent::start("idle-tunnel");
+    let f = Frontend::start(
+        "idletunnel",
+        &config(&[&a], "[frontend]\ntunnel_idle_timeout = 0.5\n"),
+    );
+    let mut s = f.connect();
+    s.write_all(b"CONNECT secure.example:443 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 39];
+    s.read_exact(&mut head).unwrap();
+    s.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let waited = started.elapsed();
+    assert!(rest.is_empty());
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

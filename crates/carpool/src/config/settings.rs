@@ -56,6 +56,11 @@ pub struct FrontendSettings {
     pub parent_idle_connections: usize,
     /// How long an idle parent connection is kept.
     pub parent_idle_timeout: Duration,
+    /// Longest silence in both directions of a CONNECT tunnel before it is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish
+    /// after the listeners close.
+    pub shutdown_timeout: Duration,
 }
 
 /// Private and loopback ranges: the default `allow_clients` (not an open proxy).
@@ -94,6 +99,8 @@ impl Default for FrontendSettings {
             body_idle_timeout: Duration::from_secs(60),
             parent_idle_connections: 64,
             parent_idle_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -64,6 +64,8 @@ struct FrontendEntry {
     body_idle_timeout: Option<Spanned<Num>>,
     parent_idle_connections: Option<Spanned<i64>>,
     parent_idle_timeout: Option<Spanned<Num>>,
+    shutdown_timeout: Option<Spanned<Num>>,
+    tunnel_idle_timeout: Option<Spanned<Num>>,
 }
 
 #[derive(Deserialize)]
@@ -347,7 +349,17 @@ fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSetti
     if let Some(v) = &f.max_uri_bytes {
         s.limits.max_uri_bytes = int_in(v, "max_uri_bytes", 64, 65535, err)? as usize;
     }
-    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 6] = [
+    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 8] = [
+        (
+            &f.tunnel_idle_timeout,
+            "tunnel_idle_timeout",
+            &mut s.tunnel_idle_timeout,
+        ),
+        (
+            &f.shutdown_timeout,
+            "shutdown_timeout",
+            &mut s.shutdown_timeout,
+        ),
         (
             &f.client_header_timeout,
             "client_header_timeout",

@@ -58,6 +58,9 @@ pub struct Shared {
     pub active_clients: AtomicUsize,
     /// Set when the process is stopping.
     pub stopping: AtomicBool,
+    /// Tells workers and connections to stop (listeners close, idle
+    /// keep-alive connections close, in-flight requests finish).
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Command-line overrides of the configuration.
@@ -142,6 +145,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         via_name,
         active_clients: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
+        stop: tokio::sync::watch::channel(false).0,
     });
     tracing::info!(
         listen = %shared.settings.listen,
@@ -204,8 +208,28 @@ fn wait_for_signals(shared: &Shared, sink: &Arc<Sink>) -> Result<()> {
             }
         }
         shared.stopping.store(true, Ordering::Relaxed);
-        tracing::info!("stopping: flushing logs");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        shared.stop.send_replace(true);
+        let open = shared.active_clients.load(Ordering::Relaxed);
+        tracing::info!(
+            open,
+            "stopping: listeners closed, letting in-flight requests finish"
+        );
+        let deadline = tokio::time::Instant::now() + shared.settings.shutdown_timeout;
+        while shared.active_clients.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = shared.active_clients.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "shutdown_timeout reached: closing {left} connections still busy"
+            );
+        } else {
+            tracing::info!("all connections finished");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await; // let workers flush their logs
         Ok::<(), anyhow::Error>(())
     })
 }
@@ -243,8 +267,13 @@ fn worker_main(
                 flusher.log.borrow_mut().flush();
             }
         });
+        let mut stop = worker.shared.stop.subscribe();
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = stop.changed() => break,
+            };
+            let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -256,6 +285,10 @@ fn worker_main(
             let _ = stream.set_nodelay(true);
             tokio::task::spawn_local(proxy::serve(worker.clone(), stream, peer));
         }
+        drop(listener);
+        // keep serving the connections in flight until the process exits
+        std::future::pending::<()>().await;
+        Ok(())
     })
 }
 

@@ -120,8 +120,16 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         .allow_clients
         .iter()
         .any(|n| n.contains(&client_ip));
+    let mut stop = shared.stop.subscribe();
     loop {
-        let head = match client.read_request_head(&shared.settings.limits).await {
+        if *stop.borrow() {
+            return; // shutting down: no new requests on this connection
+        }
+        let read = tokio::select! {
+            r = client.read_request_head(&shared.settings.limits) => r,
+            _ = stop.changed() => return,
+        };
+        let head = match read {
             Ok(h) => h,
             Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
             Err(HeadReadError::Timeout) => {
@@ -651,7 +659,8 @@ async fn respond(
                 return Next::Close;
             }
             rec.bytes += out.len() as u64;
-            let (up, down) = super::tunnel::splice_both(client, &mut parent).await;
+            let (up, down) =
+                super::tunnel::splice_both(client, &mut parent, settings.tunnel_idle_timeout).await;
             rec.bytes += down;
             let _ = up;
             return Next::Close;

@@ -10,7 +10,9 @@ use httpx::conn::{Conn, ResponseReadError};
 use httpx::error::HttpError;
 use httpx::headers;
 use httpx::RequestHead;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::proxy::{connect, TunnelLog, Worker};
 
@@ -122,7 +124,7 @@ pub(super) async fn connect_tunnel(
             return Ok(());
         }
         *log.bytes += ok.len() as u64;
-        let (_, down) = splice_both(client, &mut parent).await;
+        let (_, down) = splice_both(client, &mut parent, settings.tunnel_idle_timeout).await;
         *log.bytes += down;
         return Ok(());
     }
@@ -132,9 +134,14 @@ pub(super) async fn connect_tunnel(
     Err(last)
 }
 
-/// Copies both ways until both directions are done (bytes already buffered
-/// on either side go first). Returns (client→parent, parent→client) bytes.
-pub(super) async fn splice_both(client: &mut Conn, parent: &mut Conn) -> (u64, u64) {
+/// Copies both ways until both directions are done or nothing moved for
+/// `idle` (bytes already buffered on either side go first). Half-closes are
+/// passed on. Returns (client→parent, parent→client) bytes.
+pub(super) async fn splice_both(
+    client: &mut Conn,
+    parent: &mut Conn,
+    idle: Duration,
+) -> (u64, u64) {
     let mut up = 0u64;
     let mut down = 0u64;
     if !client.rbuf.is_empty() {
@@ -151,8 +158,42 @@ pub(super) async fn splice_both(client: &mut Conn, parent: &mut Conn) -> (u64, u
         down += parent.rbuf.len() as u64;
         parent.rbuf.clear();
     }
-    match tokio::io::copy_bidirectional(&mut client.stream, &mut parent.stream).await {
-        Ok((a, b)) => (up + a, down + b),
-        Err(_) => (up, down),
+    let (mut cr, mut cw) = client.stream.split();
+    let (mut pr, mut pw) = parent.stream.split();
+    let mut a = vec![0u8; 16 * 1024];
+    let mut b = vec![0u8; 16 * 1024];
+    let (mut up_open, mut down_open) = (true, true);
+    while up_open || down_open {
+        tokio::select! {
+            r = cr.read(&mut a), if up_open => match r {
+                Ok(0) | Err(_) => {
+                    up_open = false;
+                    let _ = pw.shutdown().await;
+                }
+                Ok(n) => {
+                    if pw.write_all(&a[..n]).await.is_err() {
+                        break;
+                    }
+                    up += n as u64;
+                }
+            },
+            r = pr.read(&mut b), if down_open => match r {
+                Ok(0) | Err(_) => {
+                    down_open = false;
+                    let _ = cw.shutdown().await;
+                }
+                Ok(n) => {
+                    if cw.write_all(&b[..n]).await.is_err() {
+                        break;
+                    }
+                    down += n as u64;
+                }
+            },
+            _ = tokio::time::sleep(idle) => {
+                tracing::info!("tunnel closed after {idle:?} without traffic");
+                break;
+            }
+        }
     }
+    (up, down)
 }
