@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use crate::chunked::{ChunkError, ChunkedChecker};
-use crate::conn::Conn;
+use crate::conn::{Conn, READ_CHUNK};
 use crate::framing::BodyLen;
 
 /// Why a body relay stopped early.
@@ -90,6 +90,9 @@ pub async fn relay<W: AsyncWrite + Unpin>(
         BodyLen::Empty => {}
         BodyLen::Length(mut left) => {
             while left > 0 {
+                if src.rbuf.is_empty() {
+                    src.want_at_least(left.min(READ_CHUNK as u64) as usize);
+                }
                 if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
                     return Err(RelayError::SourceClosed);
                 }

@@ -23,6 +23,8 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Read but not yet consumed.
     pub rbuf: BytesMut,
+    /// The socket's SO_RCVLOWAT as last set (1: the kernel default).
+    lowat: usize,
 }
 
 /// Why no request head could be read.
@@ -44,6 +46,22 @@ impl Conn {
         Conn {
             stream,
             rbuf: BytesMut::with_capacity(8 * 1024),
+            lowat: 1,
+        }
+    }
+
+    /// Asks the kernel to wake readers only once `n` bytes (at most
+    /// [`READ_CHUNK`]) are queued, so a body that arrives in many small
+    /// segments is read in few syscalls. Only for bytes that are sure to come
+    /// (the rest of a body of known length); heads read with the default.
+    pub fn want_at_least(&mut self, n: usize) {
+        let n = n.clamp(1, READ_CHUNK);
+        if n != self.lowat {
+            set_rcvlowat(&self.stream, n);
+            self.lowat = n;
+        }
+        if n > 1 && self.rbuf.capacity() - self.rbuf.len() < n {
+            self.rbuf.reserve(n);
         }
     }
 
@@ -62,6 +80,7 @@ impl Conn {
         &mut self,
         limits: &Limits,
     ) -> Result<RequestHead, HeadReadError> {
+        self.want_at_least(1);
         if self.rbuf.is_empty() {
             match timeout(limits.idle_timeout, self.read_more()).await {
                 Err(_) | Ok(Ok(0)) => return Err(HeadReadError::Idle),
@@ -104,6 +123,7 @@ impl Conn {
         wait: Duration,
         max_head: usize,
     ) -> Result<Option<ResponseHead>, ResponseReadError> {
+        self.want_at_least(1);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if !self.rbuf.is_empty() {
@@ -140,6 +160,21 @@ pub enum ResponseReadError {
     Truncated,
     /// The connection failed before any byte arrived (retryable).
     NothingRead(io::Error),
+}
+
+fn set_rcvlowat(stream: &TcpStream, n: usize) {
+    use std::os::fd::AsRawFd;
+    let v = n as libc::c_int;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Errors a client causes by going away.
