@@ -7,6 +7,7 @@ Subcommands:
   warm PORT ORIGIN SETS...      fetch every object once through the proxy (SETS: prefix:count:size)
   verify PORT ORIGIN STEP SETS...  fetch every STEP-th object again; report parent-cache hits
   cpu PID                       print "UTIME STIME" clock ticks of PID and all its descendants
+  conns FILE PORT...            first call: save connections to PORTS; second: print how many are new
   report RESULTS OUT.md META... aggregate the runs (medians) into markdown tables
 """
 
@@ -163,6 +164,42 @@ def cpu(pid):
     return 0
 
 
+_TCP_CLOSED_LISTEN = ("07", "0A")  # /proc/net/tcp states not counted: CLOSE, LISTEN
+
+
+def _conn_keys(ports):
+    """Connections (either end on one of PORTS) as {frozenset of the two endpoints}.
+    Loopback connections show up twice (one socket per end); the key merges them.
+    TIME_WAIT entries keep a closed connection visible for 60 s."""
+    keys = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, remote, st = parts[1], parts[2], parts[3]
+            if st in _TCP_CLOSED_LISTEN:
+                continue
+            if int(local.split(":")[1], 16) in ports or int(remote.split(":")[1], 16) in ports:
+                keys.add(frozenset((local, remote)))
+    return keys
+
+
+def conns(state, *ports):
+    """conns FILE PORT...: with no FILE yet, saves the connections to PORTS in it;
+    with FILE, prints how many connections to PORTS are new since then."""
+    ports = {int(p) for p in ports}
+    now = _conn_keys(ports)
+    if not os.path.exists(state):
+        with open(state, "w") as f:
+            json.dump([sorted(k) for k in now], f)
+        return 0
+    with open(state) as f:
+        before = {frozenset(k) for k in json.load(f)}
+    os.unlink(state)
+    print(len(now - before))
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 NAMES = {"squid": "Squid 5.7 CARP", "haproxy": "HAProxy (balance uri)", "carpool": "carpool frontend"}
@@ -238,16 +275,16 @@ def report(results, out, *meta):
                 _ratio(x["rps"], h and h["rps"]), _ratio(x["rps"], s and s["rps"]),
                 _ratio(x["rpc"], h and h["rpc"]), _ratio(x["rpc"], s and s["rpc"])))
         w("")
-    if m.get("notes"):
+    notes = [n for n in m.get("notes", "").split("\x1f") if n.strip()]
+    if notes:
         w("## Notes")
         w("")
-        for n in m["notes"].split("\x1f"):
-            if n:
-                w("- " + n)
+        for n in notes:
+            w("- " + n)
         w("")
     w("## Every run")
     w("")
-    w("| round | size | frontend | requests | req/s | p50 | p99 | user s | sys s | req/CPU-s | connect/read/write/status/timeout errors | TCP connects | alive after |")
+    w("| round | size | frontend | requests | req/s | p50 | p99 | user s | sys s | req/CPU-s | connect/read/write/status/timeout errors | parent conns opened | alive after |")
     w("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
     for r in runs:
         c = (r["utime"] + r["stime"]) / tck
@@ -255,11 +292,11 @@ def report(results, out, *meta):
             r["round"], r["size"], r["frontend"], r["requests"],
             "{:,.0f}".format(r["requests"] / (r["duration_us"] / 1e6)), _ms(r["p50_us"]), _ms(r["p99_us"]),
             r["utime"] / tck, r["stime"] / tck, "{:,.0f}".format(r["requests"] / c) if c else "–",
-            r["connect"], r["read"], r["write"], r["status"], r["timeout"], r.get("tcp_opens", "?"),
+            r["connect"], r["read"], r["write"], r["status"], r["timeout"], r.get("parent_conns", "?"),
             "yes" if r["alive"] else "**NO**"))
     w("")
-    w("TCP connects: active opens on the whole machine during the run (wrk's %s plus the frontend's to the parents); "
-      "about one per request would mean parent connections are not reused." % m.get("connections", "?"))
+    w("Parent conns opened: TCP connections to the parents' ports that appeared during the run "
+      "(from /proc/net/tcp, TIME_WAIT included); about one per request would mean parent connections are not reused.")
     w("")
     w("Rerun: `%s`" % m["rerun"])
     text = "\n".join(lines) + "\n"
@@ -270,7 +307,7 @@ def report(results, out, *meta):
 
 
 def main(argv):
-    cmds = {"gen": gen, "probe": probe, "warm": warm, "verify": verify, "cpu": cpu, "report": report}
+    cmds = {"gen": gen, "probe": probe, "warm": warm, "verify": verify, "cpu": cpu, "conns": conns, "report": report}
     if len(argv) < 2 or argv[1] not in cmds:
         sys.stderr.write(__doc__)
         return 64
@@ -278,4 +315,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except KeyboardInterrupt:
+        # die of SIGINT (no traceback) so that the calling shell sees the interrupt
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,32 +12,6 @@ use common::*;
 
 fn config(parents: &[&Parent], extra: &str) -> String {
     format!("hash = \"hrw\"\n{extra}\n{}", parents_toml(parents))
-}
-
-/// The parent each URL goes to, according to `carpool route` on the same config.
-fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
-    let dir = temp_dir("route");
-    let conf = dir.join("route.toml");
-    std::fs::write(&conf, conf_text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
-        .args(["route", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((urls.join("\n") + "\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

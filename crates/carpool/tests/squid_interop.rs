@@ -24,31 +24,7 @@ fn carpool_frontend_over_squid_caches() {
     let urls: Vec<String> = (0..40)
         .map(|i| format!("http://127.0.0.1:{}/obj/{i}", origin.port))
         .collect();
-    let owners = {
-        let dir = temp_dir("interop-route");
-        let path = dir.join("c.toml");
-        std::fs::write(&path, &conf).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_carpool"))
-            .args(["route", "-c"])
-            .arg(&path)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all((urls.join("\n") + "\n").as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let owners = route(&conf, &urls);
     for round in 0..2 {
         for (url, owner) in urls.iter().zip(&owners) {
             let r = get(&f, url);

@@ -70,6 +70,32 @@ struct Field {
     value: Range<u32>,
 }
 
+/// Header positions found by httparse, before the head is split off the buffer.
+struct Indexed(Vec<Field>);
+
+impl Indexed {
+    /// Splits the head's `n` bytes off `buf` and pairs them with the index.
+    fn freeze(self, buf: &mut BytesMut, n: usize) -> Fields {
+        Fields {
+            raw: buf.split_to(n).freeze(),
+            fields: self.0,
+        }
+    }
+}
+
+/// Records where each header sits relative to `base`, the buffer start.
+fn index_fields(base: usize, headers: &[httparse::Header<'_>]) -> Indexed {
+    Indexed(
+        headers
+            .iter()
+            .map(|h| Field {
+                name: r(base, h.name.as_bytes()),
+                value: r(base, h.value),
+            })
+            .collect(),
+    )
+}
+
 fn r(base: usize, part: &[u8]) -> Range<u32> {
     let start = part.as_ptr() as usize - base;
     start as u32..(start + part.len()) as u32
@@ -212,20 +238,12 @@ pub fn parse_request(
     }
     let target = r(base, target_s.as_bytes());
     let version = Version::from_minor(req.version.unwrap_or(1));
-    let fields: Vec<Field> = req
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: r(base, h.name.as_bytes()),
-            value: r(base, h.value),
-        })
-        .collect();
-    let raw = buf.split_to(n).freeze();
+    let fields = index_fields(base, req.headers);
     Ok(Some(RequestHead {
         method,
         target,
         version,
-        fields: Fields { raw, fields },
+        fields: fields.freeze(buf, n),
     }))
 }
 
@@ -280,20 +298,12 @@ pub fn parse_response(
         reason
     };
     let version = Version::from_minor(res.version.unwrap_or(1));
-    let fields: Vec<Field> = res
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: r(base, h.name.as_bytes()),
-            value: r(base, h.value),
-        })
-        .collect();
-    let raw = buf.split_to(n).freeze();
+    let fields = index_fields(base, res.headers);
     Ok(Some(ResponseHead {
         status,
         reason,
         version,
-        fields: Fields { raw, fields },
+        fields: fields.freeze(buf, n),
     }))
 }
 

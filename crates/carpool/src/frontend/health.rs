@@ -76,6 +76,12 @@ impl Health {
         }
     }
 
+    /// A request answered by parent `i`: it is healthy, count it.
+    pub fn served(&self, i: usize) {
+        self.success(i);
+        self.parents[i].requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Marks parent `i` alive after a successful probe.
     fn revive(&self, i: usize) {
         let p = &self.parents[i];

@@ -435,12 +435,7 @@ async fn forward(
             .await;
             match attempt {
                 Ok(up) => {
-                    shared.health.success(p);
-                    shared
-                        .health
-                        .parent(p)
-                        .requests
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.health.served(p);
                     rec.peer = Some(p);
                     return respond(w, client, &head, up, rec).await;
                 }

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use carp::RequestUri;
 use httpx::conn::{Conn, ResponseReadError};
@@ -96,12 +95,7 @@ pub(super) async fn connect_tunnel(
                 continue;
             }
         };
-        shared.health.success(p);
-        shared
-            .health
-            .parent(p)
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+        shared.health.served(p);
         *log.peer = Some(p);
         *log.status = resp.status;
         if !(200..300).contains(&resp.status) {

@@ -566,3 +566,29 @@ impl Drop for Squid {
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
+
+/// The parent each URL goes to, according to `carpool route` on `conf_text`.
+pub fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
+    let dir = temp_dir("route");
+    let conf = dir.join(format!("route-{}.toml", free_port()));
+    std::fs::write(&conf, conf_text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["route", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((urls.join("\n") + "\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
