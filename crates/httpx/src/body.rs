@@ -75,6 +75,29 @@ async fn fill(src: &mut Conn, idle: Duration) -> Result<usize, RelayError> {
     }
 }
 
+/// Writes `a` then `b` with as few `writev` calls as the socket allows.
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    a: &[u8],
+    b: &[u8],
+) -> io::Result<()> {
+    let mut done = 0usize;
+    let total = a.len() + b.len();
+    while done < total {
+        let n = if done < a.len() {
+            let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
+            dst.write_vectored(&bufs).await?
+        } else {
+            dst.write(&b[done - a.len()..]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 /// Relays a body of framing `len` from `src` (its buffer first) to `dst`.
 /// Bytes after the body stay in `src.rbuf`. Returns the bytes written
 /// (framing included).

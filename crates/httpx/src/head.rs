@@ -74,10 +74,15 @@ struct Field {
 struct Indexed(Vec<Field>);
 
 impl Indexed {
-    /// Splits the head's `n` bytes off `buf` and pairs them with the index.
+    /// Takes the head's `n` bytes off `buf` (as a copy: the read buffer
+    /// must stay the only owner of its memory, or the next read could not
+    /// reuse it and every message would allocate a new buffer) and pairs
+    /// them with the index.
     fn freeze(self, buf: &mut BytesMut, n: usize) -> Fields {
+        let raw = Bytes::copy_from_slice(&buf[..n]);
+        bytes::Buf::advance(buf, n);
         Fields {
-            raw: buf.split_to(n).freeze(),
+            raw,
             fields: self.0,
         }
     }

@@ -493,9 +493,6 @@ async fn forward(
     reject(client, rec, last).await
 }
 
-/// Most body bytes copied next to a response head to send both in one write.
-const MAX_COALESCE: u64 = 256 * 1024;
-
 /// A parent connection with its response head, holding its `max_conn` slot.
 struct Upstream {
     conn: Conn,
@@ -721,23 +718,26 @@ async fn respond(
     let keep = headers::client_keep_alive(req) && framing != Framing::Close;
     let mut out = Vec::with_capacity(resp.raw().len() + 64);
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
-    // Send the body bytes that arrived with the head in the same write: one
-    // syscall per small response instead of two.
+    // Send the body bytes that arrived with the head in the same write
+    // (writev, no copy): one syscall per small response instead of two.
     let mut len = len;
+    let mut take = 0usize;
     if let BodyLen::Length(n) = len {
-        let take = (parent.rbuf.len() as u64).min(n).min(MAX_COALESCE) as usize;
-        out.extend_from_slice(&parent.rbuf[..take]);
-        bytes::Buf::advance(&mut parent.rbuf, take);
+        take = (parent.rbuf.len() as u64).min(n) as usize;
         len = if n == take as u64 {
             BodyLen::Empty
         } else {
             BodyLen::Length(n - take as u64)
         };
     }
-    if client.stream.write_all(&out).await.is_err() {
+    if body::write_all_vectored(&mut client.stream, &out, &parent.rbuf[..take])
+        .await
+        .is_err()
+    {
         return Next::Close;
     }
-    rec.bytes += out.len() as u64;
+    bytes::Buf::advance(&mut parent.rbuf, take);
+    rec.bytes += (out.len() + take) as u64;
     match body::relay(
         &mut parent,
         &mut client.stream,
