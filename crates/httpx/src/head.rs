@@ -9,6 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::HttpError;
 
+/// Most header fields a head may have (the `max_headers` limit is capped here).
+pub const MAX_HEADER_SLOTS: usize = 256;
+
 /// Limits on what a client may send before its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -197,9 +200,13 @@ pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<RequestHead>, HttpError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = match req.parse(buf) {
+    // Header slots are left uninitialized (httparse writes what it uses):
+    // no per-request allocation or memset.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    let max = limits.max_headers.min(MAX_HEADER_SLOTS);
+    let status = match req.parse_with_uninit_headers(buf, &mut slots[..max]) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(431, "too many header fields"))
@@ -282,9 +289,12 @@ pub fn parse_response(
     buf: &mut BytesMut,
     max_head_bytes: usize,
 ) -> Result<Option<ResponseHead>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut res = httparse::Response::new(&mut headers);
-    let n = match res.parse(buf) {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
+    let mut res = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_head_bytes {

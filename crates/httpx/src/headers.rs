@@ -2,6 +2,7 @@
 //! and those the `Connection` field names), `Via` (with loop detection) and
 //! `X-Forwarded-For`; and writing the heads we send.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use crate::framing::BodyLen;
@@ -39,10 +40,40 @@ pub fn is_hop_by_hop(name: &[u8], fields: &Fields) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || fields
+        || connection_tokens(fields).named(name)
+}
+
+/// The field names a message's `Connection` fields list (beyond the
+/// standard options), collected once per message.
+struct ConnectionTokens<'a>(Vec<&'a [u8]>);
+
+impl ConnectionTokens<'_> {
+    fn named(&self, name: &[u8]) -> bool {
+        self.0.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
+fn connection_tokens(fields: &Fields) -> ConnectionTokens<'_> {
+    ConnectionTokens(
+        fields
             .get_all("connection")
             .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+            })
+            .collect(),
+    )
+}
+
+/// True for the fields a proxy never forwards (the static list, or named by `Connection`).
+fn dropped(name: &[u8], conn: &ConnectionTokens<'_>) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || conn.named(name)
 }
 
 /// True when a `Via` field already names `received_by` (a forwarding loop).
@@ -102,8 +133,12 @@ pub fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut prior_xff: Option<&[u8]> = None;
     let mut has_host = false;
+    let conn = connection_tokens(&head.fields);
     for (name, value) in head.fields.iter() {
-        if is_hop_by_hop(name, &head.fields) || name.eq_ignore_ascii_case(b"content-length") {
+        if dropped(name, &conn)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -126,17 +161,14 @@ pub fn write_request_head(
             push_field(out, b"Host", host);
         }
     }
-    push_field(
-        out,
-        b"Via",
-        format!("{} {via}", version_token(head.version)).as_bytes(),
-    );
+    push_via(out, head.version, via);
     if xff == Xff::Append {
-        let ip = client.to_string();
-        match prior_xff {
-            Some(p) => push_field(out, b"X-Forwarded-For", &[p, b", ", ip.as_bytes()].concat()),
-            None => push_field(out, b"X-Forwarded-For", ip.as_bytes()),
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if let Some(p) = prior_xff {
+            out.extend_from_slice(p);
+            out.extend_from_slice(b", ");
         }
+        let _ = write!(out, "{client}\r\n");
     }
     push_framing(out, body);
     out.extend_from_slice(b"\r\n");
@@ -154,7 +186,7 @@ pub fn write_response_head(
     client: Version,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.to_string().as_bytes());
+    push_u64(out, head.status as u64);
     out.push(b' ');
     let reason = head.reason();
     if reason.is_empty() {
@@ -163,20 +195,21 @@ pub fn write_response_head(
         out.extend_from_slice(reason);
     }
     out.extend_from_slice(b"\r\n");
+    let conn = connection_tokens(&head.fields);
     for (name, value) in head.fields.iter() {
-        if is_hop_by_hop(name, &head.fields) || name.eq_ignore_ascii_case(b"content-length") {
+        if dropped(name, &conn) || name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
         push_field(out, name, value);
     }
-    push_field(
-        out,
-        b"Via",
-        format!("{} {via}", version_token(head.version)).as_bytes(),
-    );
+    push_via(out, head.version, via);
     match framing {
         Framing::None => {}
-        Framing::Length(n) => push_field(out, b"Content-Length", n.to_string().as_bytes()),
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
         Framing::Close => {}
     }
@@ -201,17 +234,39 @@ pub enum Framing {
     Close,
 }
 
-fn version_token(v: Version) -> &'static str {
-    match v {
-        Version::Http10 => "1.0",
-        Version::Http11 => "1.1",
+/// Appends `Via: <version of the received message> <via>`.
+fn push_via(out: &mut Vec<u8>, v: Version, via: &str) {
+    out.extend_from_slice(match v {
+        Version::Http10 => b"Via: 1.0 ",
+        Version::Http11 => b"Via: 1.1 ",
+    });
+    out.extend_from_slice(via.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn push_framing(out: &mut Vec<u8>, body: BodyLen) {
     match body {
         BodyLen::Empty | BodyLen::UntilClose => {}
-        BodyLen::Length(n) => push_field(out, b"Content-Length", n.to_string().as_bytes()),
+        BodyLen::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         BodyLen::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
     }
 }
