@@ -6,6 +6,7 @@
 //! per request only the key is hashed and one score per member computed.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::str::FromStr;
 
 use crate::hash::{self, CharSign};
@@ -350,21 +351,20 @@ impl Table {
     /// The members in preference order for `req`: the first is the owner, the
     /// rest the failover order for this request. Does not allocate.
     pub fn rank(&self, req: &RequestUri) -> Ranking {
+        // Entries are left uninitialized until written: a ranking costs what
+        // its members need, not a zeroed array of MAX_MEMBERS.
         let mut r = Ranking {
-            ids: [0; MAX_MEMBERS],
-            scores: [0.0; MAX_MEMBERS],
+            entries: [const { MaybeUninit::uninit() }; MAX_MEMBERS],
             taken: [0; MAX_MEMBERS / 64],
-            len: self.slots.len(),
+            len: 0,
             yielded: 0,
         };
         self.for_each_score(req, |i, s, _, score| {
-            r.ids[i] = s.id.0;
-            r.scores[i] = if score.is_nan() {
-                f64::NEG_INFINITY
-            } else {
-                score
-            };
+            let score = if score.is_nan() { f64::NEG_INFINITY } else { score };
+            r.entries[i].write((s.id.0, score));
+            r.len = i + 1;
         });
+        debug_assert_eq!(r.len, self.slots.len());
         r
     }
 
@@ -427,11 +427,20 @@ impl Table {
 /// costs little.
 #[derive(Clone)]
 pub struct Ranking {
-    ids: [u16; MAX_MEMBERS],
-    scores: [f64; MAX_MEMBERS],
+    /// (member id, score) in evaluation order; `entries[..len]` are written.
+    entries: [MaybeUninit<(u16, f64)>; MAX_MEMBERS],
     taken: [u64; MAX_MEMBERS / 64],
     len: usize,
     yielded: usize,
+}
+
+impl Ranking {
+    fn entry(&self, i: usize) -> (u16, f64) {
+        assert!(i < self.len);
+        // SAFETY: `Table::rank` writes entries 0..len, in order, before
+        // setting `len` past them, and nothing else changes them.
+        unsafe { self.entries[i].assume_init() }
+    }
 }
 
 impl Iterator for Ranking {
@@ -441,20 +450,21 @@ impl Iterator for Ranking {
         if self.yielded == self.len {
             return None;
         }
-        let mut best: Option<usize> = None;
+        let mut best: Option<(usize, f64)> = None;
         for i in 0..self.len {
             if self.taken[i / 64] & (1 << (i % 64)) != 0 {
                 continue;
             }
+            let score = self.entry(i).1;
             match best {
-                Some(b) if self.scores[i] <= self.scores[b] => {}
-                _ => best = Some(i),
+                Some((_, b)) if score <= b => {}
+                _ => best = Some((i, score)),
             }
         }
-        let b = best?;
+        let (b, _) = best?;
         self.taken[b / 64] |= 1 << (b % 64);
         self.yielded += 1;
-        Some(MemberId(self.ids[b]))
+        Some(MemberId(self.entry(b).0))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

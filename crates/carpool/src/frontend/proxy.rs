@@ -313,6 +313,39 @@ async fn handle(
     forward(w, client, head, body, uri, client_ip, rec).await
 }
 
+/// The alive parents for a request in ranking order, computed lazily: the
+/// owner by one `select` pass (the common case needs nothing more); the
+/// full ranking only when a failover needs the next ones.
+pub struct Candidates<'a> {
+    shared: &'a Shared,
+    uri: &'a RequestUri,
+    first: Option<Option<carp::MemberId>>,
+    rest: Option<Box<carp::Ranking>>,
+}
+
+impl<'a> Candidates<'a> {
+    /// Candidates for `uri`.
+    pub fn new(shared: &'a Shared, uri: &'a RequestUri) -> Self {
+        Candidates { shared, uri, first: None, rest: None }
+    }
+
+    /// The next alive parent to try, by index.
+    pub fn next(&mut self) -> Option<usize> {
+        let health = &self.shared.health;
+        if self.first.is_none() {
+            let best = self.shared.table.select(self.uri, |m| health.is_alive(m.index()));
+            self.first = Some(best);
+            if let Some(b) = best {
+                return Some(b.index());
+            }
+        }
+        let first = self.first.flatten();
+        let (table, uri) = (&self.shared.table, self.uri);
+        let rest = self.rest.get_or_insert_with(|| Box::new(table.rank(uri)));
+        rest.find(|m| Some(*m) != first && health.is_alive(m.index())).map(carp::MemberId::index)
+    }
+}
+
 /// The pieces of a log record the tunnel fills in.
 pub struct TunnelLog<'a> {
     /// Status sent to the client.
@@ -414,11 +447,8 @@ async fn forward(
     let mut tried = 0usize;
     let mut at_limit = 0usize;
     let mut last = HttpError::new(503, "no parent is alive");
-    for id in shared.table.rank(&uri) {
-        let p = id.index();
-        if !shared.health.is_alive(p) {
-            continue;
-        }
+    let mut candidates = Candidates::new(shared, &uri);
+    while let Some(p) = candidates.next() {
         tried += 1;
         let mut fresh = false;
         loop {

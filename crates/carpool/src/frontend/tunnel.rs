@@ -47,11 +47,8 @@ pub(super) async fn connect_tunnel(
     req.extend_from_slice(b"\r\n");
     let mut last = HttpError::new(503, "no parent is alive");
     let mut tried = false;
-    for id in shared.table.rank(uri) {
-        let p = id.index();
-        if !shared.health.is_alive(p) {
-            continue;
-        }
+    let mut candidates = super::proxy::Candidates::new(shared, uri);
+    while let Some(p) = candidates.next() {
         tried = true;
         let Some(_slot) = w.claim(p, false) else {
             last = HttpError::new(503, "every alive parent is at its max_conn");
