@@ -360,7 +360,11 @@ impl Table {
             yielded: 0,
         };
         self.for_each_score(req, |i, s, _, score| {
-            let score = if score.is_nan() { f64::NEG_INFINITY } else { score };
+            let score = if score.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                score
+            };
             r.entries[i].write((s.id.0, score));
             r.len = i + 1;
         });

@@ -115,29 +115,27 @@ fn squid_conf_source_uses_squid_mode() {
 
 #[test]
 fn config_errors_name_file_line_and_key() {
-    let bad = temp_file(
-        "bad.toml",
-        "hash = \"hrw\"\n[[parent]]\nhost = \"a\"\nport = 99999\n",
-    );
-    let out = run_with_stdin(&["route", "-c", bad.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:4: `port`", bad.display())),
-        "{err}"
-    );
-
-    let bad = temp_file(
-        "bad.conf",
-        "http_port 3128\ncache_peer a parent 3128 0 carp weight=x\n",
-    );
-    let out = run_with_stdin(&["route", "--squid-conf", bad.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:2: `weight`", bad.display())),
-        "{err}"
-    );
+    let cases = [
+        (
+            "bad.toml",
+            "hash = \"hrw\"\n[[parent]]\nhost = \"a\"\nport = 99999\n",
+            "-c",
+            "4: `port`",
+        ),
+        (
+            "bad.conf",
+            "http_port 3128\ncache_peer a parent 3128 0 carp weight=x\n",
+            "--squid-conf",
+            "2: `weight`",
+        ),
+    ];
+    for (name, text, flag, want) in cases {
+        let bad = temp_file(name, text);
+        let out = run_with_stdin(&["route", flag, bad.to_str().unwrap()], "");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:{want}", bad.display())), "{err}");
+    }
 
     let out = run_with_stdin(&["route", "-c", "/nonexistent/carpool.toml"], "");
     assert_eq!(out.status.code(), Some(1));

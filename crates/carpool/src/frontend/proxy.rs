@@ -326,14 +326,22 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     /// Candidates for `uri`.
     pub fn new(shared: &'a Shared, uri: &'a RequestUri) -> Self {
-        Candidates { shared, uri, first: None, rest: None }
+        Candidates {
+            shared,
+            uri,
+            first: None,
+            rest: None,
+        }
     }
 
     /// The next alive parent to try, by index.
     pub fn next(&mut self) -> Option<usize> {
         let health = &self.shared.health;
         if self.first.is_none() {
-            let best = self.shared.table.select(self.uri, |m| health.is_alive(m.index()));
+            let best = self
+                .shared
+                .table
+                .select(self.uri, |m| health.is_alive(m.index()));
             self.first = Some(best);
             if let Some(b) = best {
                 return Some(b.index());
@@ -342,7 +350,8 @@ impl<'a> Candidates<'a> {
         let first = self.first.flatten();
         let (table, uri) = (&self.shared.table, self.uri);
         let rest = self.rest.get_or_insert_with(|| Box::new(table.rank(uri)));
-        rest.find(|m| Some(*m) != first && health.is_alive(m.index())).map(carp::MemberId::index)
+        rest.find(|m| Some(*m) != first && health.is_alive(m.index()))
+            .map(carp::MemberId::index)
     }
 }
 
