@@ -168,7 +168,8 @@ pub fn write_request_head(
             out.extend_from_slice(p);
             out.extend_from_slice(b", ");
         }
-        let _ = write!(out, "{client}\r\n");
+        push_ip(out, client);
+        out.extend_from_slice(b"\r\n");
     }
     push_framing(out, body);
     out.extend_from_slice(b"\r\n");
@@ -242,6 +243,23 @@ fn push_via(out: &mut Vec<u8>, v: Version, via: &str) {
     });
     out.extend_from_slice(via.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// An address as text (IPv4 without going through `fmt`).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, octet as u64);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Decimal digits of `n` without allocating.

@@ -71,21 +71,55 @@ struct Record {
     peer: Option<usize>,
     content_type: Vec<u8>,
     reason: &'static str,
+    /// Reused for the heads written for this connection's requests.
+    head_out: Vec<u8>,
 }
 
 impl Record {
-    fn new(head: &RequestHead) -> Self {
+    fn new() -> Self {
         Record {
-            start: SystemTime::now(),
+            start: SystemTime::UNIX_EPOCH,
             t0: Instant::now(),
             code: "TCP_MISS",
             status: 0,
             bytes: 0,
-            method: head.method().to_vec(),
-            url: head.target().to_vec(),
+            method: Vec::new(),
+            url: Vec::new(),
             peer: None,
             content_type: Vec::new(),
             reason: "",
+            head_out: Vec::new(),
+        }
+    }
+
+    /// Starts the record of the next request on this connection (its
+    /// buffers are reused: no allocation per request once they are warm).
+    fn reset(&mut self, head: &RequestHead) {
+        self.start = SystemTime::now();
+        self.t0 = Instant::now();
+        self.code = "TCP_MISS";
+        self.status = 0;
+        self.bytes = 0;
+        self.method.clear();
+        self.method.extend_from_slice(head.method());
+        self.url.clear();
+        self.url.extend_from_slice(head.target());
+        self.peer = None;
+        self.content_type.clear();
+        self.reason = "";
+    }
+
+    /// The connection's reusable buffer for heads we write, emptied.
+    fn head_buffer(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.head_out);
+        b.clear();
+        b
+    }
+
+    /// Gives the head buffer back for the next use.
+    fn keep_buffer(&mut self, b: Vec<u8>) {
+        if b.capacity() <= 64 * 1024 {
+            self.head_out = b;
         }
     }
 }
@@ -121,6 +155,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         .iter()
         .any(|n| n.contains(&client_ip));
     let mut stop = shared.stop.subscribe();
+    let mut rec = Record::new();
     loop {
         if *stop.borrow() {
             return; // shutting down: no new requests on this connection
@@ -151,7 +186,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
-        let mut rec = Record::new(&head);
+        rec.reset(&head);
         let next = if allowed {
             handle(&w, &mut client, head, client_ip, &mut rec).await
         } else {
@@ -281,7 +316,8 @@ async fn handle(
         Ok(u) => u,
         Err(e) => return reject(client, rec, e).await,
     };
-    rec.url = uri.effective().to_vec();
+    rec.url.clear();
+    rec.url.extend_from_slice(uri.effective());
     if is_connect {
         if !settings.connect_ports.contains(&uri.port()) {
             rec.code = "TCP_DENIED";
@@ -440,7 +476,7 @@ async fn forward(
     if head.fields.get("expect").is_some() && !expect_continue {
         return reject(client, rec, HttpError::new(417, "unsupported expectation")).await;
     }
-    let mut out = Vec::with_capacity(head.raw().len() + 128);
+    let mut out = rec.head_buffer();
     headers::write_request_head(
         &mut out,
         head.method(),
@@ -476,6 +512,7 @@ async fn forward(
                 Ok(up) => {
                     shared.health.served(p);
                     rec.peer = Some(p);
+                    rec.keep_buffer(std::mem::take(&mut out));
                     return respond(w, client, &head, up, rec).await;
                 }
                 Err(Attempt::AtLimit) => {
@@ -727,7 +764,9 @@ async fn respond(
         };
     }
     rec.status = resp.status;
-    rec.content_type = resp.fields.get("content-type").unwrap_or_default().to_vec();
+    rec.content_type.clear();
+    rec.content_type
+        .extend_from_slice(resp.fields.get("content-type").unwrap_or_default());
     let len = match framing::response_body(req.method(), &resp) {
         Ok(l) => l,
         Err(e) => return reject(client, rec, e).await,
@@ -755,7 +794,7 @@ async fn respond(
         BodyLen::UntilClose => (Framing::Close, Out::Same),
     };
     let keep = headers::client_keep_alive(req) && framing != Framing::Close;
-    let mut out = Vec::with_capacity(resp.raw().len() + 64);
+    let mut out = rec.head_buffer();
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
     // Send the body bytes that arrived with the head in the same write
     // (writev, no copy): one syscall per small response instead of two.
@@ -769,14 +808,13 @@ async fn respond(
             BodyLen::Length(n - take as u64)
         };
     }
-    if body::write_all_vectored(&mut client.stream, &out, &parent.rbuf[..take])
-        .await
-        .is_err()
-    {
+    let written = body::write_all_vectored(&mut client.stream, &out, &parent.rbuf[..take]).await;
+    rec.bytes += (out.len() + take) as u64;
+    rec.keep_buffer(out);
+    if written.is_err() {
         return Next::Close;
     }
     bytes::Buf::advance(&mut parent.rbuf, take);
-    rec.bytes += (out.len() + take) as u64;
     match body::relay(
         &mut parent,
         &mut client.stream,
