@@ -13,6 +13,10 @@ use crate::chunked::{ChunkError, ChunkedChecker};
 use crate::conn::{Conn, READ_CHUNK};
 use crate::framing::BodyLen;
 
+/// Below this many bytes still to come, setting SO_RCVLOWAT (and resetting
+/// it for the next head) costs more syscalls than it saves.
+pub const LOWAT_WORTHWHILE: u64 = 16 * 1024;
+
 /// Why a body relay stopped early.
 #[derive(Debug)]
 pub enum RelayError {
@@ -75,6 +79,16 @@ async fn fill(src: &mut Conn, idle: Duration) -> Result<usize, RelayError> {
     }
 }
 
+/// Reads until `src` holds at least `n` bytes (or it closes / idles out).
+pub async fn fill_to(src: &mut Conn, n: usize, idle: Duration) -> Result<(), RelayError> {
+    while src.rbuf.len() < n {
+        if fill(src, idle).await? == 0 {
+            return Err(RelayError::SourceClosed);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `a` then `b` with as few `writev` calls as the socket allows.
 pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     dst: &mut W,
@@ -113,7 +127,7 @@ pub async fn relay<W: AsyncWrite + Unpin>(
         BodyLen::Empty => {}
         BodyLen::Length(mut left) => {
             while left > 0 {
-                if src.rbuf.is_empty() {
+                if src.rbuf.is_empty() && left >= LOWAT_WORTHWHILE {
                     src.want_at_least(left.min(READ_CHUNK as u64) as usize);
                 }
                 if src.rbuf.is_empty() && fill(src, idle).await? == 0 {

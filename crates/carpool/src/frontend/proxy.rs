@@ -801,6 +801,20 @@ async fn respond(
     let mut len = len;
     let mut take = 0usize;
     if let BodyLen::Length(n) = len {
+        // A small body split over segments: wait for all of it, so head and
+        // body still leave in one writev.
+        if n < body::LOWAT_WORTHWHILE && (parent.rbuf.len() as u64) < n {
+            if let Err(e) = body::fill_to(&mut parent, n as usize, settings.body_idle_timeout).await
+            {
+                tracing::warn!(parent = %w.shared.parents[p].name, error = %e, "response body cut short");
+                return reject(
+                    client,
+                    rec,
+                    HttpError::new(502, "parent broke during the response body"),
+                )
+                .await;
+            }
+        }
         take = (parent.rbuf.len() as u64).min(n) as usize;
         len = if n == take as u64 {
             BodyLen::Empty
