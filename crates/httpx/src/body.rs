@@ -127,8 +127,15 @@ pub async fn relay<W: AsyncWrite + Unpin>(
         BodyLen::Empty => {}
         BodyLen::Length(mut left) => {
             while left > 0 {
-                if src.rbuf.is_empty() && left >= LOWAT_WORTHWHILE {
-                    src.want_at_least(left.min(READ_CHUNK as u64) as usize);
+                if src.rbuf.is_empty() {
+                    // A low-water mark left from an earlier, larger body must
+                    // not outlive it: reset to 1 for small remainders.
+                    let want = if left >= LOWAT_WORTHWHILE {
+                        left.min(READ_CHUNK as u64) as usize
+                    } else {
+                        1
+                    };
+                    src.want_at_least(want);
                 }
                 if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
                     return Err(RelayError::SourceClosed);
