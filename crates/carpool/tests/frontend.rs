@@ -693,3 +693,35 @@ fn idle_tunnels_are_closed() {
         "closed after {waited:?}"
     );
 }
+
+/// Bodies whose tail is smaller than what the previous read waited for (the
+/// SO_RCVLOWAT mark must follow the remainder down), back to back on one
+/// keep-alive connection.
+#[test]
+fn body_tails_of_every_size_arrive_promptly() {
+    let a = Parent::start("tails");
+    let f = Frontend::start(
+        "tails",
+        &config(&[&a], "[frontend]\nworkers = 1\nbody_idle_timeout = 30\n"),
+    );
+    let s = f.connect();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    for size in [
+        76_000u64, 70_000, 1_000, 131_000, 20_000, 65_536, 200_001, 3,
+    ] {
+        let started = Instant::now();
+        w.write_all(
+            format!("GET http://h.example/big/{size} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let resp = read_response(&mut r, false).expect("response within the read timeout");
+        assert_eq!(resp.body.len() as u64, size);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{size} bytes took {:?}",
+            started.elapsed()
+        );
+    }
+}
