@@ -86,6 +86,36 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         access_log: Option<PathBuf>,
     },
+    /// Print (or apply) kernel NAT rules that spread new connections to PORT
+    /// evenly (or by weight) over separately run instances: layer 1 of the
+    /// array without a load balancer, like the Squid wiki's iptables rules,
+    /// but with the probabilities right.
+    LbRules {
+        /// The port clients connect to.
+        #[arg(long)]
+        port: u16,
+        /// The instances' ports, e.g. 3128,3129,3130,3131.
+        #[arg(long, value_delimiter = ',', required = true)]
+        instances: Vec<u16>,
+        /// Relative weights, one per instance (default: equal).
+        #[arg(long, value_delimiter = ',')]
+        weights: Option<Vec<u32>>,
+        /// iptables rules (the default).
+        #[arg(long, conflicts_with = "nftables")]
+        iptables: bool,
+        /// An nftables table instead.
+        #[arg(long)]
+        nftables: bool,
+        /// PREROUTING for clients on other hosts, OUTPUT for clients on this one.
+        #[arg(long, default_value = "PREROUTING")]
+        chain: String,
+        /// Install the rules (root).
+        #[arg(long, conflicts_with = "remove")]
+        apply: bool,
+        /// Take the rules away again (root).
+        #[arg(long)]
+        remove: bool,
+    },
     /// Run the whole array (frontend, caches, admin) on one machine.
     Up {
         /// carpool.toml (default: the embedded configuration).

@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod escape;
 mod frontend;
+mod lbrules;
 
 use std::process::ExitCode;
 

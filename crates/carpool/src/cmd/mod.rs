@@ -1,5 +1,6 @@
 //! The commands: each in its own module, all returning an exit code.
 
+mod lb_rules;
 mod plan;
 mod route;
 
@@ -43,6 +44,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::LbRules {
+            port,
+            instances,
+            weights,
+            iptables: _,
+            nftables,
+            chain,
+            apply,
+            remove,
+        } => {
+            let spread = crate::lbrules::Spread::new(port, &instances, weights.as_deref(), &chain)?;
+            lb_rules::run(&spread, nftables, apply, remove)
         }
         Command::Up { .. } => {
             eprintln!("carpool up: not yet available in this version (the array supervisor is being built); see README");
