@@ -116,6 +116,12 @@ pub enum Command {
         #[arg(long)]
         remove: bool,
     },
+    /// Validate a configuration without running anything: every error with
+    /// file, line and key; exit status 0 when it is usable.
+    Check {
+        #[command(flatten)]
+        source: Source,
+    },
     /// Run the whole array (frontend, caches, admin) on one machine.
     Up {
         /// carpool.toml (default: the embedded configuration).

@@ -268,3 +268,35 @@ fn plan_reads_urls_from_stdin() {
     );
     assert!(text.contains("moved: 0.00%"), "{text}");
 }
+
+#[test]
+fn check_validates_without_running() {
+    let good = temp_file("check-good.toml", TOML);
+    let out = bin()
+        .args(["check", "-c", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("OK: hash = \"hrw\", 3 parents"), "{text}");
+    let bad = temp_file("check-bad.toml", &TOML.replace("port = 4002", "port = 0"));
+    let out = bin()
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:12: `port`", bad.display())),
+        "{err}"
+    );
+    let sq = temp_file(
+        "check.conf",
+        "cache_peer 127.0.0.1 parent 4001 0 carp name=a\n",
+    );
+    let out = bin()
+        .args(["check", "--squid-conf", sq.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK: hash = \"squid\", 1 parents"));
+}

@@ -58,6 +58,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let spread = crate::lbrules::Spread::new(port, &instances, weights.as_deref(), &chain)?;
             lb_rules::run(&spread, nftables, apply, remove)
         }
+        Command::Check { source } => {
+            let config = load_source(&source)?;
+            let table = config.table()?;
+            println!(
+                "{}: OK: hash = \"{}\", {} parents, frontend on {}",
+                config.source.display(),
+                table.mode(),
+                table.len(),
+                config.frontend.listen
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up { .. } => {
             eprintln!("carpool up: not yet available in this version (the array supervisor is being built); see README");
             Ok(ExitCode::from(2))
