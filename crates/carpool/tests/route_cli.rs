@@ -188,6 +188,20 @@ fn route_streams_with_bounded_memory() {
     assert!(hwm_kb < 30 * 1024, "peak RSS {hwm_kb} kB for a 60 MB input");
 }
 
+/// The percentage on `plan`'s `moved:` line.
+fn moved_percent(text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("moved:"))
+        .expect("a moved: line");
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn plan_reports_shares_and_moves() {
     let old = temp_file("old.toml", TOML);
@@ -214,14 +228,7 @@ fn plan_reports_shares_and_moves() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let moved_line = text.lines().find(|l| l.starts_with("moved:")).unwrap();
-    let pct: f64 = moved_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap();
+    let pct = moved_percent(&text);
     // gamma had 1/4 of the weight: in hrw only its URLs move
     assert!((pct - 25.0).abs() < 1.5, "{text}");
     assert!(text.contains("gamma") && text.contains("1 -> -"), "{text}");
@@ -239,14 +246,7 @@ fn plan_reports_shares_and_moves() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let moved_line = text.lines().find(|l| l.starts_with("moved:")).unwrap();
-    let pct: f64 = moved_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap();
+    let pct = moved_percent(&text);
     assert!(
         pct > 40.0,
         "squid mode removing the first-sorted member: {text}"
