@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use super::settings::{FrontendSettings, ListenMode};
 use super::{Config, ConfigError, Parent};
 use carp::{KeySpec, Mode};
 
@@ -21,6 +22,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         key: key.to_string(),
         message,
     };
+    let mut http_port: Option<FrontendSettings> = None;
     for (line_no, logical) in logical_lines(bytes) {
         let text = std::str::from_utf8(&logical)
             .map_err(|_| err(line_no, "-", "line is not valid UTF-8".into()))?;
@@ -36,6 +38,18 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
                 "{}:{line_no}: include not followed: put the cache_peer lines in this file",
                 path.display()
             ));
+            continue;
+        }
+        if directive == "http_port" {
+            if http_port.is_none() {
+                http_port =
+                    Some(parse_http_port(tokens).map_err(|m| err(line_no, "http_port", m))?);
+            } else {
+                warnings.push(format!(
+                    "{}:{line_no}: only the first http_port is used (give carpool frontend --listen for another)",
+                    path.display()
+                ));
+            }
             continue;
         }
         if directive != "cache_peer" {
@@ -171,10 +185,36 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         source: path.to_path_buf(),
         hash: Mode::Squid,
         parents,
-        frontend: Default::default(),
+        frontend: http_port.unwrap_or_default(),
         health: Default::default(),
         warnings,
     })
+}
+
+/// `http_port [address:]port [accel] [defaultsite=host] ...`: the frontend's
+/// listener (all addresses when none is given, like Squid).
+fn parse_http_port<'a>(
+    mut tokens: impl Iterator<Item = &'a str>,
+) -> Result<FrontendSettings, String> {
+    let spec = tokens.next().ok_or("missing port")?;
+    let listen = if let Ok(port) = spec.parse::<u16>() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], port))
+    } else {
+        spec.parse()
+            .map_err(|_| format!("{spec:?} is not PORT or ADDRESS:PORT"))?
+    };
+    let mut s = FrontendSettings {
+        listen,
+        ..FrontendSettings::default()
+    };
+    for opt in tokens {
+        if opt == "accel" {
+            s.mode = ListenMode::Accel;
+        } else if let Some(site) = opt.strip_prefix("defaultsite=") {
+            s.default_site = Some(site.to_string());
+        }
+    }
+    Ok(s)
 }
 
 /// Splits into logical lines (joining `\`-continued ones), numbered by their first line.
@@ -234,6 +274,23 @@ mod tests {
         let k = c.parents[1].carp_key.unwrap();
         assert!(k.host && k.path && !k.port);
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn http_port_sets_the_listener() {
+        let c = parse("http_port 127.0.0.1:3130 accel defaultsite=www.example\nhttp_port 3131\ncache_peer a parent 1 0 carp\n").unwrap();
+        assert_eq!(c.frontend.listen, "127.0.0.1:3130".parse().unwrap());
+        assert_eq!(c.frontend.mode, ListenMode::Accel);
+        assert_eq!(c.frontend.default_site.as_deref(), Some("www.example"));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let c = parse("http_port 3128\ncache_peer a parent 1 0 carp\n").unwrap();
+        assert_eq!(c.frontend.listen, "0.0.0.0:3128".parse().unwrap());
+        assert_eq!(
+            parse("http_port nope\ncache_peer a parent 1 0 carp\n")
+                .unwrap_err()
+                .key,
+            "http_port"
+        );
     }
 
     #[test]
