@@ -61,19 +61,18 @@ pub fn reason_phrase(status: Status) -> &'static str {
 }
 
 /// A complete error response: status line, `Content-Type: text/plain`,
-/// `Content-Length`, `Connection: close` when `close`, and a one-line body.
-pub fn error_response(status: Status, reason: &str, close: bool, via: &str) -> Vec<u8> {
+/// `Content-Length`, the reason in `X-Carpool-Error`, `Connection: close`
+/// when `close`, and a one-line body.
+pub fn error_response(status: Status, reason: &str, close: bool) -> Vec<u8> {
     let body = format!("{status} {}: {reason}\n", reason_phrase(status));
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
         reason_phrase(status),
         body.len()
     );
-    if !via.is_empty() {
-        out.push_str("X-Carpool-Error: ");
-        out.push_str(reason);
-        out.push_str("\r\n");
-    }
+    out.push_str("X-Carpool-Error: ");
+    out.push_str(reason);
+    out.push_str("\r\n");
     if close {
         out.push_str("Connection: close\r\n");
     }

@@ -35,14 +35,6 @@ pub enum Xff {
     Off,
 }
 
-/// True when `name` must not be forwarded, given the message's fields.
-pub fn is_hop_by_hop(name: &[u8], fields: &Fields) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || connection_tokens(fields).named(name)
-}
-
 /// The field names a message's `Connection` fields list (beyond the
 /// standard options), collected once per message.
 struct ConnectionTokens<'a>(Vec<&'a [u8]>);

@@ -63,13 +63,6 @@ impl Pool {
     pub fn idle_count(&self, i: usize) -> usize {
         self.idle.get(i).map_or(0, VecDeque::len)
     }
-
-    /// Drops every idle connection to upstream `i` (it was found dead).
-    pub fn clear(&mut self, i: usize) {
-        if let Some(q) = self.idle.get_mut(i) {
-            q.clear();
-        }
-    }
 }
 
 /// An idle connection that is readable has either been closed by the peer or

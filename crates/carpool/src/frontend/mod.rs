@@ -14,7 +14,7 @@ pub mod tunnel;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,8 +56,6 @@ pub struct Shared {
     pub via_name: String,
     /// Client connections open now.
     pub active_clients: AtomicUsize,
-    /// Set when the process is stopping.
-    pub stopping: AtomicBool,
     /// Tells workers and connections to stop (listeners close, idle
     /// keep-alive connections close, in-flight requests finish).
     pub stop: tokio::sync::watch::Sender<bool>,
@@ -144,7 +142,6 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         via: format!("{via_name} (carpool)"),
         via_name,
         active_clients: AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
         stop: tokio::sync::watch::channel(false).0,
     });
     tracing::info!(
@@ -207,7 +204,6 @@ fn wait_for_signals(shared: &Shared, sink: &Arc<Sink>) -> Result<()> {
                 _ = int.recv() => break,
             }
         }
-        shared.stopping.store(true, Ordering::Relaxed);
         shared.stop.send_replace(true);
         let open = shared.active_clients.load(Ordering::Relaxed);
         tracing::info!(

@@ -137,15 +137,12 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let client_ip = canonical_ip(peer.ip());
     let mut client = Conn::new(stream);
     if shared.active_clients.load(Ordering::Relaxed) > shared.settings.max_client_connections {
-        let _ = client
-            .stream
-            .write_all(&error_response(
-                503,
-                "too many client connections",
-                true,
-                "",
-            ))
-            .await;
+        send_error(
+            &mut client,
+            HttpError::new(503, "too many client connections"),
+            true,
+        )
+        .await;
         tracing::warn!(client = %client_ip, "refused a client connection: max_client_connections reached");
         return;
     }
@@ -168,15 +165,9 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             Ok(h) => h,
             Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
             Err(HeadReadError::Timeout) => {
-                let _ = client
-                    .stream
-                    .write_all(&error_response(
-                        408,
-                        "request head not received in time",
-                        true,
-                        "",
-                    ))
-                    .await;
+                let e = HttpError::new(408, "request head not received in time");
+                let bytes = send_error(&mut client, e, true).await;
+                log_bare(&w, client_ip, e, bytes);
                 return;
             }
             Err(HeadReadError::Bad(e)) => {
@@ -230,7 +221,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 async fn send_error(client: &mut Conn, e: HttpError, close: bool) -> u64 {
-    let resp = error_response(e.status, e.reason, close, "carpool");
+    let resp = error_response(e.status, e.reason, close);
     let _ = client.stream.write_all(&resp).await;
     resp.len() as u64
 }

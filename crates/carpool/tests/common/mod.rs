@@ -567,25 +567,33 @@ impl Drop for Squid {
     }
 }
 
+/// Runs `carpool ARGS` with `input` on stdin; returns its output.
+pub fn run_with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    // write from a thread so a large input cannot deadlock against the output
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
+
 /// The parent each URL goes to, according to `carpool route` on `conf_text`.
 pub fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
     let dir = temp_dir("route");
     let conf = dir.join(format!("route-{}.toml", free_port()));
     std::fs::write(&conf, conf_text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
-        .args(["route", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((urls.join("\n") + "\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        &["route", "-c", conf.to_str().unwrap()],
+        &(urls.join("\n") + "\n"),
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
