@@ -1,0 +1,1 @@
+//! Storage tiers of carpool's cache (being written).
