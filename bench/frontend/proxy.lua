@@ -1,6 +1,7 @@
 -- wrk script for bench/frontend/run: absolute-form proxy requests
 --   GET http://ORIGIN/PREFIX/N HTTP/1.1
--- cycling over N = 0 .. COUNT-1, keep-alive (wrk's default).
+-- cycling over N = 0 .. COUNT-1, keep-alive (wrk's default), as fast as the
+-- connections allow (the maximum-rate phase; paced.lua reuses this file and adds a schedule).
 -- Arguments (after `--`): ORIGIN (host:port) PREFIX COUNT
 -- done() prints one machine-readable RESULT line for the runner.
 
@@ -23,11 +24,18 @@ function request()
    return reqs[i]
 end
 
-function done(summary, latency, requests)
+-- The RESULT line without its trailing newline: counts, errors and wrk's latency
+-- percentiles (µs). Latencies are wrk's, i.e. after its closed-loop correction
+-- (stats_correct), as wrk prints them.
+function result_line(summary, latency)
    local e = summary.errors
-   io.write(string.format(
-      "RESULT requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d mean_us=%.1f max_us=%d\n",
+   return string.format(
+      "RESULT requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d p999_us=%d mean_us=%.1f max_us=%d",
       summary.requests, summary.duration, summary.bytes,
       e.connect, e.read, e.write, e.status, e.timeout,
-      latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
+      latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.mean, latency.max)
+end
+
+function done(summary, latency, requests)
+   io.write(result_line(summary, latency) .. "\n")
 end
