@@ -197,3 +197,92 @@ pub async fn relay<W: AsyncWrite + Unpin>(
     }
     Ok(written)
 }
+
+/// Reads a body as decoded pieces (chunked coding removed), for a consumer
+/// that keeps the body (a cache) rather than relaying its bytes unchanged.
+#[derive(Debug)]
+pub struct Decoder {
+    len: BodyLen,
+    left: u64,
+    chunked: ChunkedChecker,
+    done: bool,
+}
+
+impl Decoder {
+    /// A decoder for a body of framing `len`.
+    pub fn new(len: BodyLen) -> Self {
+        Decoder {
+            len,
+            left: match len {
+                BodyLen::Length(n) => n,
+                _ => 0,
+            },
+            chunked: ChunkedChecker::new(),
+            done: matches!(len, BodyLen::Empty | BodyLen::Length(0)),
+        }
+    }
+
+    /// True once the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next piece of the decoded body, `None` at its end. Bytes after
+    /// the body stay in `src.rbuf`.
+    pub async fn next(
+        &mut self,
+        src: &mut Conn,
+        idle: Duration,
+    ) -> Result<Option<bytes::Bytes>, RelayError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            match self.len {
+                BodyLen::Empty => {
+                    self.done = true;
+                }
+                BodyLen::Length(_) => {
+                    if src.rbuf.is_empty() {
+                        let want = if self.left >= LOWAT_WORTHWHILE {
+                            self.left.min(READ_CHUNK as u64) as usize
+                        } else {
+                            1
+                        };
+                        src.want_at_least(want);
+                        if fill(src, idle).await? == 0 {
+                            return Err(RelayError::SourceClosed);
+                        }
+                    }
+                    let take = (src.rbuf.len() as u64).min(self.left) as usize;
+                    self.left -= take as u64;
+                    self.done = self.left == 0;
+                    return Ok(Some(src.rbuf.split_to(take).freeze()));
+                }
+                BodyLen::Chunked => {
+                    if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
+                        return Err(RelayError::SourceClosed);
+                    }
+                    let mut plain = Vec::new();
+                    let n = self
+                        .chunked
+                        .feed_with(&src.rbuf, |d| plain.extend_from_slice(d))
+                        .map_err(RelayError::Chunk)?;
+                    src.rbuf.advance(n);
+                    self.done = self.chunked.is_done();
+                    if !plain.is_empty() {
+                        return Ok(Some(plain.into()));
+                    }
+                }
+                BodyLen::UntilClose => {
+                    if src.rbuf.is_empty() && fill(src, idle).await? == 0 {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                    let n = src.rbuf.len();
+                    return Ok(Some(src.rbuf.split_to(n).freeze()));
+                }
+            }
+        }
+    }
+}

@@ -86,6 +86,13 @@ pub fn via_has(fields: &Fields, received_by: &str) -> bool {
         })
 }
 
+/// The end-to-end fields of a message: all but the hop-by-hop ones and
+/// those its `Connection` fields name.
+pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    let conn = connection_tokens(fields);
+    fields.iter().filter(move |(n, _)| !dropped(n, &conn))
+}
+
 /// Does the client want the connection kept open after this exchange?
 pub fn client_keep_alive(head: &RequestHead) -> bool {
     match head.version {
@@ -254,8 +261,8 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Decimal digits of `n` without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// Appends the decimal digits of `n` without allocating.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

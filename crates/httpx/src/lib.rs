@@ -13,6 +13,7 @@ pub mod accesslog;
 pub mod body;
 pub mod chunked;
 pub mod conn;
+pub mod date;
 pub mod error;
 pub mod framing;
 pub mod head;
@@ -20,4 +21,4 @@ pub mod headers;
 pub mod pool;
 
 pub use error::{HttpError, Status};
-pub use head::{Limits, RequestHead, ResponseHead, Version};
+pub use head::{Fields, Limits, RequestHead, ResponseHead, Version};

@@ -67,7 +67,9 @@ impl Pool {
 
 /// An idle connection that is readable has either been closed by the peer or
 /// sent something unsolicited: either way it is not reusable.
-fn looks_open(conn: &Conn) -> bool {
+/// True when an idle connection has not been closed by its peer (nothing
+/// to read, no end of stream).
+pub fn looks_open(conn: &Conn) -> bool {
     let mut probe = [0u8; 1];
     match conn.stream.try_read(&mut probe) {
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
