@@ -7,6 +7,7 @@ mod config;
 mod escape;
 mod frontend;
 mod lbrules;
+mod server;
 
 use std::process::ExitCode;
 

@@ -14,7 +14,7 @@ pub mod tunnel;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use carp::Table;
 use httpx::accesslog::{Sink, Writer};
 use httpx::pool::Pool;
-use socket2::{Domain, Socket, Type};
 
 use crate::config::settings::FrontendSettings;
 use crate::config::Config;
@@ -123,7 +122,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     let via_name = settings
         .visible_hostname
         .clone()
-        .unwrap_or_else(|| format!("{}:{}", hostname(), settings.listen.port()));
+        .unwrap_or_else(|| format!("{}:{}", crate::server::hostname(), settings.listen.port()));
     let health = Arc::new(Health::new(
         parents.iter().map(|p| p.name.clone()).collect(),
         config.health.fail_limit,
@@ -131,7 +130,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
         .with_context(|| format!("opening access log {:?}", settings.access_log))?;
     let listeners = (0..workers)
-        .map(|_| bind_reuseport(settings.listen))
+        .map(|_| crate::server::bind_reuseport(settings.listen))
         .collect::<Result<Vec<_>>>()
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let shared = Arc::new(Shared {
@@ -179,55 +178,12 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
             })
             .context("spawning the health prober")?;
     }
-    wait_for_signals(&shared, &sink)
-}
-
-/// Handles SIGUSR1 (reopen the access log) until SIGTERM or SIGINT.
-fn wait_for_signals(shared: &Shared, sink: &Arc<Sink>) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut usr1 = signal(SignalKind::user_defined1())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            tokio::select! {
-                _ = usr1.recv() => {
-                    match sink.reopen() {
-                        Ok(()) => tracing::info!("access log reopened (SIGUSR1)"),
-                        Err(e) => tracing::error!(error = %e, "cannot reopen the access log"),
-                    }
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        shared.stop.send_replace(true);
-        let open = shared.active_clients.load(Ordering::Relaxed);
-        tracing::info!(
-            open,
-            "stopping: listeners closed, letting in-flight requests finish"
-        );
-        let deadline = tokio::time::Instant::now() + shared.settings.shutdown_timeout;
-        while shared.active_clients.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = shared.active_clients.load(Ordering::Relaxed);
-        if left > 0 {
-            tracing::warn!(
-                left,
-                "shutdown_timeout reached: closing {left} connections still busy"
-            );
-        } else {
-            tracing::info!("all connections finished");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await; // let workers flush their logs
-        Ok::<(), anyhow::Error>(())
-    })
+    crate::server::wait_for_signals(
+        &shared.stop,
+        &shared.active_clients,
+        shared.settings.shutdown_timeout,
+        &sink,
+    )
 }
 
 /// One worker: its own runtime, listener, pool and log buffer.
@@ -286,21 +242,4 @@ fn worker_main(
         std::future::pending::<()>().await;
         Ok(())
     })
-}
-
-/// A listening socket with SO_REUSEPORT (one per worker, same address).
-pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "carpool".into())
 }

@@ -134,7 +134,7 @@ enum Next {
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let shared = w.shared.clone();
     let _guard = ActiveGuard::enter(&shared);
-    let client_ip = canonical_ip(peer.ip());
+    let client_ip = crate::server::canonical_ip(peer.ip());
     let mut client = Conn::new(stream);
     if shared.active_clients.load(Ordering::Relaxed) > shared.settings.max_client_connections {
         send_error(
@@ -209,14 +209,6 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active_clients.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// IPv4-mapped IPv6 client addresses compare as IPv4 against allow lists.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

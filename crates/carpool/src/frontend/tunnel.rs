@@ -128,7 +128,7 @@ pub(super) async fn connect_tunnel(
 /// Copies both ways until both directions are done or nothing moved for
 /// `idle` (bytes already buffered on either side go first). Half-closes are
 /// passed on. Returns (client→parent, parent→client) bytes.
-pub(super) async fn splice_both(
+pub(crate) async fn splice_both(
     client: &mut Conn,
     parent: &mut Conn,
     idle: Duration,
