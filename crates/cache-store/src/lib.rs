@@ -1,1 +1,132 @@
-//! Storage tiers of carpool's cache (being written).
+//! Storage tiers of carpool's HTTP cache: a byte-bounded memory tier and a
+//! persistent, crash-safe, byte-bounded disk tier, written by streaming and
+//! read by position. It stores opaque bytes — a key string, a meta blob and
+//! a body — and knows nothing of HTTP (freshness, Vary, Range, collapsed
+//! forwarding belong to the caller).
+//!
+//! ```
+//! use cache_store::{Key, Store, StoreConfig};
+//!
+//! let store = Store::open(StoreConfig::default(), |_| {})?;
+//! let url = b"http://example.com/logo.png";
+//! let mut w = store.begin(Key::of(url), url, b"200 image/png", Some(5))?;
+//! let early = w.reader(); // what other tasks read while the body arrives
+//! w.append(b"hel")?;
+//! w.append(b"lo")?;
+//! assert_eq!(early.written(), 5);
+//! w.finish()?;
+//! let hit = store.lookup(Key::of(url), url).expect("stored");
+//! let mut buf = [0u8; 5];
+//! hit.body.read_at(0, &mut buf)?;
+//! assert_eq!((&hit.meta[..], &buf), (&b"200 image/png"[..], b"hello"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Tiers
+//!
+//! **Memory** (`memory`): whole objects in a [quick_cache] weighted cache,
+//! each weighed as body + meta + key string, bounded by `mem_bytes`; bodies
+//! over `mem_max_object` never enter. quick_cache was chosen by measurement
+//! (`benches/memory_tier.rs`: 1 KiB values, 95% of lookups on a Zipf-like
+//! hot set that fits, 5% one-off keys) against moka and foyer: medians of two
+//! runs, about 2× foyer's and 5× moka's lookups per second on one thread and
+//! on two, with the best hit ratio of the three (0.97).
+//!
+//! **Disk** (`disk`): one file per object under `dir/objects/XX/<key hex>`
+//! (format in `disk/format.rs`): a header (magic, version, key, lengths,
+//! publish sequence, body xxh3-64, and an xxh3-64 of the header, key string
+//! and meta), then the key string, the meta and the body. An object is
+//! written to `dir/tmp/` and published by `rename(2)`, so a lookup sees a
+//! whole object or none. Small objects found on disk are read whole, their
+//! body checksum checked, and copied into memory; large ones are served as
+//! an open file ([`DiskBody`]: positional reads or `sendfile(2)` from
+//! [`DiskBody::body_offset`]), never read whole. An open `DiskBody` keeps
+//! working when its object is evicted, replaced or removed.
+//!
+//! **Meta refresh** ([`Store::update_meta`], a 304): the new meta goes into a
+//! small sidecar `<key hex>.m` (magic, the object's publish sequence, meta,
+//! checksum) published by rename; the body file is not touched, so the cost
+//! is O(meta) whatever the body size. A sidecar names the version it belongs
+//! to, so one left over from a replaced object is ignored and deleted.
+//! [`Store::update_meta_if`] applies the refresh only to the version the
+//! caller validated ([`Hit::version`]).
+//!
+//! # Space and eviction
+//!
+//! Disk usage is counted in 4 KiB blocks: published objects and sidecars,
+//! plus the space each writer reserves before its bytes reach the file. So
+//! the directory stays under `max_bytes` while objects are being written; a
+//! writer that would cross the limit evicts first, and fails with
+//! [`StoreError::DiskFull`] only when everything left is being written. A
+//! background thread evicts from 95% down to 90% of the limit. Eviction is
+//! LRU by last access (publish or lookup): each index shard keeps its
+//! entries in access order and the victim is the oldest shard head. After a
+//! restart, recency starts from publish order.
+//!
+//! # Crash safety
+//!
+//! - **Process killed (`kill -9`) at any moment.** A partial object is only
+//!   ever a file in `tmp/`, deleted at the next open; publishing is one
+//!   atomic rename; the page cache keeps every completed write. Nothing
+//!   visible is ever partial (tested with real SIGKILLs).
+//! - **Power loss.** Renamed files may reach the disk before their data
+//!   blocks, leaving objects with holes or zeros. A background thread calls
+//!   `syncfs(2)` every `sync_interval` (when something was published) and
+//!   then records a checkpoint: the publish sequence below which every
+//!   object is durable, written atomically (temp file, fsync, rename, fsync
+//!   of the directory). Publishers hold a gate from taking their sequence to
+//!   finishing their rename, and the checkpoint reads the clock through that
+//!   gate, so "below the checkpoint" really means "renamed before the sync".
+//!   [`Store::close`] syncs and records a checkpoint marked clean; open
+//!   immediately replaces it with an unclean one before anything is
+//!   written.
+//! - **At open** every object's header is read and checked (magic, version,
+//!   key against the file name, checksum, file length against the header).
+//!   After an unclean shutdown (no clean mark), objects published at or
+//!   after the last checkpoint also have their body checksum verified; what
+//!   fails any check is deleted and counted ([`Stats::dropped_corrupt`],
+//!   [`OpenProgress::dropped`]). Older objects were synced, so their bodies
+//!   are trusted; small ones are re-checked whenever read into memory.
+//! - **Limits of the guarantee.** A removal or meta refresh made after the
+//!   last sync may be undone by a power loss (the old object or meta comes
+//!   back whole; sidecars carry their own checksum). Bit rot in a large body
+//!   older than the last checkpoint is not detected on the serving path.
+//!   `syncfs` flushes the whole file system: give the cache its own.
+//!
+//! # Concurrency
+//!
+//! [`Store`] is `Send + Sync`. The index is split into shards, each behind a
+//! mutex held only for in-memory updates and for the metadata operation that
+//! must match them (the publishing rename, moving a victim out of
+//! `objects/`, a sidecar rename); body reads and writes, header reads and
+//! file deletions happen outside any lock. The memory tier is changed under
+//! the same shard lock, so both tiers agree on an object's version.
+//!
+//! The directory is locked with `flock(2)` on `dir/lock` while a store has
+//! it open: a second store, in this process or another, gets
+//! [`StoreError::Locked`]. The lock dies with the process.
+
+#![warn(missing_docs)]
+
+mod body;
+mod config;
+mod disk;
+mod error;
+mod key;
+mod memory;
+mod partial;
+mod stats;
+mod store;
+mod sync;
+
+pub use body::{Body, DiskBody, Hit, Tier};
+pub use config::{
+    DiskConfig, StoreConfig, DEFAULT_MAX_OBJECT_SIZE, DEFAULT_MEM_BYTES, DEFAULT_MEM_MAX_OBJECT,
+    DEFAULT_SYNC_INTERVAL,
+};
+pub use disk::format::{MAX_KEY_LEN, MAX_META_LEN};
+pub use error::StoreError;
+pub use key::Key;
+pub use partial::{PartialBody, WriteState};
+pub use stats::{OpenProgress, Stats, TierStats};
+pub use store::{Store, Writer};

@@ -1,0 +1,52 @@
+//! Counters the store reports: per-tier contents, hits and evictions, and
+//! the progress of the index rebuild at open.
+
+/// Contents and activity of one tier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Objects held.
+    pub objects: u64,
+    /// Bytes held (memory: body + meta + key string; disk: file sizes rounded
+    /// up to 4 KiB blocks).
+    pub bytes: u64,
+    /// Lookups answered from this tier.
+    pub hits: u64,
+    /// Objects evicted to stay within the budget.
+    pub evictions: u64,
+}
+
+/// A snapshot of the store's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The memory tier.
+    pub memory: TierStats,
+    /// The disk tier (all zero without one).
+    pub disk: TierStats,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Disk objects dropped because a check failed (header, length,
+    /// structure, body checksum), at open or when read.
+    pub dropped_corrupt: u64,
+    /// Disk bytes reserved by objects being written (counted against the
+    /// disk budget, not yet in `disk.bytes`).
+    pub disk_writing_bytes: u64,
+}
+
+/// Progress of the disk index rebuild, reported while [`crate::Store::open`]
+/// scans the directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenProgress {
+    /// Object files looked at so far.
+    pub scanned: u64,
+    /// Objects kept so far.
+    pub objects: u64,
+    /// Bytes of the objects kept so far.
+    pub bytes: u64,
+    /// Files dropped as corrupt so far.
+    pub dropped: u64,
+    /// Bodies whose checksum was checked, good or bad (objects published
+    /// after the last checkpoint of an unclean shutdown).
+    pub verified: u64,
+    /// The last report: the scan is complete.
+    pub done: bool,
+}
