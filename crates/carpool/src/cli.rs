@@ -86,6 +86,40 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         access_log: Option<PathBuf>,
     },
+    /// Run a caching backend: an RFC 9111 HTTP cache (memory and disk
+    /// tiers) that the frontends send their requests to.
+    ///
+    /// `-c carpool.toml --name NAME` runs the cache that the array config
+    /// lists as `[[parent]] name = NAME` (its address, `[cache]` settings and
+    /// the entry's own `dir`/`mem`/`disk`); without `-c`, flags and defaults.
+    Cache {
+        /// carpool.toml describing the array.
+        #[arg(short = 'c', long = "config", value_name = "FILE", requires = "name")]
+        config: Option<PathBuf>,
+        /// Which `[[parent]]` of the config this cache is.
+        #[arg(long, requires = "config")]
+        name: Option<String>,
+        /// Listen address (default 127.0.0.1:3129, or the parent's host:port).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Disk tier directory (default: none, memory only).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Memory tier size, e.g. 256M, or `auto` (the default: an eighth
+        /// of the memory available at start).
+        #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
+        mem: Option<crate::config::settings::Budget>,
+        /// Disk tier size, e.g. 10G, or `auto` (the default: a quarter of
+        /// the free space in --dir).
+        #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
+        disk: Option<crate::config::settings::Budget>,
+        /// Worker threads (0: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Access log file.
+        #[arg(long, value_name = "FILE")]
+        access_log: Option<PathBuf>,
+    },
     /// Print (or apply) kernel NAT rules that spread new connections to PORT
     /// evenly (or by weight) over separately run instances: layer 1 of the
     /// array without a load balancer, like the Squid wiki's iptables rules,
@@ -122,10 +156,35 @@ pub enum Command {
         #[command(flatten)]
         source: Source,
     },
-    /// Run the whole array (frontend, caches, admin) on one machine.
+    /// Run the whole array on one machine: the frontend and every cache of
+    /// the config whose host is this machine, each as a supervised child
+    /// process (restarted if it crashes; SIGHUP reloads the config).
+    ///
+    /// Without `-c`, the embedded configuration (`carpool config default`):
+    /// a frontend on 0.0.0.0:3128 and four caches on 127.0.0.1:4001-4004
+    /// storing under ./carpool-data.
     Up {
         /// carpool.toml (default: the embedded configuration).
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// The client listener, overriding `[frontend] listen`.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (each cache stores in DIR/<name>).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
     },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+/// `carpool config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the embedded configuration (what `carpool up` runs without
+    /// `-c`) as a commented file to start from.
+    Default,
 }

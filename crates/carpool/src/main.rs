@@ -1,6 +1,8 @@
 //! The `carpool` binary: argument parsing and wiring only. The routing work is
 //! in the `carp` crate; configuration reading in [`config`]; each command in [`cmd`].
 
+mod array;
+mod cache;
 mod cli;
 mod cmd;
 mod config;

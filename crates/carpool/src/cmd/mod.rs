@@ -45,6 +45,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cache {
+            config,
+            name,
+            listen,
+            dir,
+            mem,
+            disk,
+            workers,
+            access_log,
+        } => {
+            let mut settings = match (&config, &name) {
+                (Some(path), Some(name)) => {
+                    let c = load_reporting(path, Some(Kind::Toml))?;
+                    c.cache_settings(name)?
+                }
+                _ => crate::config::settings::CacheSettings::default(),
+            };
+            if let Some(l) = listen {
+                settings.listen = l;
+            }
+            if dir.is_some() {
+                settings.dir = dir;
+            }
+            if let Some(m) = mem {
+                settings.mem = m;
+            }
+            if let Some(d) = disk {
+                settings.disk = d;
+            }
+            if let Some(n) = workers {
+                settings.workers = n;
+            }
+            if access_log.is_some() {
+                settings.access_log = access_log;
+            }
+            crate::cache::run(settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::LbRules {
             port,
             instances,
@@ -70,9 +108,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { .. } => {
-            eprintln!("carpool up: not yet available in this version (the array supervisor is being built); see README");
-            Ok(ExitCode::from(2))
+        Command::Up {
+            config,
+            listen,
+            data,
+        } => {
+            crate::array::run(crate::array::UpOptions {
+                config,
+                listen,
+                data,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            what: crate::cli::ConfigCommand::Default,
+        } => {
+            print!("{}", crate::array::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

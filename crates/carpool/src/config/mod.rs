@@ -32,6 +32,19 @@ pub struct Parent {
     pub max_conn: u32,
     /// Line of the file where the parent is defined.
     pub line: usize,
+    /// This cache's own storage settings (over `[cache]`).
+    pub store: StoreOverrides,
+}
+
+/// A cache's own `dir`, `mem` and `disk` in its `[[parent]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreOverrides {
+    /// Disk tier directory.
+    pub dir: Option<PathBuf>,
+    /// Memory tier size.
+    pub mem: Option<settings::Budget>,
+    /// Disk tier size.
+    pub disk: Option<settings::Budget>,
 }
 
 /// An array configuration.
@@ -47,6 +60,10 @@ pub struct Config {
     pub frontend: settings::FrontendSettings,
     /// Parent health checking.
     pub health: settings::HealthSettings,
+    /// Cache settings shared by the array's caches (`[cache]`).
+    pub cache: settings::CacheSettings,
+    /// `carpool up`'s status listener (`[admin] listen`; loopback only).
+    pub admin: Option<std::net::SocketAddr>,
     /// Things that were read but ignored (squid.conf peers that are not CARP parents, …).
     pub warnings: Vec<String>,
 }
@@ -69,6 +86,53 @@ impl Config {
             key: "parent".into(),
             message: e.to_string(),
         })
+    }
+}
+
+impl Config {
+    /// The settings of the cache named `name` (a `[[parent]]` of this
+    /// array): `[cache]`, then the entry's own `dir`/`mem`/`disk`; it
+    /// listens on the entry's host and port. A `[cache] dir` is shared by
+    /// the array's caches, each in a subdirectory named after it.
+    pub fn cache_settings(&self, name: &str) -> Result<settings::CacheSettings, ConfigError> {
+        let Some(p) = self.parents.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = self.parents.iter().map(|p| p.name.as_str()).collect();
+            return Err(ConfigError {
+                file: self.source.clone(),
+                line: 1,
+                key: "parent".into(),
+                message: format!(
+                    "no [[parent]] named {name:?} (the parents are: {})",
+                    names.join(", ")
+                ),
+            });
+        };
+        let mut s = self.cache.clone();
+        let host = p.host.trim_start_matches('[').trim_end_matches(']');
+        s.listen = std::net::ToSocketAddrs::to_socket_addrs(&(host, p.port))
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ConfigError {
+                file: self.source.clone(),
+                line: p.line,
+                key: "host".into(),
+                message: format!("cannot resolve {:?} to listen on", p.host),
+            })?;
+        s.dir = match (&p.store.dir, &s.dir) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(shared)) => Some(shared.join(&p.name)),
+            (None, None) => None,
+        };
+        if let Some(m) = p.store.mem {
+            s.mem = m;
+        }
+        if let Some(d) = p.store.disk {
+            s.disk = d;
+        }
+        if s.visible_hostname.is_none() {
+            s.visible_hostname = Some(p.name.clone());
+        }
+        Ok(s)
     }
 }
 

@@ -138,3 +138,228 @@ impl Default for HealthSettings {
         }
     }
 }
+
+/// A cache's settings (`[cache]` in carpool.toml, overridden per cache by
+/// its `[[parent]]` entry and by `carpool cache` flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheSettings {
+    /// Client listener (the frontends connect here).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own SO_REUSEPORT listener (0: one per core).
+    pub workers: usize,
+    /// Directory of the disk tier (none: memory only).
+    pub dir: Option<PathBuf>,
+    /// Memory tier size.
+    pub mem: Budget,
+    /// Disk tier size.
+    pub disk: Budget,
+    /// Largest object kept in the memory tier.
+    pub mem_max_object: u64,
+    /// Largest object stored at all; bigger ones pass through uncached.
+    pub max_object_size: u64,
+    /// Clients allowed to use the cache (default: loopback; caches sit behind
+    /// the frontends); others get 403.
+    pub allow_clients: Vec<IpNet>,
+    /// Clients allowed to send PURGE; others get 403.
+    pub purge_clients: Vec<IpNet>,
+    /// Ports CONNECT may reach; others get 403.
+    pub connect_ports: Vec<u16>,
+    /// Misses go through this HTTP proxy instead of straight to the origin.
+    pub upstream_proxy: Option<String>,
+    /// Name in our `Via` entries; default: host name and port.
+    pub visible_hostname: Option<String>,
+    /// Access log file (none: no access log).
+    pub access_log: Option<PathBuf>,
+    /// Access log line format.
+    pub access_log_format: Format,
+    /// Simultaneous client connections, all workers together (503 beyond).
+    pub max_client_connections: usize,
+    /// Request head limits and client timeouts.
+    pub limits: httpx::Limits,
+    /// Time to connect to an origin.
+    pub origin_connect_timeout: Duration,
+    /// Time from sending a request to an origin's first response byte.
+    pub origin_first_byte_timeout: Duration,
+    /// Longest pause inside a body (either direction).
+    pub body_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per origin and worker.
+    pub origin_idle_connections: usize,
+    /// How long an idle origin connection is kept.
+    pub origin_idle_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// Loopback only: the default `allow_clients` and `purge_clients` of a cache.
+pub fn loopback_clients() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3129)),
+            workers: 0,
+            dir: None,
+            mem: Budget::Auto,
+            disk: Budget::Auto,
+            mem_max_object: 4 * MIB,
+            max_object_size: 8 * 1024 * MIB,
+            allow_clients: loopback_clients(),
+            purge_clients: loopback_clients(),
+            connect_ports: vec![443],
+            upstream_proxy: None,
+            visible_hostname: None,
+            access_log: None,
+            access_log_format: Format::Squid,
+            max_client_connections: 16_384,
+            limits: httpx::Limits::default(),
+            origin_connect_timeout: Duration::from_secs(5),
+            origin_first_byte_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
+            origin_idle_connections: 32,
+            origin_idle_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A tier's size: bytes, or `auto` (a share of what the machine has free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// Sized from the machine at start (see [`Budget::resolve`]).
+    Auto,
+    /// This many bytes.
+    Bytes(u64),
+}
+
+/// Bounds of `auto` sizes, per cache.
+const AUTO_MEM_MIN: u64 = 16 * MIB;
+const AUTO_MEM_MAX: u64 = 4096 * MIB;
+const AUTO_DISK_MIN: u64 = 64 * MIB;
+const AUTO_DISK_MAX: u64 = 64 * 1024 * MIB;
+
+impl Budget {
+    /// Parses `auto` or a size.
+    pub fn parse(s: &str) -> Result<Budget, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(Budget::Auto)
+        } else {
+            parse_size(s).map(Budget::Bytes)
+        }
+    }
+
+    /// The memory tier's bytes: `auto` is an eighth of the memory available
+    /// now, split between `caches` caches on this machine (16 MiB..4 GiB each).
+    pub fn memory(self, caches: u64) -> u64 {
+        match self {
+            Budget::Bytes(n) => n,
+            Budget::Auto => (mem_available().unwrap_or(2048 * MIB) / 8 / caches.max(1))
+                .clamp(AUTO_MEM_MIN, AUTO_MEM_MAX),
+        }
+    }
+
+    /// The disk tier's bytes: `auto` is a quarter of the space free in `dir`
+    /// (or the nearest existing parent), split between `caches` caches
+    /// (64 MiB..64 GiB each).
+    pub fn disk(self, dir: &std::path::Path, caches: u64) -> u64 {
+        match self {
+            Budget::Bytes(n) => n,
+            Budget::Auto => (free_space(dir).unwrap_or(4096 * MIB) / 4 / caches.max(1))
+                .clamp(AUTO_DISK_MIN, AUTO_DISK_MAX),
+        }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes free for unprivileged users on the file system holding `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut d = dir;
+    while !d.exists() {
+        d = match d.parent() {
+            Some(p) if p.as_os_str().is_empty() => std::path::Path::new("."),
+            Some(p) => p,
+            None => return None,
+        };
+    }
+    let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable
+    // memory the size of a statvfs, which the call fills on success.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Parses a size: bytes, or a number with a K, M, G or T suffix (powers of
+/// 1024; an optional `B`/`iB` after it), e.g. `256M`, `1.5G`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 256M, 1.5G)"))?;
+    let bytes = x * mult as f64;
+    if !(x >= 0.0 && bytes.is_finite() && bytes < 9.0e18) {
+        return Err(format!("{s:?} is not a size (e.g. 4096, 256M, 1.5G)"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("10k"), Ok(10 << 10));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("3X").is_err());
+    }
+}

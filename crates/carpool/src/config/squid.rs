@@ -165,6 +165,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
             carp_key: key,
             max_conn,
             line: line_no,
+            store: Default::default(),
         });
     }
     if parents.is_empty() {
@@ -187,6 +188,8 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         parents,
         frontend: http_port.unwrap_or_default(),
         health: Default::default(),
+        cache: Default::default(),
+        admin: None,
         warnings,
     })
 }

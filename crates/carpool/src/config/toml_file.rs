@@ -6,8 +6,10 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::settings::{FrontendSettings, HealthSettings, ListenMode, Probe};
-use super::{line_of_offset, Config, ConfigError, Parent};
+use super::settings::{
+    parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
+};
+use super::{line_of_offset, Config, ConfigError, Parent, StoreOverrides};
 use carp::{KeySpec, Mode};
 use httpx::accesslog::Format;
 use httpx::headers::Xff;
@@ -21,6 +23,14 @@ struct File {
     parent: Vec<Spanned<ParentEntry>>,
     frontend: Option<FrontendEntry>,
     health: Option<HealthEntry>,
+    cache: Option<CacheEntry>,
+    admin: Option<AdminEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminEntry {
+    listen: Option<Spanned<String>>,
 }
 
 /// A number of seconds, integer or not.
@@ -70,6 +80,31 @@ struct FrontendEntry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CacheEntry {
+    workers: Option<Spanned<i64>>,
+    dir: Option<Spanned<String>>,
+    mem: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
+    mem_max_object: Option<Spanned<String>>,
+    max_object_size: Option<Spanned<String>>,
+    allow_clients: Option<Vec<Spanned<String>>>,
+    purge_clients: Option<Vec<Spanned<String>>>,
+    connect_ports: Option<Vec<Spanned<i64>>>,
+    upstream_proxy: Option<Spanned<String>>,
+    visible_hostname: Option<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
+    access_log_format: Option<Spanned<String>>,
+    max_client_connections: Option<Spanned<i64>>,
+    origin_connect_timeout: Option<Spanned<Num>>,
+    origin_first_byte_timeout: Option<Spanned<Num>>,
+    body_idle_timeout: Option<Spanned<Num>>,
+    origin_idle_connections: Option<Spanned<i64>>,
+    origin_idle_timeout: Option<Spanned<Num>>,
+    shutdown_timeout: Option<Spanned<Num>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HealthEntry {
     fail_limit: Option<Spanned<i64>>,
     probe_interval: Option<Spanned<Num>>,
@@ -86,6 +121,9 @@ struct ParentEntry {
     weight: Option<Spanned<i64>>,
     carp_key: Option<Spanned<String>>,
     max_conn: Option<Spanned<i64>>,
+    dir: Option<Spanned<String>>,
+    mem: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
 }
 
 /// Parses the text of a carpool.toml.
@@ -175,6 +213,15 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             carp_key,
             max_conn,
             line,
+            store: StoreOverrides {
+                dir: p.dir.as_ref().map(|d| d.get_ref().into()),
+                mem: p.mem.as_ref().map(|v| budget(v, "mem", &err)).transpose()?,
+                disk: p
+                    .disk
+                    .as_ref()
+                    .map(|v| budget(v, "disk", &err))
+                    .transpose()?,
+            },
         });
     }
     if parents.is_empty() {
@@ -200,14 +247,168 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(h) => health_settings(h, &err)?,
         None => HealthSettings::default(),
     };
+    let cache = match &file.cache {
+        Some(c) => cache_settings(c, &err)?,
+        None => CacheSettings::default(),
+    };
+    let admin = match file.admin.as_ref().and_then(|a| a.listen.as_ref()) {
+        None => None,
+        Some(v) => Some(v.get_ref().parse().map_err(|_| {
+            err(
+                v.span(),
+                "listen",
+                format!(
+                    "{:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:3180\")",
+                    v.get_ref()
+                ),
+            )
+        })?),
+    };
     Ok(Config {
         source: path.to_path_buf(),
         hash,
         parents,
         frontend,
         health,
+        cache,
+        admin,
         warnings: Vec::new(),
     })
+}
+
+fn size(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<u64, ConfigError> {
+    parse_size(v.get_ref()).map_err(|e| err(v.span(), key, e))
+}
+
+fn budget(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<Budget, ConfigError> {
+    Budget::parse(v.get_ref()).map_err(|e| err(v.span(), key, e))
+}
+
+fn cidrs(
+    list: &[Spanned<String>],
+    key: &str,
+    err: &ErrFn<'_>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|c| {
+            let t = c.get_ref();
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        c.span(),
+                        key,
+                        format!("{t:?} is not an address or CIDR range"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn ports(list: &[Spanned<i64>], key: &str, err: &ErrFn<'_>) -> Result<Vec<u16>, ConfigError> {
+    list.iter()
+        .map(|p| int_in(p, key, 1, 65535, err).map(|x| x as u16))
+        .collect()
+}
+
+fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, ConfigError> {
+    let mut s = CacheSettings::default();
+    if let Some(v) = &c.workers {
+        s.workers = int_in(v, "workers", 0, 256, err)? as usize;
+    }
+    s.dir = c.dir.as_ref().map(|v| v.get_ref().into());
+    if let Some(v) = &c.mem {
+        s.mem = budget(v, "mem", err)?;
+    }
+    if let Some(v) = &c.disk {
+        s.disk = budget(v, "disk", err)?;
+    }
+    let sizes: [(&Option<Spanned<String>>, &str, &mut u64); 2] = [
+        (&c.mem_max_object, "mem_max_object", &mut s.mem_max_object),
+        (
+            &c.max_object_size,
+            "max_object_size",
+            &mut s.max_object_size,
+        ),
+    ];
+    for (value, key, slot) in sizes {
+        if let Some(v) = value {
+            *slot = size(v, key, err)?;
+        }
+    }
+    if let Some(list) = &c.allow_clients {
+        s.allow_clients = cidrs(list, "allow_clients", err)?;
+    }
+    if let Some(list) = &c.purge_clients {
+        s.purge_clients = cidrs(list, "purge_clients", err)?;
+    }
+    if let Some(list) = &c.connect_ports {
+        s.connect_ports = ports(list, "connect_ports", err)?;
+    }
+    if let Some(v) = &c.upstream_proxy {
+        let t = v.get_ref();
+        if !t
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        {
+            return Err(err(
+                v.span(),
+                "upstream_proxy",
+                format!("{t:?} is not HOST:PORT"),
+            ));
+        }
+        s.upstream_proxy = Some(t.clone());
+    }
+    s.visible_hostname = c.visible_hostname.as_ref().map(|v| v.get_ref().clone());
+    s.access_log = c.access_log.as_ref().map(|v| v.get_ref().into());
+    if let Some(v) = &c.access_log_format {
+        s.access_log_format = choice(
+            v,
+            "access_log_format",
+            &[("squid", Format::Squid), ("json", Format::Json)],
+            err,
+        )?;
+    }
+    if let Some(v) = &c.max_client_connections {
+        s.max_client_connections =
+            int_in(v, "max_client_connections", 1, 10_000_000, err)? as usize;
+    }
+    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 5] = [
+        (
+            &c.origin_connect_timeout,
+            "origin_connect_timeout",
+            &mut s.origin_connect_timeout,
+        ),
+        (
+            &c.origin_first_byte_timeout,
+            "origin_first_byte_timeout",
+            &mut s.origin_first_byte_timeout,
+        ),
+        (
+            &c.body_idle_timeout,
+            "body_idle_timeout",
+            &mut s.body_idle_timeout,
+        ),
+        (
+            &c.origin_idle_timeout,
+            "origin_idle_timeout",
+            &mut s.origin_idle_timeout,
+        ),
+        (
+            &c.shutdown_timeout,
+            "shutdown_timeout",
+            &mut s.shutdown_timeout,
+        ),
+    ];
+    for (value, key, slot) in timeouts {
+        if let Some(v) = value {
+            *slot = secs(v, key, err)?;
+        }
+    }
+    if let Some(v) = &c.origin_idle_connections {
+        s.origin_idle_connections = int_in(v, "origin_idle_connections", 0, 100_000, err)? as usize;
+    }
+    Ok(s)
 }
 
 type ErrFn<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
@@ -292,27 +493,10 @@ fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSetti
     }
     s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
     if let Some(list) = &f.allow_clients {
-        s.allow_clients = list
-            .iter()
-            .map(|c| {
-                let t = c.get_ref();
-                t.parse::<ipnet::IpNet>()
-                    .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        err(
-                            c.span(),
-                            "allow_clients",
-                            format!("{t:?} is not an address or CIDR range"),
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        s.allow_clients = cidrs(list, "allow_clients", err)?;
     }
     if let Some(list) = &f.connect_ports {
-        s.connect_ports = list
-            .iter()
-            .map(|p| int_in(p, "connect_ports", 1, 65535, err).map(|x| x as u16))
-            .collect::<Result<_, _>>()?;
+        s.connect_ports = ports(list, "connect_ports", err)?;
     }
     if let Some(v) = &f.x_forwarded_for {
         s.x_forwarded_for = choice(

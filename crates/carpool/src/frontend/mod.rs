@@ -84,11 +84,9 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     if over.access_log.is_some() {
         settings.access_log = over.access_log;
     }
-    let workers = if settings.workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        settings.workers
-    };
+    let listeners = crate::server::listeners(settings.listen, settings.workers)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let workers = listeners.len();
     let parents = config
         .parents
         .iter()
@@ -129,10 +127,6 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     ));
     let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
         .with_context(|| format!("opening access log {:?}", settings.access_log))?;
-    let listeners = (0..workers)
-        .map(|_| crate::server::bind_reuseport(settings.listen))
-        .collect::<Result<Vec<_>>>()
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let shared = Arc::new(Shared {
         table,
         parents,
@@ -178,6 +172,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
             })
             .context("spawning the health prober")?;
     }
+    crate::server::notify_ready();
     crate::server::wait_for_signals(
         &shared.stop,
         &shared.active_clients,

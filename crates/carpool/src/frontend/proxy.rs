@@ -153,14 +153,15 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         .any(|n| n.contains(&client_ip));
     let mut stop = shared.stop.subscribe();
     let mut rec = Record::new();
+    let mut first = true;
     loop {
-        if *stop.borrow() {
-            return; // shutting down: no new requests on this connection
-        }
-        let read = tokio::select! {
-            r = client.read_request_head(&shared.settings.limits) => r,
-            _ = stop.changed() => return,
+        let Some(read) =
+            crate::server::next_request(&mut client, &shared.settings.limits, &mut stop, first)
+                .await
+        else {
+            return;
         };
+        first = false;
         let head = match read {
             Ok(h) => h,
             Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
@@ -776,7 +777,7 @@ async fn respond(
         BodyLen::UntilClose if client_http11 => (Framing::Chunked, Out::Chunked),
         BodyLen::UntilClose => (Framing::Close, Out::Same),
     };
-    let keep = headers::client_keep_alive(req) && framing != Framing::Close;
+    let keep = crate::server::keep_client(&w.shared.stop, req) && framing != Framing::Close;
     let mut out = rec.head_buffer();
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
     // Send the body bytes that arrived with the head in the same write

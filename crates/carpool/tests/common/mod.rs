@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod origin;
+
 /// A byte of the generated body pattern at `offset` (so any slice can be checked).
 pub fn pattern(offset: u64) -> u8 {
     (offset.wrapping_mul(31).wrapping_add(offset >> 13) % 251) as u8
@@ -599,4 +601,143 @@ pub fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A running `carpool cache` (disk tier under its own temp dir, access log).
+pub struct Cache {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    stderr_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl Cache {
+    /// Starts `carpool cache --listen 127.0.0.1:PORT --dir DIR/data
+    /// --access-log DIR/access.log EXTRA...`.
+    pub fn start(tag: &str, extra: &[&str]) -> Cache {
+        Self::start_with(tag, true, extra)
+    }
+
+    /// As [`Cache::start`], without a disk tier when `disk` is false.
+    pub fn start_with(tag: &str, disk: bool, extra: &[&str]) -> Cache {
+        let dir = temp_dir(tag);
+        let data = dir.join("data");
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "cache".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--access-log".into(),
+            dir.join("access.log").display().to_string(),
+        ];
+        if disk {
+            args.extend(["--dir".into(), data.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr_path = dir.join("stderr.log");
+        let child = Self::spawn(&args, &stderr_path);
+        let c = Cache {
+            port,
+            child,
+            dir,
+            data,
+            stderr_path,
+            args,
+        };
+        c.wait_ready();
+        c
+    }
+
+    fn spawn(args: &[String], stderr_path: &PathBuf) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_carpool"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(stderr_path)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start carpool cache")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "cache did not start: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// The access log so far (flushed by the cache every 200 ms).
+    pub fn access_log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for the exit, start again with the same arguments.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, &self.stderr_path);
+        self.wait_ready();
+    }
+
+    /// SIGKILL (no clean shutdown), then start again.
+    pub fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, &self.stderr_path);
+        self.wait_ready();
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection and reads one response.
+    pub fn exchange(&self, raw: &[u8]) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_response(&mut BufReader::new(s), raw.starts_with(b"HEAD ")).expect("response")
+    }
+
+    /// `METHOD url` through the cache (absolute-form) with extra header lines.
+    pub fn request(&self, method: &str, url: &str, headers: &[&str]) -> Response {
+        let mut raw = format!("{method} {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for h in headers {
+            raw.push_str(h);
+            raw.push_str("\r\n");
+        }
+        raw.push_str("\r\n");
+        self.exchange(raw.as_bytes())
+    }
+
+    pub fn get(&self, url: &str) -> Response {
+        self.request("GET", url, &[])
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

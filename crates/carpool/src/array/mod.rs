@@ -1,0 +1,267 @@
+//! `carpool up`: the whole array on one machine from one config (the
+//! embedded default when none is given). Each component (the frontend, each
+//! cache whose host is this machine) runs as its own child process under a
+//! supervisor ([`supervise`]) that holds their listening sockets, restarts
+//! crashed children with back-off and reloads the config on SIGHUP; a small
+//! status listener ([`admin`]) says what runs.
+
+pub mod admin;
+pub mod supervise;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::config::{self, Config};
+
+/// The configuration `carpool up` runs without `-c`, and `carpool config
+/// default` prints.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// The data directory when neither `--data` nor `[cache] dir` says.
+const DEFAULT_DATA: &str = "carpool-data";
+/// The file (in the data directory) the children read: the validated
+/// config in force, so a child restarted later reads what was validated.
+const SNAPSHOT: &str = "carpool.running.toml";
+
+/// `carpool up` options.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// carpool.toml (none: the embedded default).
+    pub config: Option<PathBuf>,
+    /// The client listener, over the config.
+    pub listen: Option<SocketAddr>,
+    /// The data directory, over the config.
+    pub data: Option<PathBuf>,
+}
+
+/// What a component is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `carpool frontend`.
+    Frontend,
+    /// `carpool cache`.
+    Cache,
+}
+
+/// How to run one component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// `frontend`, or the cache's name.
+    pub name: String,
+    /// Frontend or cache.
+    pub kind: Kind,
+    /// `carpool` arguments.
+    pub args: Vec<String>,
+    /// Where it listens (the supervisor binds it).
+    pub listen: SocketAddr,
+    /// Listening sockets (one per worker).
+    pub workers: usize,
+    /// One line for the start-up summary.
+    pub summary: String,
+}
+
+/// A config read and turned into the components to run.
+pub struct Plan {
+    /// The text the children read (written to the snapshot file).
+    pub text: String,
+    /// The snapshot file.
+    pub snapshot: PathBuf,
+    /// Components, caches first.
+    pub specs: Vec<Spec>,
+    /// The admin listener.
+    pub admin: Option<SocketAddr>,
+    /// Caches of the config on other machines (not started here).
+    pub remote: Vec<String>,
+}
+
+/// Reads the config (file or embedded) and plans the components.
+pub fn plan(opts: &UpOptions) -> Result<Plan> {
+    let (text, source) = match &opts.config {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+            p.clone(),
+        ),
+        None => (
+            DEFAULT_CONFIG.to_string(),
+            PathBuf::from("<embedded carpool.toml>"),
+        ),
+    };
+    let config = config::parse_toml(&source, &text)?;
+    config.table()?;
+    let data = opts
+        .data
+        .clone()
+        .or_else(|| config.cache.dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let snapshot = data.join(SNAPSHOT);
+    let specs = specs(&config, &snapshot, &data, opts)?;
+    let remote = config
+        .parents
+        .iter()
+        .filter(|p| {
+            !specs
+                .iter()
+                .any(|s| s.kind == Kind::Cache && s.name == p.name)
+        })
+        .map(|p| format!("{} ({}:{})", p.name, p.host, p.port))
+        .collect();
+    Ok(Plan {
+        text,
+        snapshot,
+        specs,
+        admin: config.admin,
+        remote,
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Result<Vec<Spec>> {
+    let snap = snapshot.display().to_string();
+    let local: Vec<_> = config
+        .parents
+        .iter()
+        .filter(|p| is_local(&p.host))
+        .collect();
+    let n = local.len() as u64;
+    let mut specs = Vec::new();
+    for p in &local {
+        let s = config.cache_settings(&p.name)?;
+        let dir = if opts.data.is_some() || s.dir.is_none() {
+            data.join(&p.name)
+        } else {
+            s.dir.clone().unwrap_or_else(|| data.join(&p.name))
+        };
+        let mem = s.mem.memory(n);
+        let disk = s.disk.disk(&dir, n);
+        let workers = if s.workers == 0 { cores() } else { s.workers };
+        specs.push(Spec {
+            name: p.name.clone(),
+            kind: Kind::Cache,
+            args: vec![
+                "cache".into(),
+                "-c".into(),
+                snap.clone(),
+                "--name".into(),
+                p.name.clone(),
+                "--dir".into(),
+                dir.display().to_string(),
+                "--mem".into(),
+                mem.to_string(),
+                "--disk".into(),
+                disk.to_string(),
+            ],
+            listen: s.listen,
+            workers,
+            summary: format!(
+                "cache {} on {}: memory {}, disk {} in {}",
+                p.name,
+                s.listen,
+                human(mem),
+                human(disk),
+                dir.display()
+            ),
+        });
+    }
+    let listen = opts.listen.unwrap_or(config.frontend.listen);
+    let workers = if config.frontend.workers == 0 {
+        cores()
+    } else {
+        config.frontend.workers
+    };
+    specs.push(Spec {
+        name: "frontend".into(),
+        kind: Kind::Frontend,
+        args: vec![
+            "frontend".into(),
+            "-c".into(),
+            snap,
+            "--listen".into(),
+            listen.to_string(),
+        ],
+        listen,
+        workers,
+        summary: format!(
+            "frontend on {listen} ({workers} workers, hash = \"{}\", {} parents)",
+            config.hash,
+            config.parents.len()
+        ),
+    });
+    Ok(specs)
+}
+
+/// True when `host` names an address of this machine (it can be bound).
+fn is_local(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (host, 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
+    };
+    ips.iter()
+        .any(|ip| ip.is_loopback() || UdpSocket::bind((*ip, 0)).is_ok())
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = n as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u < UNITS.len() - 1 {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.1} {}", UNITS[u])
+    }
+}
+
+/// Runs the array until SIGTERM or SIGINT.
+pub fn run(opts: UpOptions) -> Result<()> {
+    let plan = plan(&opts)?;
+    supervise::run(plan, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_config_plans_four_caches_and_a_frontend() {
+        let plan = plan(&UpOptions {
+            data: Some(PathBuf::from("/tmp/carpool-plan-test")),
+            ..Default::default()
+        })
+        .unwrap();
+        let caches: Vec<&str> = plan
+            .specs
+            .iter()
+            .filter(|s| s.kind == Kind::Cache)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(caches, ["cache1", "cache2", "cache3", "cache4"]);
+        assert_eq!(plan.specs.last().unwrap().kind, Kind::Frontend);
+        assert_eq!(plan.admin, Some("127.0.0.1:3180".parse().unwrap()));
+        assert!(plan.remote.is_empty());
+        let c1 = &plan.specs[0];
+        assert!(c1
+            .args
+            .contains(&"/tmp/carpool-plan-test/cache1".to_string()));
+    }
+
+    #[test]
+    fn caches_on_other_hosts_are_not_started_here() {
+        assert!(is_local("127.0.0.1"));
+        assert!(is_local("::1"));
+        assert!(!is_local("192.0.2.1")); // TEST-NET-1: never ours
+        assert_eq!(human(1536 * 1024 * 1024), "1.5 GiB");
+    }
+}

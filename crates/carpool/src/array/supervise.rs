@@ -1,0 +1,485 @@
+//! The supervisor of `carpool up`: one child process per component.
+//!
+//! - It binds every component's listening sockets itself and hands them to
+//!   the child (`CARPOOL_LISTEN_FDS`), so a frontend restarted or replaced
+//!   on reload never leaves clients with a refused connect: they wait in the
+//!   backlog. A crashed cache's sockets are closed until it is back, so the
+//!   frontends see it dead (and its URLs go to their next cache) meanwhile.
+//! - Children die with it (`PR_SET_PDEATHSIG`), so none is left orphaned.
+//! - A crashed child is restarted with exponential back-off (logged).
+//! - SIGHUP re-reads the config: a bad one is rejected with its error and
+//!   the running array is untouched; a good one starts a new frontend on the
+//!   same sockets, then lets the old one finish its requests and exit, and
+//!   restarts the caches whose settings changed.
+//! - SIGTERM/SIGINT stop the frontend first, then the caches, each within
+//!   its shutdown timeout.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{Kind, Plan, Spec, UpOptions};
+
+/// First wait before restarting a crashed child; doubles up to the maximum.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A child that ran this long before exiting restarts without back-off.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// How long a child may take to say it accepts connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long children get to finish after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often children are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// One component and its process.
+struct Proc {
+    spec: Spec,
+    /// Listening sockets, held while the component should accept.
+    sockets: Option<Vec<socket2::Socket>>,
+    child: Option<Child>,
+    started: Instant,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+/// What `/status` shows.
+pub type Status = Rc<RefCell<String>>;
+
+fn bind(spec: &Spec) -> Result<Vec<socket2::Socket>> {
+    (0..spec.workers.max(1))
+        .map(|_| {
+            let l = crate::server::bind_reuseport(spec.listen)
+                .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
+            Ok(socket2::Socket::from(l))
+        })
+        .collect()
+}
+
+/// Starts `spec`'s process on `sockets` and waits until it accepts.
+async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
+    let exe = std::env::current_exe().context("locating the carpool binary")?;
+    let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on success.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a readiness pipe");
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (ready_r, ready_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let list = fds
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = Command::new(exe);
+    cmd.args(&spec.args)
+        .env(crate::server::LISTEN_FDS_ENV, list)
+        .env(crate::server::READY_FD_ENV, ready_w.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let inherit: Vec<RawFd> = fds.iter().copied().chain([ready_w.as_raw_fd()]).collect();
+    // SAFETY: between fork and exec the closure only calls fcntl and prctl,
+    // which are async-signal-safe, on descriptors that exist in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // die with the supervisor: no orphans
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", spec.name))?;
+    drop(ready_w);
+    if let Some(err) = child.stderr.take() {
+        let name = spec.name.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {line}");
+            }
+        });
+    }
+    let mut ready = std::fs::File::from(ready_r);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut b = [0u8; 1];
+        match ready.read(&mut b) {
+            Ok(1) => return Ok(child),
+            Ok(_) => {
+                let status = child.wait().ok();
+                anyhow::bail!(
+                    "{} exited before accepting connections ({status:?})",
+                    spec.name
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("reading the readiness pipe"),
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "{} did not accept connections within {READY_TIMEOUT:?}",
+                spec.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn signal_child(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
+async fn stop_child(name: &str, mut child: Child) {
+    signal_child(&child, libc::SIGTERM);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {}
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(component = name, "did not stop in time: killed");
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Proc {
+    async fn start(spec: Spec) -> Result<Proc> {
+        let sockets = bind(&spec)?;
+        let child = spawn(&spec, &sockets).await?;
+        Ok(Proc {
+            spec,
+            sockets: Some(sockets),
+            child: Some(child),
+            started: Instant::now(),
+            restarts: 0,
+            backoff: BACKOFF_START,
+            restart_at: None,
+        })
+    }
+
+    /// Notices an exit and schedules the restart; restarts when due.
+    async fn tend(&mut self) {
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(None) | Err(_) => return,
+                Ok(Some(status)) => {
+                    self.child = None;
+                    if self.started.elapsed() >= HEALTHY_RUN {
+                        self.backoff = BACKOFF_START;
+                    }
+                    tracing::error!(
+                        component = %self.spec.name,
+                        %status,
+                        restart_in = ?self.backoff,
+                        "component exited; restarting"
+                    );
+                    if self.spec.kind == Kind::Cache {
+                        // refused connects make the frontends fail over now
+                        self.sockets = None;
+                    }
+                    self.restart_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        let Some(at) = self.restart_at else { return };
+        if Instant::now() < at {
+            return;
+        }
+        self.restart_at = None;
+        let sockets = match self.sockets.take() {
+            Some(s) => s,
+            None => match bind(&self.spec) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(component = %self.spec.name, error = %e, "cannot listen; retrying");
+                    self.restart_at = Some(Instant::now() + self.backoff);
+                    return;
+                }
+            },
+        };
+        match spawn(&self.spec, &sockets).await {
+            Ok(child) => {
+                self.restarts += 1;
+                self.started = Instant::now();
+                tracing::info!(component = %self.spec.name, pid = child.id(), restarts = self.restarts, "component restarted");
+                self.child = Some(child);
+            }
+            Err(e) => {
+                tracing::error!(component = %self.spec.name, error = %e, "restart failed");
+                self.restart_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        self.sockets = Some(sockets);
+    }
+
+    fn status_line(&self) -> String {
+        let state = match (&self.child, self.restart_at) {
+            (Some(c), _) => format!("running pid {}", c.id()),
+            (None, Some(_)) => "restarting".into(),
+            (None, None) => "stopped".into(),
+        };
+        format!(
+            "{} {} {} restarts={}",
+            self.spec.name, self.spec.listen, state, self.restarts
+        )
+    }
+}
+
+/// Runs the planned array until SIGTERM/SIGINT; SIGHUP reloads.
+pub fn run(plan: Plan, opts: UpOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, supervise(plan, opts))
+}
+
+fn write_snapshot(plan: &Plan) -> Result<()> {
+    if let Some(dir) = plan.snapshot.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
+    let tmp = plan.snapshot.with_extension("tmp");
+    std::fs::write(&tmp, &plan.text)
+        .and_then(|()| std::fs::rename(&tmp, &plan.snapshot))
+        .with_context(|| format!("cannot write {}", plan.snapshot.display()))
+}
+
+async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    write_snapshot(&plan)?;
+    let status: Status = Rc::default();
+    if let Some(addr) = plan.admin {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin: cannot listen on {addr}"))?;
+        tokio::task::spawn_local(super::admin::serve(listener, status.clone()));
+    }
+    let mut procs: Vec<Proc> = Vec::new();
+    for spec in plan.specs.clone() {
+        match Proc::start(spec.clone()).await {
+            Ok(p) => procs.push(p),
+            Err(e) => {
+                for p in procs.drain(..).rev() {
+                    if let Some(c) = p.child {
+                        stop_child(&p.spec.name, c).await;
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    print_summary(&plan);
+    loop {
+        *status.borrow_mut() = procs
+            .iter()
+            .map(Proc::status_line)
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {
+                for p in &mut procs {
+                    p.tend().await;
+                }
+            }
+            _ = hup.recv() => reload(&mut procs, &opts).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping the array");
+    // frontend first (it drains its clients), then the caches
+    for p in procs.into_iter().rev() {
+        if let Some(c) = p.child {
+            stop_child(&p.spec.name, c).await;
+        }
+    }
+    tracing::info!("array stopped");
+    Ok(())
+}
+
+fn print_summary(plan: &Plan) {
+    println!("carpool up: the array is running");
+    for s in &plan.specs {
+        println!("  {}", s.summary);
+    }
+    for r in &plan.remote {
+        println!("  cache {r}: on another machine (start it there with `carpool cache -c FILE --name NAME`)");
+    }
+    if let Some(a) = plan.admin {
+        println!("  status: curl http://{a}/status");
+    }
+    if let Some(fe) = plan.specs.iter().find(|s| s.kind == Kind::Frontend) {
+        let port = fe.listen.port();
+        println!("try it:  curl -x http://127.0.0.1:{port} http://example.com/");
+        println!(
+            "stop:    Ctrl-C (SIGTERM); reload the config: kill -HUP {}",
+            std::process::id()
+        );
+    }
+}
+
+/// SIGHUP: validate the new config; replace the frontend on the same
+/// sockets; restart caches whose settings changed.
+async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
+    let plan = match super::plan(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload rejected: the array keeps running on the old config");
+            return;
+        }
+    };
+    if let Err(e) = write_snapshot(&plan) {
+        tracing::error!(error = %format!("{e:#}"), "reload rejected");
+        return;
+    }
+    tracing::info!("reloading the configuration (SIGHUP)");
+    // caches: stop those removed or changed, start new and changed ones on
+    // the sockets they had (connections wait in the backlog meanwhile)
+    let mut next: Vec<Proc> = Vec::new();
+    for spec in plan.specs.iter().filter(|s| s.kind == Kind::Cache) {
+        let pos = procs
+            .iter()
+            .position(|p| p.spec.name == spec.name && p.spec.kind == Kind::Cache);
+        match pos.map(|i| procs.remove(i)) {
+            Some(p) if p.spec == *spec => next.push(p),
+            Some(mut p) => {
+                if let Some(c) = p.child.take() {
+                    stop_child(&p.spec.name, c).await;
+                }
+                let same_socket = p.spec.listen == spec.listen && p.spec.workers == spec.workers;
+                let sockets = match p.sockets.take().filter(|_| same_socket) {
+                    Some(s) => Ok(s),
+                    None => bind(spec),
+                };
+                match sockets {
+                    Ok(s) => match spawn(spec, &s).await {
+                        Ok(child) => next.push(Proc {
+                            spec: spec.clone(),
+                            sockets: Some(s),
+                            child: Some(child),
+                            started: Instant::now(),
+                            restarts: p.restarts,
+                            backoff: BACKOFF_START,
+                            restart_at: None,
+                        }),
+                        Err(e) => {
+                            tracing::error!(component = %spec.name, error = %format!("{e:#}"), "reload: cache did not start; retrying");
+                            next.push(Proc {
+                                spec: spec.clone(),
+                                sockets: Some(s),
+                                child: None,
+                                started: Instant::now(),
+                                restarts: p.restarts,
+                                backoff: BACKOFF_START,
+                                restart_at: Some(Instant::now() + BACKOFF_START),
+                            });
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reload: cache not started")
+                    }
+                }
+            }
+            None => match Proc::start(spec.clone()).await {
+                Ok(p) => next.push(p),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload: new cache not started")
+                }
+            },
+        }
+    }
+    // the frontend: the new one first, on the same sockets; then the old one drains
+    if let Some(spec) = plan.specs.iter().find(|s| s.kind == Kind::Frontend) {
+        let pos = procs.iter().position(|p| p.spec.kind == Kind::Frontend);
+        let mut old = pos.map(|i| procs.remove(i));
+        let same_socket = old
+            .as_ref()
+            .is_some_and(|p| p.spec.listen == spec.listen && p.spec.workers == spec.workers);
+        let sockets = match old
+            .as_mut()
+            .and_then(|p| p.sockets.take())
+            .filter(|_| same_socket)
+        {
+            Some(s) => Ok(s),
+            None => bind(spec),
+        };
+        match sockets {
+            Ok(s) => match spawn(spec, &s).await {
+                Ok(child) => {
+                    if let Some(o) = old.take() {
+                        if let Some(c) = o.child {
+                            let name = o.spec.name.clone();
+                            tokio::task::spawn_local(async move { stop_child(&name, c).await });
+                        }
+                    }
+                    next.push(Proc {
+                        spec: spec.clone(),
+                        sockets: Some(s),
+                        child: Some(child),
+                        started: Instant::now(),
+                        restarts: 0,
+                        backoff: BACKOFF_START,
+                        restart_at: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload: new frontend did not start; the old one keeps serving");
+                    if let Some(mut o) = old.take() {
+                        o.sockets = Some(s);
+                        next.push(o);
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload: the old frontend keeps serving");
+                if let Some(o) = old.take() {
+                    next.push(o);
+                }
+            }
+        }
+    }
+    // whatever the new config no longer has
+    for p in procs.drain(..) {
+        if let Some(c) = p.child {
+            tracing::info!(component = %p.spec.name, "removed by the new config: stopping");
+            stop_child(&p.spec.name, c).await;
+        }
+    }
+    *procs = next;
+    tracing::info!("reload done");
+}

@@ -1,0 +1,300 @@
+//! RFC 9111 decisions through `http-cache-semantics` (cacheability,
+//! freshness lifetime, age, whether a stored response satisfies a request),
+//! and the pieces the crate leaves to its user: the response head we store,
+//! `Vary` variant keys, revalidation requests and merging a 304's fields.
+
+use std::time::SystemTime;
+
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+use httpx::{Fields, ResponseHead};
+
+use super::meta::{self, Meta};
+
+/// Fields a stored head never keeps: per connection, framing (re-written
+/// when served), `Age` (computed when served) and an upstream cache's
+/// `X-Cache` (ours says what this cache did).
+const NOT_STORED: [&str; 12] = [
+    "x-cache",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "content-length",
+    "age",
+];
+
+/// Fields a 304 does not update in the stored head (RFC 9111 §3.2, plus
+/// what describes the stored body itself).
+const NOT_UPDATED: [&str; 4] = [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "content-range",
+];
+
+fn is_in(list: &[&str], name: &[u8]) -> bool {
+    list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// The request as `http-cache-semantics` sees it: method, effective URI and
+/// the fields (with `Host` taken from the URI, which wins over the field).
+pub fn request_parts(method: &[u8], uri: &[u8], fields: &Fields) -> Option<http::request::Parts> {
+    let uri: http::Uri = http::Uri::try_from(uri).ok()?;
+    let mut b = http::Request::builder()
+        .method(http::Method::from_bytes(method).ok()?)
+        .uri(uri.clone());
+    for (n, v) in fields.iter() {
+        if n.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(n),
+            http::HeaderValue::from_bytes(v),
+        ) {
+            b = b.header(n, v);
+        }
+    }
+    if let Some(a) = uri.authority() {
+        b = b.header(http::header::HOST, a.as_str());
+    }
+    Some(b.body(()).ok()?.into_parts().0)
+}
+
+/// A response status and head bytes (a stored head, or one from the
+/// origin) as `http-cache-semantics` sees them.
+pub fn response_parts(status: u16, head: &[u8]) -> Option<http::response::Parts> {
+    let mut b = http::Response::builder().status(status);
+    for (n, v) in meta::fields(head) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(n),
+            http::HeaderValue::from_bytes(v),
+        ) {
+            b = b.header(n, v);
+        }
+    }
+    Some(b.body(()).ok()?.into_parts().0)
+}
+
+/// The head we store for a response: its status line and end-to-end fields.
+pub fn stored_head(resp: &ResponseHead) -> Vec<u8> {
+    let named: Vec<&[u8]> = resp
+        .fields
+        .get_all("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let mut out = Vec::with_capacity(resp.raw().len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason());
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in resp.fields.iter() {
+        if is_in(&NOT_STORED, n) || named.iter().any(|c| c.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        httpx::headers::push_field(&mut out, n, v);
+    }
+    out
+}
+
+/// A stored head updated by the fields of a 304 (RFC 9111 §4.3.4).
+pub fn merge_304(stored: &[u8], not_modified: &ResponseHead) -> Vec<u8> {
+    let fresh = stored_head(not_modified);
+    let updated: Vec<(&[u8], &[u8])> = meta::fields(&fresh)
+        .filter(|(n, _)| !is_in(&NOT_UPDATED, n))
+        .collect();
+    let status_line_end = stored
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(stored.len(), |i| i + 1);
+    let mut out = stored[..status_line_end].to_vec();
+    for (n, v) in meta::fields(stored) {
+        if !updated.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)) {
+            httpx::headers::push_field(&mut out, n, v);
+        }
+    }
+    for (n, v) in updated {
+        httpx::headers::push_field(&mut out, n, v);
+    }
+    out
+}
+
+/// The options of a shared cache.
+fn options() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        ..CacheOptions::default()
+    }
+}
+
+/// What a response may become in the cache.
+pub enum Verdict {
+    /// Store it with this record.
+    Store(Meta),
+    /// Do not store it (the reason is logged at debug level).
+    Pass(&'static str),
+}
+
+/// Decides whether `head` (the response to `req`) is stored, and builds its
+/// record.
+pub fn judge(
+    req: &http::request::Parts,
+    status: u16,
+    head: Vec<u8>,
+    response_time: SystemTime,
+) -> Verdict {
+    let Some(res) = response_parts(status, &head) else {
+        return Verdict::Pass("response fields not representable");
+    };
+    let policy = CachePolicy::new_options(req, &res, response_time, options());
+    if !policy.is_storable() {
+        return Verdict::Pass("not storable (RFC 9111)");
+    }
+    let Some(vary) = vary_names(meta::fields(&head)) else {
+        return Verdict::Pass("Vary: *");
+    };
+    let ttl = policy.time_to_live(response_time);
+    let initial_age = policy.age(response_time);
+    let policy_json = match serde_json::to_vec(&policy) {
+        Ok(j) => j,
+        Err(_) => return Verdict::Pass("policy not serializable"),
+    };
+    Verdict::Store(Meta {
+        status,
+        response_time,
+        initial_age,
+        ttl,
+        head: head.into(),
+        vary,
+        policy_json: policy_json.into(),
+    })
+}
+
+/// How a stored object may answer a request.
+pub enum Use {
+    /// As it is.
+    Fresh,
+    /// Only after revalidation with the origin.
+    Stale,
+}
+
+/// Does the stored object satisfy this request without the origin?
+pub fn usable(meta: &Meta, req: &http::request::Parts, now: SystemTime) -> Use {
+    match meta.policy() {
+        Some(p) => match p.before_request(req, now) {
+            BeforeRequest::Fresh(_) => Use::Fresh,
+            BeforeRequest::Stale { .. } => Use::Stale,
+        },
+        None => Use::Stale,
+    }
+}
+
+/// True when the request adds conditions on freshness of its own
+/// (`Cache-Control`, `Pragma`): then the full policy decides.
+pub fn request_has_cache_directives(fields: &Fields) -> bool {
+    fields.get("cache-control").is_some() || fields.get("pragma").is_some()
+}
+
+/// The field names a `Vary` lists (lower case, sorted, unique); `None` for `*`.
+pub fn vary_names<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for (n, v) in fields {
+        if !n.eq_ignore_ascii_case(b"vary") {
+            continue;
+        }
+        for name in v.split(|&b| b == b',') {
+            let name = String::from_utf8_lossy(name.trim_ascii()).to_ascii_lowercase();
+            if name == "*" {
+                return None;
+            }
+            if !name.is_empty() {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// The key of a request's variant: the URL's key plus the values of the
+/// fields the responses vary on (whitespace runs folded, so equivalent
+/// values share a variant).
+pub fn variant_key(base: &[u8], nonce: u64, vary: &[String], fields: &Fields) -> Vec<u8> {
+    let mut k = base.to_vec();
+    k.extend_from_slice(format!("\nvariant {nonce:016x}").as_bytes());
+    for name in vary {
+        k.push(b'\n');
+        k.extend_from_slice(name.as_bytes());
+        k.push(b':');
+        let mut first = true;
+        for v in fields.get_all(name) {
+            if !first {
+                k.push(b',');
+            }
+            first = false;
+            let mut space = false;
+            for &b in v.trim_ascii() {
+                if b == b' ' || b == b'\t' {
+                    space = true;
+                    continue;
+                }
+                if space {
+                    k.push(b' ');
+                    space = false;
+                }
+                k.push(b);
+            }
+        }
+    }
+    k
+}
+
+/// The validators to revalidate a stored head with: `If-None-Match` from
+/// its `ETag`, `If-Modified-Since` from its `Last-Modified`.
+pub fn validators(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
+    let mut v = Vec::new();
+    if let Some(etag) = meta.field("etag") {
+        v.push((&b"If-None-Match"[..], etag.to_vec()));
+    }
+    if let Some(lm) = meta.field("last-modified") {
+        v.push((&b"If-Modified-Since"[..], lm.to_vec()));
+    }
+    v
+}
+
+/// True when the client's conditional request is answered by 304 from the
+/// stored head (RFC 9110 §13.2.2: If-None-Match, else If-Modified-Since).
+pub fn not_modified_for(meta: &Meta, fields: &Fields) -> bool {
+    if let Some(inm) = fields.get("if-none-match") {
+        let Some(etag) = meta.field("etag") else {
+            return false;
+        };
+        let etag = weak_tag(etag);
+        return inm
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|t| t == b"*" || weak_tag(t) == etag);
+    }
+    if let Some(ims) = fields.get("if-modified-since") {
+        let (Some(since), Some(lm)) = (
+            httpx::date::parse(ims),
+            meta.field("last-modified").and_then(httpx::date::parse),
+        ) else {
+            return false;
+        };
+        return lm <= since;
+    }
+    false
+}
+
+/// An entity tag without its weakness prefix (weak comparison).
+fn weak_tag(t: &[u8]) -> &[u8] {
+    t.strip_prefix(b"W/").unwrap_or(t)
+}

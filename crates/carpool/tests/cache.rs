@@ -1,0 +1,539 @@
+//! `carpool cache` against a real origin on loopback: the real binary, real
+//! sockets, a real disk tier in a temp directory.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use common::origin::{body_byte, Origin};
+use common::{read_response, Cache};
+
+fn expected(path: &str, v: u32, size: u64) -> Vec<u8> {
+    (0..size).map(|i| body_byte(path, v, i)).collect()
+}
+
+#[test]
+fn hit_after_miss_reaches_the_origin_once() {
+    let o = Origin::start();
+    let c = Cache::start("hit", &[]);
+    let url = o.url("/a?size=5000&cc=max-age%3D60");
+    let first = c.get(&url);
+    assert_eq!(first.status, 200, "{}", first.head);
+    assert_eq!(first.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(first.body, expected("/a", 1, 5000));
+    let second = c.get(&url);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(second.body, first.body);
+    assert!(second.header("age").is_some(), "{}", second.head);
+    assert!(second.header("via").is_some_and(|v| v.contains("carpool")));
+    assert_eq!(o.count("/a"), 1, "the hit must not reach the origin");
+    let log = c.access_log();
+    assert!(log.contains("TCP_MISS/200"), "{log}");
+    assert!(log.contains("TCP_MEM_HIT/200"), "{log}");
+    assert!(log.contains("HIER_DIRECT/127.0.0.1"), "{log}");
+}
+
+#[test]
+fn origin_form_with_host_is_the_same_object() {
+    let o = Origin::start();
+    let c = Cache::start("accel", &[]);
+    let r = c.get(&o.url("/acc?cc=max-age%3D60"));
+    assert_eq!(r.status, 200);
+    let raw = format!(
+        "GET /acc?cc=max-age%3D60 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        o.port
+    );
+    let r2 = c.exchange(raw.as_bytes());
+    assert_eq!(r2.header("x-cache").as_deref(), Some("HIT"), "{}", r2.head);
+    assert_eq!(r2.body, r.body);
+    assert_eq!(o.count("/acc"), 1);
+}
+
+#[test]
+fn uncacheable_answers_always_go_to_the_origin() {
+    let o = Origin::start();
+    let c = Cache::start("nostore", &[]);
+    for (path, cc) in [("/ns", "no-store"), ("/pv", "private"), ("/nc", "no-cache")] {
+        let url = o.url(&format!("{path}?cc={cc}"));
+        for _ in 0..3 {
+            let r = c.get(&url);
+            assert_eq!(r.status, 200);
+        }
+        assert_eq!(o.count(path), 3, "{cc} must not be served from the cache");
+    }
+    // a request with Authorization is not stored unless the answer says so
+    let url = o.url("/auth?cc=max-age%3D60");
+    for _ in 0..2 {
+        c.request("GET", &url, &["Authorization: Basic eDp5"]);
+    }
+    assert_eq!(o.count("/auth"), 2);
+}
+
+#[test]
+fn stale_objects_are_revalidated_304_and_200() {
+    let o = Origin::start();
+    let c = Cache::start("reval", &[]);
+    let url = o.url("/r?cc=max-age%3D0&etag=1");
+    let first = c.get(&url);
+    assert_eq!(first.text(), "/r v=1 vary=");
+    // stale at once: revalidated with the stored ETag, 304 → served from the store
+    let second = c.get(&url);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-cache").as_deref(), Some("REFRESH"));
+    assert_eq!(second.text(), "/r v=1 vary=");
+    let head = o.last_head("/r").unwrap();
+    assert!(head.contains("If-None-Match: \"v1\""), "{head}");
+    // the origin changed: 200 with the new body replaces the stored one
+    o.bump();
+    let third = c.get(&url);
+    assert_eq!(third.text(), "/r v=2 vary=");
+    assert_eq!(o.count("/r"), 3);
+    let log = c.access_log();
+    assert!(log.contains("TCP_REFRESH_UNMODIFIED/200"), "{log}");
+    assert!(log.contains("TCP_REFRESH_MODIFIED/200"), "{log}");
+}
+
+#[test]
+fn client_conditionals_head_and_ranges_come_from_the_store() {
+    let o = Origin::start();
+    let c = Cache::start("cond", &[]);
+    let url = o.url("/c?size=1000&cc=max-age%3D60&etag=1&lm=1");
+    let full = c.get(&url);
+    assert_eq!(full.status, 200);
+    let etag = full.header("etag").unwrap();
+    let r = c.request("GET", &url, &[&format!("If-None-Match: {etag}")]);
+    assert_eq!(r.status, 304, "{}", r.head);
+    assert_eq!(r.header("etag").as_deref(), Some(etag.as_str()));
+    let r = c.request(
+        "GET",
+        &url,
+        &["If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT"],
+    );
+    assert_eq!(r.status, 304);
+    let r = c.request("GET", &url, &["If-None-Match: \"other\""]);
+    assert_eq!(r.status, 200);
+    let h = c.request("HEAD", &url, &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length").as_deref(), Some("1000"));
+    assert_eq!(h.header("x-cache").as_deref(), Some("HIT"));
+    let r = c.request("GET", &url, &["Range: bytes=10-19"]);
+    assert_eq!(r.status, 206, "{}", r.head);
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some("bytes 10-19/1000")
+    );
+    assert_eq!(r.body, full.body[10..20]);
+    let r = c.request("GET", &url, &["Range: bytes=-5"]);
+    assert_eq!(r.body, full.body[995..]);
+    let r = c.request("GET", &url, &["Range: bytes=0-1,100-101"]);
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap();
+    assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.contains("Content-Range: bytes 0-1/1000"), "{text}");
+    assert!(text.contains("Content-Range: bytes 100-101/1000"), "{text}");
+    let r = c.request("GET", &url, &["Range: bytes=5000-"]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range").as_deref(), Some("bytes */1000"));
+    // If-Range with another validator: the whole object
+    let r = c.request("GET", &url, &["Range: bytes=0-9", "If-Range: \"old\""]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 1000);
+    assert_eq!(o.count("/c"), 1, "all of these are answered by the cache");
+}
+
+#[test]
+fn vary_keeps_one_variant_per_request_field_value() {
+    let o = Origin::start();
+    let c = Cache::start("vary", &[]);
+    let url = o.url("/v?cc=max-age%3D60&vary=Accept-Language");
+    let en = c.request("GET", &url, &["Accept-Language: en"]);
+    let fr = c.request("GET", &url, &["Accept-Language: fr"]);
+    assert_eq!(en.text(), "/v v=1 vary=en");
+    assert_eq!(fr.text(), "/v v=1 vary=fr");
+    assert_eq!(o.count("/v"), 2);
+    let en2 = c.request("GET", &url, &["Accept-Language: en"]);
+    let fr2 = c.request("GET", &url, &["Accept-Language: fr"]);
+    assert_eq!(en2.text(), "/v v=1 vary=en");
+    assert_eq!(fr2.text(), "/v v=1 vary=fr");
+    assert_eq!(en2.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(fr2.header("x-cache").as_deref(), Some("HIT"));
+    let none = c.get(&url);
+    assert_eq!(none.text(), "/v v=1 vary=");
+    assert_eq!(o.count("/v"), 3);
+}
+
+#[test]
+fn purge_removes_and_is_refused_to_others() {
+    let o = Origin::start();
+    let c = Cache::start("purge", &[]);
+    let url = o.url("/p?cc=max-age%3D60");
+    c.get(&url);
+    assert_eq!(c.get(&url).header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(c.request("PURGE", &url, &[]).status, 200);
+    assert_eq!(c.request("PURGE", &url, &[]).status, 404);
+    assert_eq!(c.get(&url).header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(o.count("/p"), 2);
+    // a cache whose purge_clients excludes loopback refuses it
+    let dir = common::temp_dir("purge-conf");
+    let conf = dir.join("carpool.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\npurge_clients = [\"10.0.0.0/8\"]\n\n[[parent]]\nname = \"c1\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        ),
+    )
+    .unwrap();
+    let c2 = Cache::start("purge2", &["-c", conf.to_str().unwrap(), "--name", "c1"]);
+    let r = c2.request("PURGE", &url, &[]);
+    assert_eq!(r.status, 403, "{}", r.head);
+    assert!(c2.access_log().contains("TCP_DENIED/403"));
+}
+
+#[test]
+fn unsafe_methods_invalidate_and_pass_bodies() {
+    let o = Origin::start();
+    let c = Cache::start("unsafe", &[]);
+    let url = o.url("/u?cc=max-age%3D60");
+    c.get(&url);
+    assert_eq!(c.get(&url).header("x-cache").as_deref(), Some("HIT"));
+    let mut s = c.connect();
+    write!(
+        s,
+        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
+    .unwrap();
+    let r = read_response(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(c.get(&url).header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(o.count("/u"), 3);
+}
+
+#[test]
+fn collapsed_forwarding_makes_one_origin_request() {
+    let o = Origin::start();
+    let c = Cache::start("collapse", &[]);
+    let url = o.url("/cf?size=200000&cc=max-age%3D60&delay=400&pause=300");
+    let want = expected("/cf", 1, 200_000);
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let url = url.clone();
+            let port = c.port;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                write!(
+                    s,
+                    "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                read_response(&mut BufReader::new(s), false).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert!(r.body == want, "a collapsed client got a wrong body");
+    }
+    assert_eq!(
+        o.count("/cf"),
+        1,
+        "100 concurrent misses, one origin request"
+    );
+}
+
+#[test]
+fn first_bytes_arrive_before_the_origin_finishes() {
+    let o = Origin::start();
+    let c = Cache::start("stream", &[]);
+    let url = o.url("/s?size=400000&cc=max-age%3D60&pause=1500");
+    let mut s = c.connect();
+    let t0 = Instant::now();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1200),
+        "the head and first half must not wait for the whole body ({:?})",
+        t0.elapsed()
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(1400));
+}
+
+#[test]
+fn chunked_origin_objects_are_stored_and_served_with_length() {
+    let o = Origin::start();
+    let c = Cache::start("chunked", &[]);
+    let url = o.url("/ch?size=70000&cc=max-age%3D60&chunked=1");
+    let first = c.get(&url);
+    assert_eq!(first.body, expected("/ch", 1, 70000));
+    let second = c.get(&url);
+    assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(second.header("content-length").as_deref(), Some("70000"));
+    assert_eq!(second.body, first.body);
+}
+
+#[test]
+fn objects_over_max_object_size_pass_through_uncached() {
+    let o = Origin::start();
+    let dir = common::temp_dir("maxobj-conf");
+    let conf = dir.join("carpool.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\nmax_object_size = \"10K\"\n\n[[parent]]\nname = \"c1\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        ),
+    )
+    .unwrap();
+    let c = Cache::start("maxobj", &["-c", conf.to_str().unwrap(), "--name", "c1"]);
+    let url = o.url("/big?size=50000&cc=max-age%3D60");
+    for _ in 0..2 {
+        let r = c.get(&url);
+        assert_eq!(r.body, expected("/big", 1, 50000));
+    }
+    assert_eq!(o.count("/big"), 2);
+}
+
+#[test]
+fn restart_keeps_hits_on_disk() {
+    let o = Origin::start();
+    let mut c = Cache::start("restart", &["--mem", "0"]);
+    let urls: Vec<String> = (0..20)
+        .map(|i| o.url(&format!("/d{i}?size={}&cc=max-age%3D600", 1000 + i * 3000)))
+        .collect();
+    for u in &urls {
+        assert_eq!(c.get(u).status, 200);
+    }
+    c.restart();
+    for (i, u) in urls.iter().enumerate() {
+        let r = c.get(u);
+        assert_eq!(
+            r.header("x-cache").as_deref(),
+            Some("HIT"),
+            "{u}: {}",
+            r.head
+        );
+        assert_eq!(
+            r.body,
+            expected(&format!("/d{i}"), 1, 1000 + i as u64 * 3000)
+        );
+    }
+    assert_eq!(o.hits.lock().unwrap().values().sum::<usize>(), 20);
+    assert!(c.access_log().contains("TCP_HIT/200"));
+}
+
+#[test]
+fn kill_9_during_writes_never_serves_a_torn_object() {
+    let o = Origin::start();
+    let mut c = Cache::start("kill9", &["--mem", "0"]);
+    for round in 0..3u64 {
+        let port = c.port;
+        // even objects are cut mid-body by the kill (the origin pauses
+        // between the halves); odd ones are complete before it
+        let urls: Vec<(String, String, u64)> = (0..30u64)
+            .map(|i| {
+                let path = format!("/k{round}-{i}");
+                let size = 20_000 + i * 7919;
+                let pause = if i % 2 == 0 { "&pause=2000" } else { "" };
+                let url = o.url(&format!("{path}?size={size}&cc=max-age%3D600{pause}"));
+                (url, path, size)
+            })
+            .collect();
+        let burst: Vec<_> = urls
+            .iter()
+            .map(|(u, _, _)| {
+                let u = u.clone();
+                std::thread::spawn(move || {
+                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        let _ = write!(
+                            s,
+                            "GET {u} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = s.read_to_end(&mut Vec::new());
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400 + round * 50));
+        c.kill9_and_restart();
+        for b in burst {
+            let _ = b.join();
+        }
+        // fetch everything again, concurrently (the cut objects take the
+        // origin's pause once more)
+        let checks: Vec<_> = urls
+            .iter()
+            .map(|(u, _, _)| {
+                let raw = format!("GET {u} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    s.write_all(raw.as_bytes()).unwrap();
+                    read_response(&mut BufReader::new(s), false).unwrap()
+                })
+            })
+            .collect();
+        for (i, ((u, path, size), t)) in urls.iter().zip(checks).enumerate() {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.head);
+            assert!(
+                r.body == expected(path, 1, *size),
+                "{u}: served bytes differ from the origin's"
+            );
+            if i % 2 == 0 {
+                assert_eq!(o.count(path), 2, "{u}: a half-written object was served");
+            } else {
+                assert_eq!(o.count(path), 1, "{u}: a complete object was lost");
+            }
+        }
+    }
+}
+
+#[test]
+fn objects_larger_than_memory_stream_from_disk() {
+    let o = Origin::start();
+    let c = Cache::start("large", &["--mem", "1M"]);
+    let url = o.url("/L?size=20000000&cc=max-age%3D600");
+    let first = c.get(&url);
+    assert_eq!(first.body.len(), 20_000_000);
+    let second = c.get(&url);
+    assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
+    assert!(second.body == first.body);
+    assert!(first.body == expected("/L", 1, 20_000_000));
+    assert!(c.access_log().contains("TCP_HIT/200"));
+}
+
+#[test]
+fn stale_if_error_serves_the_stored_object_when_the_origin_is_down() {
+    let o = Origin::start();
+    let c = Cache::start("sie", &[]);
+    let url = o.url("/e?cc=max-age%3D1,%20stale-if-error%3D600");
+    assert_eq!(c.get(&url).status, 200);
+    o.kill();
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = c.get(&url);
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.text(), "/e v=1 vary=");
+    assert!(c.access_log().contains("TCP_REFRESH_FAIL_OLD/200"));
+    // without stale-if-error, a dead origin is a 502
+    let r = c.get(&format!("http://127.0.0.1:{}/gone", o.port));
+    assert_eq!(r.status, 502);
+}
+
+#[test]
+fn clients_outside_allow_clients_are_refused() {
+    let dir = common::temp_dir("acl-conf");
+    let conf = dir.join("carpool.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\nallow_clients = [\"10.1.0.0/16\"]\n\n[[parent]]\nname = \"c1\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        ),
+    )
+    .unwrap();
+    let c = Cache::start("acl", &["-c", conf.to_str().unwrap(), "--name", "c1"]);
+    let r = c.get("http://127.0.0.1:1/x");
+    assert_eq!(r.status, 403);
+    assert!(r.header("x-carpool-error").is_some());
+}
+
+#[test]
+fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let o = Origin::start();
+    let c = Cache::start("swr", &[]);
+    let url = o.url("/w?cc=max-age%3D1,%20stale-while-revalidate%3D600&etag=1");
+    assert_eq!(c.get(&url).text(), "/w v=1 vary=");
+    std::thread::sleep(Duration::from_millis(1100));
+    o.bump();
+    let stale = c.get(&url);
+    assert_eq!(
+        stale.text(),
+        "/w v=1 vary=",
+        "answered from the store, stale"
+    );
+    assert_eq!(stale.header("x-cache").as_deref(), Some("HIT"));
+    // the background fetch brings the new version
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c.get(&url);
+        if r.text() == "/w v=2 vary=" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refreshed: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(o.count("/w"), 2);
+    assert!(c.access_log().contains("TCP_STALE_HIT/200"));
+}
+
+#[test]
+fn misses_go_through_the_upstream_proxy_when_configured() {
+    let o = Origin::start();
+    let upstream = Cache::start("upstream", &[]);
+    let dir = common::temp_dir("upstream-conf");
+    let conf = dir.join("carpool.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\nupstream_proxy = \"127.0.0.1:{}\"\n\n[[parent]]\nname = \"edge\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            upstream.port
+        ),
+    )
+    .unwrap();
+    let edge = Cache::start("edge", &["-c", conf.to_str().unwrap(), "--name", "edge"]);
+    let url = o.url("/up?cc=max-age%3D60");
+    let r = edge.get(&url);
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.text(), "/up v=1 vary=");
+    let second = edge.get(&url);
+    assert_eq!(
+        second.header("x-cache").as_deref(),
+        Some("HIT"),
+        "{}\n{}\n{}",
+        r.head,
+        second.head,
+        edge.access_log()
+    );
+    assert_eq!(o.count("/up"), 1);
+    let edge_log = edge.access_log();
+    assert!(edge_log.contains("FIRSTUP_PARENT/127.0.0.1"), "{edge_log}");
+    let up_log = upstream.access_log();
+    assert!(
+        up_log.contains("TCP_MISS/200") && up_log.contains(&url),
+        "{up_log}"
+    );
+    // the upstream saw our Via
+    assert!(o.last_head("/up").unwrap().contains("edge (carpool)"));
+}
+
+#[test]
+fn memory_only_cache_stores_small_objects_and_passes_big_ones() {
+    let o = Origin::start();
+    let c = Cache::start_with("memonly", false, &["--mem", "8M"]);
+    let small = o.url("/small?size=2000&cc=max-age%3D60");
+    c.get(&small);
+    assert_eq!(c.get(&small).header("x-cache").as_deref(), Some("HIT"));
+    // larger than the memory tier takes (4 MiB per object): passed through whole
+    let big = o.url("/bigmem?size=6000000&cc=max-age%3D60");
+    for _ in 0..2 {
+        let r = c.get(&big);
+        assert_eq!(r.status, 200);
+        assert!(r.body == expected("/bigmem", 1, 6_000_000));
+    }
+    assert_eq!(o.count("/bigmem"), 2);
+    assert_eq!(o.count("/small"), 1);
+}

@@ -1,0 +1,342 @@
+//! `carpool up`: the real binary supervising real frontend and cache
+//! processes, in front of a real origin on loopback.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::origin::Origin;
+use common::{free_port, read_response, temp_dir};
+
+struct Up {
+    child: Child,
+    fe: u16,
+    admin: u16,
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+fn config(fe: u16, admin: u16, caches: &[u16], extra_frontend: &str) -> String {
+    let mut c = format!(
+        "hash = \"hrw\"\n[frontend]\nlisten = \"127.0.0.1:{fe}\"\nworkers = 2\n{extra_frontend}\n[cache]\nworkers = 1\nmem = \"16M\"\ndisk = \"64M\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+    );
+    for (i, p) in caches.iter().enumerate() {
+        c.push_str(&format!(
+            "[[parent]]\nname = \"c{i}\"\nhost = \"127.0.0.1\"\nport = {p}\n"
+        ));
+    }
+    c
+}
+
+impl Up {
+    fn start(tag: &str) -> Up {
+        let dir = temp_dir(tag);
+        let (fe, admin) = (free_port(), free_port());
+        let caches: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let conf = dir.join("carpool.toml");
+        std::fs::write(&conf, config(fe, admin, &caches, "")).unwrap();
+        let stderr = dir.join("up.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_carpool"))
+            .args(["up", "-c"])
+            .arg(&conf)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let up = Up {
+            child,
+            fe,
+            admin,
+            conf,
+            dir,
+            stderr,
+        };
+        // the supervisor holds the listeners from the start: wait until
+        // every component runs
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", admin)).is_err() || up.pids().len() < 4 {
+            assert!(Instant::now() < deadline, "up did not start: {}", up.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        up
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn status(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        read_response(&mut BufReader::new(s), false).unwrap().text()
+    }
+
+    /// name → pid of the running components.
+    fn pids(&self) -> Vec<(String, u32)> {
+        self.status()
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.get(2) == Some(&"running")).then(|| (w[0].to_string(), w[4].parse().unwrap()))
+            })
+            .collect()
+    }
+
+    fn get(&self, url: &str) -> common::Response {
+        let mut s = TcpStream::connect(("127.0.0.1", self.fe)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut BufReader::new(s), false).unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn wait_gone(pids: &[(String, u32)]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|(_, p)| alive(*p)) {
+        assert!(Instant::now() < deadline, "children left behind: {pids:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn up_serves_through_its_caches_and_ctrl_c_stops_every_child() {
+    let o = Origin::start();
+    let mut up = Up::start("up-basic");
+    let pids = up.pids();
+    assert_eq!(pids.len(), 4, "{}", up.status());
+    for i in 0..10 {
+        let url = o.url(&format!("/u{i}?cc=max-age%3D60"));
+        let r = up.get(&url);
+        assert_eq!(r.status, 200, "{}\n{}", r.head, up.log());
+        assert_eq!(r.header("x-cache").as_deref(), Some("MISS"));
+        assert_eq!(up.get(&url).header("x-cache").as_deref(), Some("HIT"));
+    }
+    up.signal("-INT");
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", up.log());
+    wait_gone(&pids);
+}
+
+#[test]
+fn killing_the_supervisor_leaves_no_orphans() {
+    let mut up = Up::start("up-orphans");
+    let pids = up.pids();
+    assert_eq!(pids.len(), 4);
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    wait_gone(&pids);
+}
+
+#[test]
+fn a_crashed_cache_is_restarted_and_its_urls_fail_over_meanwhile() {
+    let o = Origin::start();
+    let up = Up::start("up-crash");
+    let before = up.pids();
+    let (name, pid) = before.iter().find(|(n, _)| n == "c1").cloned().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    // requests keep being answered while it is down
+    for i in 0..30 {
+        let r = up.get(&o.url(&format!("/x{i}?cc=max-age%3D60")));
+        assert_eq!(r.status, 200, "{}\n{}", r.head, up.log());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = up.pids();
+        if let Some((_, p)) = now.iter().find(|(n, _)| *n == name) {
+            if *p != pid {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not restarted: {}",
+            up.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up.status().contains(&format!("{name} ")), "{}", up.status());
+    assert!(up.status().contains("restarts=1"), "{}", up.status());
+    let log = up.log();
+    assert!(log.contains("component exited; restarting"), "{log}");
+    assert!(log.contains("component restarted"), "{log}");
+}
+
+#[test]
+fn reload_under_load_drops_nothing_and_a_bad_config_is_rejected() {
+    let o = Origin::start();
+    let up = Up::start("up-reload");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let url = o.url(&format!("/load{t}?cc=max-age%3D60"));
+            let port = up.fe;
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) && n < 200_000 {
+                    n += 1;
+                    // a new connection per request: refused connects would show
+                    let r = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                        write!(
+                            s,
+                            "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        )?;
+                        read_response(&mut BufReader::new(s), false)
+                    });
+                    match r {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failures.lock().unwrap().push(r.head),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let old_fe = up
+        .pids()
+        .into_iter()
+        .find(|(n, _)| n == "frontend")
+        .unwrap()
+        .1;
+    // a good new config: the frontend changes (x_forwarded_for)
+    let text = std::fs::read_to_string(&up.conf).unwrap();
+    let new_text = text.replace(
+        "workers = 2\n",
+        "workers = 2\nx_forwarded_for = \"delete\"\n",
+    );
+    assert_ne!(text, new_text);
+    std::fs::write(&up.conf, &new_text).unwrap();
+    up.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !up.log().contains("reload done") {
+        assert!(Instant::now() < deadline, "{}", up.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let new_fe = up
+        .pids()
+        .into_iter()
+        .find(|(n, _)| n == "frontend")
+        .unwrap()
+        .1;
+    assert_ne!(old_fe, new_fe, "the frontend was replaced");
+    // a bad one: rejected, the array keeps serving
+    std::fs::write(&up.conf, "hash = \"nope\"\n").unwrap();
+    up.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !up.log().contains("reload rejected") {
+        assert!(Instant::now() < deadline, "{}", up.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the reloads: {:?}",
+        failures.len(),
+        ok.load(Ordering::SeqCst) + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::SeqCst) > 100);
+    let log = up.log();
+    assert!(
+        log.contains("carpool.toml:1"),
+        "the error names the file and line: {log}"
+    );
+    assert_eq!(up.pids().len(), 4);
+    // the X-Forwarded-For change is in force
+    let r = up.get(&o.url("/xff?cc=no-store"));
+    assert_eq!(r.status, 200);
+    let head = o.last_head("/xff").unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("x-forwarded-for: 127.0.0.1, "),
+        "{head}"
+    );
+}
+
+#[test]
+fn config_default_prints_a_config_that_check_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[[parent]]") && text.contains("# "), "{text}");
+    let dir = temp_dir("config-default");
+    let f = dir.join("default.toml");
+    std::fs::write(&f, &text).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("4 parents"));
+    // a broken copy names the file, line and key
+    std::fs::write(&f, text.replace("port = 4002", "port = 99999")).unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("default.toml:") && err.contains("port"),
+        "{err}"
+    );
+}
