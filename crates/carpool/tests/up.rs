@@ -340,3 +340,73 @@ fn config_default_prints_a_config_that_check_accepts() {
         "{err}"
     );
 }
+
+/// The issue's own check: wrk (keep-alive connections) running across two
+/// reloads sees zero socket errors and zero non-2xx answers.
+#[test]
+fn wrk_across_reloads_sees_no_errors() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("SKIP: wrk_across_reloads_sees_no_errors: wrk is not installed (scripts/test installs it)");
+        return;
+    }
+    let o = Origin::start();
+    let up = Up::start("up-wrk");
+    let url = o.url("/wrk?cc=max-age%3D600");
+    assert_eq!(up.get(&url).status, 200);
+    let script = up.dir.join("proxy.lua");
+    std::fs::write(
+        &script,
+        format!("wrk.method = \"GET\"\nwrk.path = \"{url}\"\nwrk.headers[\"Host\"] = \"x\"\n"),
+    )
+    .unwrap();
+    let wrk = Command::new("wrk")
+        .args(["-t2", "-c20", "-d5s", "--timeout", "5s", "-s"])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}/", up.fe))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read_to_string(&up.conf).unwrap();
+    for (i, pause) in [1200u64, 1600].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(pause));
+        let marker = "reload done";
+        let before = up.log().matches(marker).count();
+        std::fs::write(
+            &up.conf,
+            text.replace(
+                "workers = 2\n",
+                &format!("workers = 2\nvisible_hostname = \"fe{i}\"\n"),
+            ),
+        )
+        .unwrap();
+        up.signal("-HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while up.log().matches(marker).count() == before {
+            assert!(Instant::now() < deadline, "{}", up.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let out = wrk.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 1000, "{report}");
+    assert!(
+        !report.contains("Socket errors"),
+        "socket errors across reloads:\n{report}"
+    );
+    assert!(
+        !report.contains("Non-2xx"),
+        "non-2xx answers across reloads:\n{report}"
+    );
+}
