@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use std::time::Duration;
 
 use crate::config::{self, Config};
 
@@ -21,6 +22,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// The data directory when neither `--data` nor `[cache] dir` says.
 const DEFAULT_DATA: &str = "carpool-data";
+/// Time a component gets beyond its own `shutdown_timeout` to exit (the
+/// cache closes its store).
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 /// The file (in the data directory) the children read: the validated
 /// config in force, so a child restarted later reads what was validated.
 const SNAPSHOT: &str = "carpool.running.toml";
@@ -58,6 +62,9 @@ pub struct Spec {
     pub listen: SocketAddr,
     /// Listening sockets (one per worker).
     pub workers: usize,
+    /// How long it gets to finish after SIGTERM before SIGKILL (its own
+    /// `shutdown_timeout` and a margin).
+    pub stop_timeout: Duration,
     /// One line for the start-up summary.
     pub summary: String,
 }
@@ -157,6 +164,7 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
             ],
             listen: s.listen,
             workers,
+            stop_timeout: s.shutdown_timeout + STOP_MARGIN,
             summary: format!(
                 "cache {} on {}: memory {}, disk {} in {}",
                 p.name,
@@ -185,6 +193,7 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
         ],
         listen,
         workers,
+        stop_timeout: config.frontend.shutdown_timeout + STOP_MARGIN,
         summary: format!(
             "frontend on {listen} ({workers} workers, hash = \"{}\", {} parents)",
             config.hash,

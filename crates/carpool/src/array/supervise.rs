@@ -33,8 +33,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// How long a child may take to say it accepts connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long children get to finish after SIGTERM before SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often children are checked.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -151,10 +149,11 @@ fn signal_child(child: &Child, sig: libc::c_int) {
     }
 }
 
-/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
-async fn stop_child(name: &str, mut child: Child) {
+/// SIGTERM, then SIGKILL once the component's stop timeout has passed.
+async fn stop_child(spec: &Spec, mut child: Child) {
+    let name = spec.name.as_str();
     signal_child(&child, libc::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
+    let deadline = Instant::now() + spec.stop_timeout;
     loop {
         match child.try_wait() {
             Ok(Some(_)) | Err(_) => return,
@@ -295,7 +294,7 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
             Err(e) => {
                 for p in procs.drain(..).rev() {
                     if let Some(c) = p.child {
-                        stop_child(&p.spec.name, c).await;
+                        stop_child(&p.spec, c).await;
                     }
                 }
                 return Err(e);
@@ -325,7 +324,7 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
     // frontend first (it drains its clients), then the caches
     for p in procs.into_iter().rev() {
         if let Some(c) = p.child {
-            stop_child(&p.spec.name, c).await;
+            stop_child(&p.spec, c).await;
         }
     }
     tracing::info!("array stopped");
@@ -379,7 +378,7 @@ async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
             Some(p) if p.spec == *spec => next.push(p),
             Some(mut p) => {
                 if let Some(c) = p.child.take() {
-                    stop_child(&p.spec.name, c).await;
+                    stop_child(&p.spec, c).await;
                 }
                 let same_socket = p.spec.listen == spec.listen && p.spec.workers == spec.workers;
                 let sockets = match p.sockets.take().filter(|_| same_socket) {
@@ -443,8 +442,8 @@ async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
                 Ok(child) => {
                     if let Some(o) = old.take() {
                         if let Some(c) = o.child {
-                            let name = o.spec.name.clone();
-                            tokio::task::spawn_local(async move { stop_child(&name, c).await });
+                            let spec = o.spec.clone();
+                            tokio::task::spawn_local(async move { stop_child(&spec, c).await });
                         }
                     }
                     next.push(Proc {
@@ -477,7 +476,7 @@ async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
     for p in procs.drain(..) {
         if let Some(c) = p.child {
             tracing::info!(component = %p.spec.name, "removed by the new config: stopping");
-            stop_child(&p.spec.name, c).await;
+            stop_child(&p.spec, c).await;
         }
     }
     *procs = next;
