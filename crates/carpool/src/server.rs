@@ -2,7 +2,9 @@
 //! worker), the signal loop (SIGUSR1 reopens the access log; SIGTERM/SIGINT
 //! stop accepting and let in-flight requests finish), and small helpers.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -143,6 +145,60 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "carpool".into())
 }
 
+/// How often workers flush their access log buffers.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Pause after a failed accept (EMFILE and friends) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The body of one worker thread: a single-threaded runtime whose tasks
+/// accept on `listener` until `stop`, `serve` each connection, and `flush`
+/// the worker's log buffer every [`LOG_FLUSH_INTERVAL`]. After `stop` the
+/// listener is closed and the connections in flight go on until the process
+/// exits. `make` builds the worker's own state on this thread.
+pub fn run_worker<W: 'static, Fut: Future<Output = ()> + 'static>(
+    listener: std::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    make: impl FnOnce() -> Rc<W>,
+    flush: fn(&W),
+    serve: fn(Rc<W>, tokio::net::TcpStream, SocketAddr) -> Fut,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let worker = make();
+    local.block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let flusher = worker.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                flush(&flusher);
+            }
+        });
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = stop.changed() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(serve(worker.clone(), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+        drop(listener);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
 /// How long a stopping server waits for one more request on a kept-alive
 /// connection (answered with `Connection: close`) before closing it.
 pub const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -192,5 +248,121 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// Counts a client connection as open while it lives.
+pub struct ActiveGuard(std::sync::Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    /// Counts one more open connection in `active`.
+    pub fn enter(active: &std::sync::Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes a short error answer; returns the bytes written.
+pub async fn send_error(client: &mut httpx::conn::Conn, e: httpx::HttpError, close: bool) -> u64 {
+    use tokio::io::AsyncWriteExt;
+    let resp = httpx::error::error_response(e.status, e.reason, close);
+    let _ = client.stream.write_all(&resp).await;
+    resp.len() as u64
+}
+
+/// What a server's client connection shares with every other: the open
+/// connection count and its limit, the allow list, reading request heads
+/// (and answering and logging those that fail), graceful stop.
+pub struct ClientConn {
+    /// The connection.
+    pub client: httpx::conn::Conn,
+    /// The client's address (IPv4-mapped addresses as IPv4).
+    pub ip: IpAddr,
+    /// Whether `allow_clients` lets it use the server.
+    pub allowed: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+    first: bool,
+    _guard: ActiveGuard,
+}
+
+impl ClientConn {
+    /// Takes a new connection; `None` (after answering 503) when
+    /// `max_connections` are open already.
+    pub async fn admit(
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        active: &std::sync::Arc<AtomicUsize>,
+        max_connections: usize,
+        allow: &[ipnet::IpNet],
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<ClientConn> {
+        let guard = ActiveGuard::enter(active);
+        let ip = canonical_ip(peer.ip());
+        let mut client = httpx::conn::Conn::new(stream);
+        if active.load(Ordering::Relaxed) > max_connections {
+            send_error(
+                &mut client,
+                httpx::HttpError::new(503, "too many client connections"),
+                true,
+            )
+            .await;
+            tracing::warn!(client = %ip, "refused a client connection: max_client_connections reached");
+            return None;
+        }
+        Some(ClientConn {
+            client,
+            ip,
+            allowed: allow.iter().any(|n| n.contains(&ip)),
+            stop,
+            first: true,
+            _guard: guard,
+        })
+    }
+
+    /// The next request head; `None` when the connection should close (the
+    /// client went away or idled out, the server is stopping, or its head
+    /// was bad or late: then it was answered (400, 408, 414, 431…) and
+    /// logged in `log`).
+    pub async fn next_head(
+        &mut self,
+        limits: &httpx::Limits,
+        log: &std::cell::RefCell<httpx::accesslog::Writer>,
+    ) -> Option<httpx::RequestHead> {
+        use httpx::conn::HeadReadError;
+        let first = std::mem::replace(&mut self.first, false);
+        let read = next_request(&mut self.client, limits, &mut self.stop, first).await?;
+        let e = match read {
+            Ok(h) => return Some(h),
+            Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return None,
+            Err(HeadReadError::Timeout) => {
+                httpx::HttpError::new(408, "request head not received in time")
+            }
+            Err(HeadReadError::Bad(e)) => {
+                tracing::info!(client = %self.ip, status = e.status, reason = e.reason, "bad request");
+                e
+            }
+        };
+        let bytes = send_error(&mut self.client, e, true).await;
+        log.borrow_mut().log(&httpx::accesslog::Entry {
+            start: std::time::SystemTime::now(),
+            elapsed: Duration::ZERO,
+            client: self.ip,
+            code: "NONE",
+            status: e.status,
+            bytes,
+            method: b"-",
+            url: b"error:invalid-request",
+            hierarchy: "HIER_NONE",
+            peer: "-",
+            content_type: b"",
+            reason: e.reason,
+        });
+        None
     }
 }

@@ -286,3 +286,36 @@ impl Decoder {
         }
     }
 }
+
+/// How a response whose body is framed `len` goes on to the client that
+/// sent `req`: the framing the client sees and how the relay writes the
+/// body. HEAD and 304 keep the upstream's `Content-Length` as information;
+/// a chunked or close-delimited body is re-framed for the client's version.
+pub fn client_framing(
+    req: &crate::RequestHead,
+    resp: &crate::ResponseHead,
+    len: BodyLen,
+) -> (crate::headers::Framing, Out) {
+    use crate::headers::Framing;
+    let http11 = req.version == crate::Version::Http11;
+    match len {
+        BodyLen::Empty => {
+            let cl = resp
+                .fields
+                .get("content-length")
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+            match cl {
+                Some(n) if req.method() == b"HEAD" || resp.status == 304 => {
+                    (Framing::Length(n), Out::Same)
+                }
+                _ if resp.status == 204 || resp.status == 304 => (Framing::None, Out::Same),
+                _ => (Framing::Length(0), Out::Same),
+            }
+        }
+        BodyLen::Length(n) => (Framing::Length(n), Out::Same),
+        BodyLen::Chunked if http11 => (Framing::Chunked, Out::Same),
+        BodyLen::Chunked => (Framing::Close, Out::Dechunked),
+        BodyLen::UntilClose if http11 => (Framing::Chunked, Out::Chunked),
+        BodyLen::UntilClose => (Framing::Close, Out::Same),
+    }
+}

@@ -213,12 +213,19 @@ pub fn write_response_head(
         Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
         Framing::Close => {}
     }
+    push_connection(out, keep_alive, client);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the `Connection` field a client of version `client` needs:
+/// `close` when the connection ends after this response, `keep-alive` for
+/// an HTTP/1.0 client whose connection stays open, nothing otherwise.
+pub fn push_connection(out: &mut Vec<u8>, keep_alive: bool, client: Version) {
     if !keep_alive {
         push_field(out, b"Connection", b"close");
     } else if client == Version::Http10 {
         push_field(out, b"Connection", b"keep-alive");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The framing a response is sent to the client with.
@@ -235,7 +242,7 @@ pub enum Framing {
 }
 
 /// Appends `Via: <version of the received message> <via>`.
-fn push_via(out: &mut Vec<u8>, v: Version, via: &str) {
+pub fn push_via(out: &mut Vec<u8>, v: Version, via: &str) {
     out.extend_from_slice(match v {
         Version::Http10 => b"Via: 1.0 ",
         Version::Http11 => b"Via: 1.1 ",

@@ -34,8 +34,6 @@ use fill::InFlight;
 
 /// How often the disk tier syncs and records a checkpoint.
 const DISK_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-/// How often workers flush their access log buffers.
-const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What every worker shares.
 pub struct Cache {
@@ -52,7 +50,7 @@ pub struct Cache {
     /// Our received-by name, for loop detection.
     pub via_name: String,
     /// Client connections open now.
-    pub active_clients: AtomicUsize,
+    pub active_clients: Arc<AtomicUsize>,
     /// Tells workers and connections to stop.
     pub stop: tokio::sync::watch::Sender<bool>,
 }
@@ -132,7 +130,7 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         upstream,
         via: format!("{via_name} (carpool)"),
         via_name,
-        active_clients: AtomicUsize::new(0),
+        active_clients: Arc::new(AtomicUsize::new(0)),
         stop: tokio::sync::watch::channel(false).0,
         settings,
     });
@@ -181,47 +179,21 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 fn worker_main(cache: Arc<Cache>, listener: std::net::TcpListener, sink: Arc<Sink>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let worker = Rc::new(Worker {
-        pools: RefCell::new(origin::Pools::new(
-            cache.settings.origin_idle_connections,
-            cache.settings.origin_idle_timeout,
-        )),
-        log: RefCell::new(Writer::new(sink)),
-        cache,
-    });
-    local.block_on(&rt, async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let flusher = worker.clone();
-        tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
-            loop {
-                tick.tick().await;
-                flusher.log.borrow_mut().flush();
-            }
-        });
-        let mut stop = worker.cache.stop.subscribe();
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = stop.changed() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(serve::serve(worker.clone(), stream, peer));
-        }
-        drop(listener);
-        std::future::pending::<()>().await;
-        Ok(())
-    })
+    let stop = cache.stop.subscribe();
+    crate::server::run_worker(
+        listener,
+        stop,
+        move || {
+            Rc::new(Worker {
+                pools: RefCell::new(origin::Pools::new(
+                    cache.settings.origin_idle_connections,
+                    cache.settings.origin_idle_timeout,
+                )),
+                log: RefCell::new(Writer::new(sink)),
+                cache,
+            })
+        },
+        |w| w.log.borrow_mut().flush(),
+        serve::serve,
+    )
 }

@@ -212,27 +212,7 @@ pub(super) async fn relay_response(
     rec.content_type.clear();
     rec.content_type
         .extend_from_slice(resp.fields.get("content-type").unwrap_or_default());
-    let http11 = req.version == Version::Http11;
-    let (framing, out_mode) = match len {
-        BodyLen::Empty => {
-            let cl = resp
-                .fields
-                .get("content-length")
-                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
-            match cl {
-                Some(n) if req.method() == b"HEAD" || resp.status == 304 => {
-                    (RespFraming::Length(n), Out::Same)
-                }
-                _ if resp.status == 204 || resp.status == 304 => (RespFraming::None, Out::Same),
-                _ => (RespFraming::Length(0), Out::Same),
-            }
-        }
-        BodyLen::Length(n) => (RespFraming::Length(n), Out::Same),
-        BodyLen::Chunked if http11 => (RespFraming::Chunked, Out::Same),
-        BodyLen::Chunked => (RespFraming::Close, Out::Dechunked),
-        BodyLen::UntilClose if http11 => (RespFraming::Chunked, Out::Chunked),
-        BodyLen::UntilClose => (RespFraming::Close, Out::Same),
-    };
+    let (framing, out_mode) = body::client_framing(req, &resp, len);
     let keep = crate::server::keep_client(&w.cache.stop, req) && framing != RespFraming::Close;
     let mut out = rec.head_buffer();
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);

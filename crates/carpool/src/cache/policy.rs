@@ -10,23 +10,10 @@ use httpx::{Fields, ResponseHead};
 
 use super::meta::{self, Meta};
 
-/// Fields a stored head never keeps: per connection, framing (re-written
-/// when served), `Age` (computed when served) and an upstream cache's
-/// `X-Cache` (ours says what this cache did).
-const NOT_STORED: [&str; 12] = [
-    "x-cache",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "content-length",
-    "age",
-];
+/// Fields a stored head never keeps beyond the hop-by-hop ones: framing
+/// (re-written when served), `Age` (computed when served) and an upstream
+/// cache's `X-Cache` (ours says what this cache did).
+const NOT_STORED: [&str; 3] = ["content-length", "age", "x-cache"];
 
 /// Fields a 304 does not update in the stored head (RFC 9111 §3.2, plus
 /// what describes the stored body itself).
@@ -82,23 +69,16 @@ pub fn response_parts(status: u16, head: &[u8]) -> Option<http::response::Parts>
 
 /// The head we store for a response: its status line and end-to-end fields.
 pub fn stored_head(resp: &ResponseHead) -> Vec<u8> {
-    let named: Vec<&[u8]> = resp
-        .fields
-        .get_all("connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .collect();
     let mut out = Vec::with_capacity(resp.raw().len());
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(resp.status.to_string().as_bytes());
     out.push(b' ');
     out.extend_from_slice(resp.reason());
     out.extend_from_slice(b"\r\n");
-    for (n, v) in resp.fields.iter() {
-        if is_in(&NOT_STORED, n) || named.iter().any(|c| c.eq_ignore_ascii_case(n)) {
-            continue;
+    for (n, v) in httpx::headers::end_to_end(&resp.fields) {
+        if !is_in(&NOT_STORED, n) {
+            httpx::headers::push_field(&mut out, n, v);
         }
-        httpx::headers::push_field(&mut out, n, v);
     }
     out
 }

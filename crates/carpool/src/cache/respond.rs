@@ -54,17 +54,8 @@ fn tail(out: &mut Vec<u8>, r: &Reply<'_>) {
     push_u64(out, r.age);
     out.extend_from_slice(b"\r\n");
     push_field(out, b"X-Cache", r.x_cache.as_bytes());
-    out.extend_from_slice(match r.version {
-        Version::Http10 => b"Via: 1.0 ",
-        Version::Http11 => b"Via: 1.1 ",
-    });
-    out.extend_from_slice(r.via.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !r.keep {
-        push_field(out, b"Connection", b"close");
-    } else if r.version == Version::Http10 {
-        push_field(out, b"Connection", b"keep-alive");
-    }
+    httpx::headers::push_via(out, r.version, r.via);
+    httpx::headers::push_connection(out, r.keep, r.version);
 }
 
 fn date_if_missing(out: &mut Vec<u8>, m: &Meta) {

@@ -5,19 +5,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use cache_store::{Hit, Key, Tier};
 use carp::RequestUri;
 use httpx::accesslog::Entry;
-use httpx::conn::{Conn, HeadReadError};
-use httpx::error::{error_response, HttpError};
+use httpx::conn::Conn;
+use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
 use httpx::headers::{self};
 use httpx::{RequestHead, Version};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::fill::Role;
@@ -120,71 +117,32 @@ pub(super) enum Next {
     Close,
 }
 
-/// Counts active client connections.
-pub(super) struct ActiveGuard(Arc<Cache>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active_clients.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Serves one client connection until it closes or must be closed.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let cache = w.cache.clone();
-    cache.active_clients.fetch_add(1, Ordering::Relaxed);
-    let _guard = ActiveGuard(cache.clone());
-    let client_ip = crate::server::canonical_ip(peer.ip());
-    let mut client = Conn::new(stream);
-    if cache.active_clients.load(Ordering::Relaxed) > cache.settings.max_client_connections {
-        send_error(
-            &mut client,
-            HttpError::new(503, "too many client connections"),
-            true,
-        )
-        .await;
-        tracing::warn!(client = %client_ip, "refused a client connection: max_client_connections reached");
+    let settings = &cache.settings;
+    let Some(mut conn) = crate::server::ClientConn::admit(
+        stream,
+        peer,
+        &cache.active_clients,
+        settings.max_client_connections,
+        &settings.allow_clients,
+        cache.stop.subscribe(),
+    )
+    .await
+    else {
         return;
-    }
-    let allowed = cache
-        .settings
-        .allow_clients
-        .iter()
-        .any(|n| n.contains(&client_ip));
-    let mut stop = cache.stop.subscribe();
+    };
+    let client_ip = conn.ip;
     let mut rec = Record::new();
-    let mut first = true;
-    loop {
-        let Some(read) =
-            crate::server::next_request(&mut client, &cache.settings.limits, &mut stop, first)
-                .await
-        else {
-            return;
-        };
-        first = false;
-        let head = match read {
-            Ok(h) => h,
-            Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
-            Err(HeadReadError::Timeout) => {
-                let e = HttpError::new(408, "request head not received in time");
-                let bytes = send_error(&mut client, e, true).await;
-                log_bare(&w, client_ip, e, bytes);
-                return;
-            }
-            Err(HeadReadError::Bad(e)) => {
-                let bytes = send_error(&mut client, e, true).await;
-                log_bare(&w, client_ip, e, bytes);
-                tracing::info!(client = %client_ip, status = e.status, reason = e.reason, "bad request");
-                return;
-            }
-        };
+    while let Some(head) = conn.next_head(&settings.limits, &w.log).await {
         rec.reset(&head);
-        let next = if allowed {
-            handle(&w, &mut client, head, client_ip, &mut rec).await
+        let next = if conn.allowed {
+            handle(&w, &mut conn.client, head, client_ip, &mut rec).await
         } else {
             rec.code = "TCP_DENIED";
             reject(
-                &mut client,
+                &mut conn.client,
                 &mut rec,
                 HttpError::new(403, "client address not in allow_clients"),
             )
@@ -197,12 +155,6 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-pub(super) async fn send_error(client: &mut Conn, e: HttpError, close: bool) -> u64 {
-    let resp = error_response(e.status, e.reason, close);
-    let _ = client.stream.write_all(&resp).await;
-    resp.len() as u64
-}
-
 /// Answers with an error and closes the connection.
 pub(super) async fn reject(client: &mut Conn, rec: &mut Record, e: HttpError) -> Next {
     rec.status = e.status;
@@ -210,7 +162,7 @@ pub(super) async fn reject(client: &mut Conn, rec: &mut Record, e: HttpError) ->
     if rec.code == "NONE" && e.status >= 500 {
         rec.code = "TCP_MISS";
     }
-    rec.bytes += send_error(client, e, true).await;
+    rec.bytes += crate::server::send_error(client, e, true).await;
     Next::Close
 }
 
@@ -228,23 +180,6 @@ pub(super) fn log(w: &Worker, client: IpAddr, rec: &Record) {
         peer: if rec.peer.is_empty() { "-" } else { &rec.peer },
         content_type: &rec.content_type,
         reason: rec.reason,
-    });
-}
-
-pub(super) fn log_bare(w: &Worker, client: IpAddr, e: HttpError, bytes: u64) {
-    w.log.borrow_mut().log(&Entry {
-        start: SystemTime::now(),
-        elapsed: std::time::Duration::ZERO,
-        client,
-        code: "NONE",
-        status: e.status,
-        bytes,
-        method: b"-",
-        url: b"error:invalid-request",
-        hierarchy: "HIER_NONE",
-        peer: "-",
-        content_type: b"",
-        reason: e.reason,
     });
 }
 

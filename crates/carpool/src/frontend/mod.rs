@@ -16,7 +16,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use carp::Table;
@@ -54,7 +53,7 @@ pub struct Shared {
     /// Our received-by name, for loop detection.
     pub via_name: String,
     /// Client connections open now.
-    pub active_clients: AtomicUsize,
+    pub active_clients: Arc<AtomicUsize>,
     /// Tells workers and connections to stop (listeners close, idle
     /// keep-alive connections close, in-flight requests finish).
     pub stop: tokio::sync::watch::Sender<bool>,
@@ -134,7 +133,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         settings,
         via: format!("{via_name} (carpool)"),
         via_name,
-        active_clients: AtomicUsize::new(0),
+        active_clients: Arc::new(AtomicUsize::new(0)),
         stop: tokio::sync::watch::channel(false).0,
     });
     tracing::info!(
@@ -187,54 +186,26 @@ fn worker_main(
     listener: std::net::TcpListener,
     sink: Arc<Sink>,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let settings = &shared.settings;
-    let worker = Rc::new(Worker {
-        pool: RefCell::new(Pool::new(
-            shared.parents.len(),
-            settings.parent_idle_connections,
-            settings.parent_idle_timeout,
-        )),
-        log: RefCell::new(Writer::new(sink)),
-        in_use: (0..shared.parents.len())
-            .map(|_| Rc::new(std::cell::Cell::new(0)))
-            .collect(),
-        shared: shared.clone(),
-    });
-    local.block_on(&rt, async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let flusher = worker.clone();
-        tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                flusher.log.borrow_mut().flush();
-            }
-        });
-        let mut stop = worker.shared.stop.subscribe();
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = stop.changed() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(proxy::serve(worker.clone(), stream, peer));
-        }
-        drop(listener);
-        // keep serving the connections in flight until the process exits
-        std::future::pending::<()>().await;
-        Ok(())
-    })
+    let stop = shared.stop.subscribe();
+    crate::server::run_worker(
+        listener,
+        stop,
+        move || {
+            let settings = &shared.settings;
+            Rc::new(Worker {
+                pool: RefCell::new(Pool::new(
+                    shared.parents.len(),
+                    settings.parent_idle_connections,
+                    settings.parent_idle_timeout,
+                )),
+                log: RefCell::new(Writer::new(sink)),
+                in_use: (0..shared.parents.len())
+                    .map(|_| Rc::new(std::cell::Cell::new(0)))
+                    .collect(),
+                shared: shared.clone(),
+            })
+        },
+        |w| w.log.borrow_mut().flush(),
+        proxy::serve,
+    )
 }

@@ -13,8 +13,8 @@ use std::time::{Instant, SystemTime};
 use carp::RequestUri;
 use httpx::accesslog::{Entry, Writer};
 use httpx::body::{self, Out, RelayError};
-use httpx::conn::{Conn, HeadReadError, ResponseReadError};
-use httpx::error::{error_response, HttpError};
+use httpx::conn::{Conn, ResponseReadError};
+use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
 use httpx::headers::{self, Framing};
 use httpx::pool::Pool;
@@ -133,58 +133,29 @@ enum Next {
 /// Serves one client connection until it closes or must be closed.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let shared = w.shared.clone();
-    let _guard = ActiveGuard::enter(&shared);
-    let client_ip = crate::server::canonical_ip(peer.ip());
-    let mut client = Conn::new(stream);
-    if shared.active_clients.load(Ordering::Relaxed) > shared.settings.max_client_connections {
-        send_error(
-            &mut client,
-            HttpError::new(503, "too many client connections"),
-            true,
-        )
-        .await;
-        tracing::warn!(client = %client_ip, "refused a client connection: max_client_connections reached");
+    let settings = &shared.settings;
+    let Some(mut conn) = crate::server::ClientConn::admit(
+        stream,
+        peer,
+        &shared.active_clients,
+        settings.max_client_connections,
+        &settings.allow_clients,
+        shared.stop.subscribe(),
+    )
+    .await
+    else {
         return;
-    }
-    let allowed = shared
-        .settings
-        .allow_clients
-        .iter()
-        .any(|n| n.contains(&client_ip));
-    let mut stop = shared.stop.subscribe();
+    };
+    let client_ip = conn.ip;
     let mut rec = Record::new();
-    let mut first = true;
-    loop {
-        let Some(read) =
-            crate::server::next_request(&mut client, &shared.settings.limits, &mut stop, first)
-                .await
-        else {
-            return;
-        };
-        first = false;
-        let head = match read {
-            Ok(h) => h,
-            Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return,
-            Err(HeadReadError::Timeout) => {
-                let e = HttpError::new(408, "request head not received in time");
-                let bytes = send_error(&mut client, e, true).await;
-                log_bare(&w, client_ip, e, bytes);
-                return;
-            }
-            Err(HeadReadError::Bad(e)) => {
-                let bytes = send_error(&mut client, e, true).await;
-                log_bare(&w, client_ip, e, bytes);
-                tracing::info!(client = %client_ip, status = e.status, reason = e.reason, "bad request");
-                return;
-            }
-        };
+    while let Some(head) = conn.next_head(&settings.limits, &w.log).await {
         rec.reset(&head);
-        let next = if allowed {
-            handle(&w, &mut client, head, client_ip, &mut rec).await
+        let next = if conn.allowed {
+            handle(&w, &mut conn.client, head, client_ip, &mut rec).await
         } else {
             rec.code = "TCP_DENIED";
             reject(
-                &mut client,
+                &mut conn.client,
                 &mut rec,
                 HttpError::new(403, "client address not in allow_clients"),
             )
@@ -197,28 +168,6 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// Counts active client connections.
-struct ActiveGuard(Arc<Shared>);
-
-impl ActiveGuard {
-    fn enter(shared: &Arc<Shared>) -> Self {
-        shared.active_clients.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(shared.clone())
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active_clients.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn send_error(client: &mut Conn, e: HttpError, close: bool) -> u64 {
-    let resp = error_response(e.status, e.reason, close);
-    let _ = client.stream.write_all(&resp).await;
-    resp.len() as u64
-}
-
 /// Answers with an error and closes the connection (the request's body, if
 /// any, was not read, so the connection cannot be reused).
 async fn reject(client: &mut Conn, rec: &mut Record, e: HttpError) -> Next {
@@ -227,7 +176,7 @@ async fn reject(client: &mut Conn, rec: &mut Record, e: HttpError) -> Next {
     if rec.code == "TCP_MISS" {
         rec.code = "NONE";
     }
-    rec.bytes += send_error(client, e, true).await;
+    rec.bytes += crate::server::send_error(client, e, true).await;
     Next::Close
 }
 
@@ -251,23 +200,6 @@ fn log(w: &Worker, client: IpAddr, rec: &Record) {
         peer,
         content_type: &rec.content_type,
         reason: rec.reason,
-    });
-}
-
-fn log_bare(w: &Worker, client: IpAddr, e: HttpError, bytes: u64) {
-    w.log.borrow_mut().log(&Entry {
-        start: SystemTime::now(),
-        elapsed: std::time::Duration::ZERO,
-        client,
-        code: "NONE",
-        status: e.status,
-        bytes,
-        method: b"-",
-        url: b"error:invalid-request",
-        hierarchy: "HIER_NONE",
-        peer: "-",
-        content_type: b"",
-        reason: e.reason,
     });
 }
 
@@ -755,28 +687,7 @@ async fn respond(
         Ok(l) => l,
         Err(e) => return reject(client, rec, e).await,
     };
-    let client_http11 = req.version == Version::Http11;
-    let (framing, out_mode) = match len {
-        BodyLen::Empty => {
-            // HEAD and 304 keep the parent's Content-Length as information.
-            let cl = resp
-                .fields
-                .get("content-length")
-                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
-            match cl {
-                Some(n) if req.method() == b"HEAD" || resp.status == 304 => {
-                    (Framing::Length(n), Out::Same)
-                }
-                _ if resp.status == 204 || resp.status == 304 => (Framing::None, Out::Same),
-                _ => (Framing::Length(0), Out::Same),
-            }
-        }
-        BodyLen::Length(n) => (Framing::Length(n), Out::Same),
-        BodyLen::Chunked if client_http11 => (Framing::Chunked, Out::Same),
-        BodyLen::Chunked => (Framing::Close, Out::Dechunked),
-        BodyLen::UntilClose if client_http11 => (Framing::Chunked, Out::Chunked),
-        BodyLen::UntilClose => (Framing::Close, Out::Same),
-    };
+    let (framing, out_mode) = body::client_framing(req, &resp, len);
     let keep = crate::server::keep_client(&w.shared.stop, req) && framing != Framing::Close;
     let mut out = rec.head_buffer();
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
