@@ -377,15 +377,43 @@ pub(super) async fn fill_body(
     leader: Leader,
 ) {
     let idle = w.cache.settings.body_idle_timeout;
+    let on_disk = w.cache.settings.dir.is_some();
     let mut dec = Decoder::new(len);
     loop {
         match dec.next(&mut conn, idle).await {
             Ok(Some(piece)) => {
-                if let Err(e) = writer.append(&piece) {
+                let appended = if on_disk {
+                    // off the event loop: a slow or throttled disk stalls
+                    // this fill only, not the worker's other connections
+                    match tokio::task::spawn_blocking(move || {
+                        let r = writer.append(&piece);
+                        (writer, r)
+                    })
+                    .await
+                    {
+                        Ok((wr, r)) => {
+                            writer = wr;
+                            r
+                        }
+                        Err(_) => {
+                            leader.end(End::Failed);
+                            return;
+                        }
+                    }
+                } else {
+                    writer.append(&piece)
+                };
+                if let Err(e) = appended {
                     tracing::warn!(error = %e, "storing an object failed");
                     writer.abort();
                     leader.end(End::Failed);
                     return;
+                }
+                if dec.is_done() {
+                    // the last bytes are announced once the object is
+                    // published: a client that has the whole body finds
+                    // the object stored when it asks again
+                    break;
                 }
                 leader.progress(writer.written());
             }
@@ -398,10 +426,19 @@ pub(super) async fn fill_body(
             }
         }
     }
-    if let Err(e) = writer.finish() {
+    let written = writer.written();
+    let finished = if on_disk {
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap_or(Ok(()))
+    } else {
+        writer.finish()
+    };
+    if let Err(e) = finished {
         // the followers have every byte already; only later hits are lost
         tracing::warn!(error = %e, "publishing a stored object failed");
     }
+    leader.progress(written);
     leader.end(End::Complete);
     if keep_origin {
         w.pools.borrow_mut().put(&hop, conn);
