@@ -537,3 +537,63 @@ fn memory_only_cache_stores_small_objects_and_passes_big_ones() {
     assert_eq!(o.count("/bigmem"), 2);
     assert_eq!(o.count("/small"), 1);
 }
+
+#[test]
+fn a_late_joiner_streams_from_what_is_stored_so_far() {
+    let o = Origin::start();
+    let c = Cache::start("latejoin", &[]);
+    // the origin sends half the body, then pauses 1.5 s before the rest
+    let url = o.url("/lj?size=300000&cc=max-age%3D60&pause=1500");
+    let mut first = c.connect();
+    write!(
+        first,
+        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = [0u8; 1024];
+    assert!(first.read(&mut got).unwrap() > 0);
+    // the first client has bytes: the fill is under way. A second client
+    // for the same URL joins it and gets the first half at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let mut late = c.connect();
+    write!(
+        late,
+        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(late.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut body_start = vec![0u8; 100_000];
+    reader.read_exact(&mut body_start).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "the joiner must get what is stored before the origin resumes ({:?})",
+        t0.elapsed()
+    );
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    let mut body = body_start;
+    body.extend_from_slice(&rest);
+    let want = expected("/lj", 1, 300_000);
+    assert!(
+        body == want,
+        "the late joiner's body differs ({} bytes)\n{head}",
+        body.len()
+    );
+    let mut _drain = Vec::new();
+    first.read_to_end(&mut _drain).unwrap();
+    assert_eq!(
+        o.count("/lj"),
+        1,
+        "the joiner did not make its own origin request"
+    );
+}
