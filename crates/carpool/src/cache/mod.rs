@@ -67,13 +67,10 @@ pub struct Worker {
 
 /// Opens the store and runs the cache until SIGTERM or SIGINT.
 pub fn run(settings: CacheSettings) -> Result<()> {
-    let upstream = match &settings.upstream_proxy {
-        None => None,
-        Some(p) => Some(
-            split_host_port(p)
-                .with_context(|| format!("upstream_proxy {p:?}: expected host:port"))?,
-        ),
-    };
+    let upstream = settings
+        .upstream_proxy
+        .as_ref()
+        .map(|hp| (hp.host.clone(), hp.port));
     let mut settings = settings;
     let mem_bytes = settings.mem.memory(1);
     if settings.dir.is_none() {
@@ -168,16 +165,6 @@ pub fn run(settings: CacheSettings) -> Result<()> {
     r
 }
 
-/// `host:port` (or `[v6]:port`) split in two.
-fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (h, p) = s.trim().rsplit_once(':')?;
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    if h.is_empty() {
-        return None;
-    }
-    Some((h.to_string(), p.parse().ok().filter(|&p| p > 0)?))
-}
-
 fn worker_main(cache: Arc<Cache>, listener: std::net::TcpListener, sink: Arc<Sink>) -> Result<()> {
     let stop = cache.stop.subscribe();
     crate::server::run_worker(
@@ -186,6 +173,7 @@ fn worker_main(cache: Arc<Cache>, listener: std::net::TcpListener, sink: Arc<Sin
         move || {
             Rc::new(Worker {
                 pools: RefCell::new(origin::Pools::new(
+                    origin::MAX_POOLED_ORIGINS,
                     cache.settings.origin_idle_connections,
                     cache.settings.origin_idle_timeout,
                 )),

@@ -3,9 +3,8 @@
 //! `Host`, or absolute-form to a configured upstream proxy), and reading the
 //! response head within the first-byte timeout.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use carp::RequestUri;
 use httpx::conn::{Conn, ResponseReadError};
@@ -16,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Most distinct origins one worker keeps idle connections for.
-const MAX_POOLED_ORIGINS: usize = 4096;
+pub const MAX_POOLED_ORIGINS: usize = 4096;
 /// Largest response head accepted from an origin.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -67,56 +66,8 @@ impl Hop {
     }
 }
 
-/// Idle origin connections of one worker.
-pub struct Pools {
-    idle: HashMap<Hop, VecDeque<(Conn, Instant)>>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-impl Pools {
-    /// Empty pools.
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
-        Pools {
-            idle: HashMap::new(),
-            max_idle,
-            idle_timeout,
-        }
-    }
-
-    /// An idle connection to `hop`, if one is still open.
-    pub fn take(&mut self, hop: &Hop) -> Option<Conn> {
-        let q = self.idle.get_mut(hop)?;
-        while let Some((conn, since)) = q.pop_back() {
-            if since.elapsed() < self.idle_timeout && httpx::pool::looks_open(&conn) {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose exchange ended cleanly.
-    pub fn put(&mut self, hop: &Hop, conn: Conn) {
-        if !conn.rbuf.is_empty() || self.max_idle == 0 {
-            return;
-        }
-        if !self.idle.contains_key(hop) && self.idle.len() >= MAX_POOLED_ORIGINS {
-            let timeout = self.idle_timeout;
-            self.idle.retain(|_, q| {
-                q.retain(|(_, t)| t.elapsed() < timeout);
-                !q.is_empty()
-            });
-            if self.idle.len() >= MAX_POOLED_ORIGINS {
-                return;
-            }
-        }
-        let q = self.idle.entry(hop.clone()).or_default();
-        if q.len() >= self.max_idle {
-            q.pop_front();
-        }
-        q.push_back((conn, Instant::now()));
-    }
-}
+/// Idle origin connections of one worker, by hop.
+pub type Pools = httpx::pool::KeyedPool<Hop>;
 
 /// Timeouts of an origin exchange.
 #[derive(Clone, Copy, Debug)]

@@ -165,7 +165,7 @@ pub struct CacheSettings {
     /// Ports CONNECT may reach; others get 403.
     pub connect_ports: Vec<u16>,
     /// Misses go through this HTTP proxy instead of straight to the origin.
-    pub upstream_proxy: Option<String>,
+    pub upstream_proxy: Option<HostPort>,
     /// Name in our `Via` entries; default: host name and port.
     pub visible_hostname: Option<String>,
     /// Access log file (none: no access log).
@@ -188,6 +188,33 @@ pub struct CacheSettings {
     pub origin_idle_timeout: Duration,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_timeout: Duration,
+}
+
+/// A `host:port` (`[v6]:port` too), checked when the config is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address (without brackets).
+    pub host: String,
+    /// Port (1..65535).
+    pub port: u16,
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not HOST:PORT");
+        let (h, p) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let host = h.trim_start_matches('[').trim_end_matches(']');
+        let port = p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Loopback only: the default `allow_clients` and `purge_clients` of a cache.
@@ -349,7 +376,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, HostPort};
 
     #[test]
     fn sizes() {
@@ -361,5 +388,14 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("-1M").is_err());
         assert!(parse_size("3X").is_err());
+    }
+
+    #[test]
+    fn host_ports() {
+        let hp: HostPort = "[::1]:3128".parse().unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("::1", 3128));
+        assert!("proxy:0".parse::<HostPort>().is_err());
+        assert!(":80".parse::<HostPort>().is_err());
+        assert!("proxy".parse::<HostPort>().is_err());
     }
 }

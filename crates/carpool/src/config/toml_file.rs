@@ -346,18 +346,11 @@ fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, Conf
         s.connect_ports = ports(list, "connect_ports", err)?;
     }
     if let Some(v) = &c.upstream_proxy {
-        let t = v.get_ref();
-        if !t
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
-        {
-            return Err(err(
-                v.span(),
-                "upstream_proxy",
-                format!("{t:?} is not HOST:PORT"),
-            ));
-        }
-        s.upstream_proxy = Some(t.clone());
+        s.upstream_proxy = Some(
+            v.get_ref()
+                .parse()
+                .map_err(|e| err(v.span(), "upstream_proxy", e))?,
+        );
     }
     s.visible_hostname = c.visible_hostname.as_ref().map(|v| v.get_ref().clone());
     s.access_log = c.access_log.as_ref().map(|v| v.get_ref().into());
