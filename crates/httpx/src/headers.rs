@@ -185,6 +185,21 @@ pub fn write_response_head(
     keep_alive: bool,
     client: Version,
 ) {
+    write_response_head_with(out, head, framing, via, keep_alive, client, &[]);
+}
+
+/// As [`write_response_head`], with fields this hop sets itself: `own`
+/// (name, value) pairs replace any the upstream sent under those names
+/// (a cache's `X-Cache` over its upstream's).
+pub fn write_response_head_with(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    framing: Framing,
+    via: &str,
+    keep_alive: bool,
+    client: Version,
+    own: &[(&str, &[u8])],
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, head.status as u64);
     out.push(b' ');
@@ -197,10 +212,18 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
     let conn = connection_tokens(&head.fields);
     for (name, value) in head.fields.iter() {
-        if dropped(name, &conn) || name.eq_ignore_ascii_case(b"content-length") {
+        if dropped(name, &conn)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || own
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
             continue;
         }
         push_field(out, name, value);
+    }
+    for (n, v) in own {
+        push_field(out, n.as_bytes(), v);
     }
     push_via(out, head.version, via);
     match framing {
@@ -341,6 +364,32 @@ mod tests {
         assert_eq!(
             text,
             "GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nAccept: */*\r\nVia: 1.1 fe:3128 (carpool)\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn own_fields_replace_the_upstream_ones() {
+        let mut b = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nX-Cache: MISS from up\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let h = crate::head::parse_response(&mut b, 64 * 1024)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        write_response_head_with(
+            &mut out,
+            &h,
+            Framing::Length(0),
+            "c1 (carpool)",
+            true,
+            Version::Http11,
+            &[("X-Cache", b"HIT")],
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("X-Cache").count(), 1, "{text}");
+        assert!(
+            text.contains("X-Cache: HIT\r\n") && text.contains("ETag: \"e\""),
+            "{text}"
         );
     }
 

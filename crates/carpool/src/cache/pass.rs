@@ -215,13 +215,16 @@ pub(super) async fn relay_response(
     let (framing, out_mode) = body::client_framing(req, &resp, len);
     let keep = crate::server::keep_client(&w.cache.stop, req) && framing != RespFraming::Close;
     let mut out = rec.head_buffer();
-    headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
-    // an upstream cache's X-Cache is replaced by ours, before the blank line
-    // that ends the head
-    out.truncate(out.len() - 2);
-    drop_field(&mut out, b"x-cache");
-    headers::push_field(&mut out, b"X-Cache", x_cache.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // an upstream cache's X-Cache is replaced by ours
+    headers::write_response_head_with(
+        &mut out,
+        &resp,
+        framing,
+        via,
+        keep,
+        req.version,
+        &[("X-Cache", x_cache.as_bytes())],
+    );
     let written = client.stream.write_all(&out).await;
     rec.bytes += out.len() as u64;
     rec.keep_buffer(out);
@@ -254,20 +257,6 @@ pub(super) async fn relay_response(
     } else {
         Next::Close
     }
-}
-
-/// Removes the `name:` lines from a head being written (no final CRLF yet).
-pub(super) fn drop_field(out: &mut Vec<u8>, name: &[u8]) {
-    let mut kept = Vec::with_capacity(out.len());
-    for line in out.split_inclusive(|&b| b == b'\n') {
-        let is_it = line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && line[name.len()] == b':';
-        if !is_it {
-            kept.extend_from_slice(line);
-        }
-    }
-    *out = kept;
 }
 
 /// PURGE: removes the URL's stored object (and with a `Vary` marker, every
