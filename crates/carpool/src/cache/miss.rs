@@ -118,16 +118,14 @@ pub(super) async fn start_fill(
                     Verdict::Pass(_) => None,
                 },
             );
-        let key = Key::of(&found.key);
+        let skey = found.key(uri.effective());
+        let key = Key::of(skey);
         let m2 = match refreshed {
             Some(n) => {
                 let version = found.object.as_ref().map_or(0, |(h, _)| h.version);
                 // only the version we revalidated: a newer object stored
                 // meanwhile keeps its own headers
-                match cache
-                    .store
-                    .update_meta_if(key, &found.key, version, &n.encode())
-                {
+                match cache.store.update_meta_if(key, skey, version, &n.encode()) {
                     Ok(true) => {}
                     Ok(false) => tracing::debug!("stored object replaced during revalidation"),
                     Err(e) => tracing::warn!(error = %e, "cannot refresh a stored record"),
@@ -135,7 +133,7 @@ pub(super) async fn start_fill(
                 n
             }
             None => {
-                cache.store.remove(key, &found.key);
+                cache.store.remove(key, skey);
                 m.clone()
             }
         };
@@ -169,7 +167,8 @@ pub(super) async fn start_fill(
             tracing::debug!(url = %String::from_utf8_lossy(uri.effective()), why, "not stored");
             leader.end(End::Pass);
             if found.object.is_some() {
-                cache.store.remove(Key::of(&found.key), &found.key);
+                let skey = found.key(uri.effective());
+                cache.store.remove(Key::of(skey), skey);
             }
             return Filled::Pass(resp, len);
         }
@@ -324,7 +323,7 @@ pub(super) fn refresh_in_background(
     found: Found,
     client_ip: IpAddr,
 ) {
-    let Role::Lead(leader) = w.cache.inflight.claim(&found.key) else {
+    let Role::Lead(leader) = w.cache.inflight.claim(found.key(uri.effective())) else {
         return; // a fill of this key is already running
     };
     let (w, head, uri) = (w.clone(), head.clone(), uri.clone());

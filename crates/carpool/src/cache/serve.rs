@@ -276,17 +276,25 @@ pub(super) fn timeouts(cache: &Cache) -> Timeouts {
 
 /// What the lookup found for a request.
 pub(super) struct Found {
-    /// The key the object lives (or would live) under.
-    pub(super) key: Vec<u8>,
+    /// The variant's key when the URL has a `Vary` marker (else the object
+    /// lives under the URL's own key: see [`Found::key`]).
+    pub(super) variant: Option<Vec<u8>>,
     /// The URL's `Vary` marker (fields, nonce), when it has one.
     pub(super) vary: Option<(Vec<String>, u64)>,
     /// The stored object.
     pub(super) object: Option<(Hit, Meta)>,
 }
 
+impl Found {
+    /// The key the object lives (or would live) under; `base` is the URL's.
+    pub(super) fn key<'a>(&'a self, base: &'a [u8]) -> &'a [u8] {
+        self.variant.as_deref().unwrap_or(base)
+    }
+}
+
 pub(super) fn lookup(cache: &Cache, base: &[u8], head: &RequestHead) -> Found {
     let mut found = Found {
-        key: base.to_vec(),
+        variant: None,
         vary: None,
         object: None,
     };
@@ -302,7 +310,7 @@ pub(super) fn lookup(cache: &Cache, base: &[u8], head: &RequestHead) -> Found {
                     found.object = Some((h, m));
                 }
             }
-            found.key = key;
+            found.variant = Some(key);
             found.vary = Some((names, nonce));
         }
         None => {
@@ -377,7 +385,7 @@ pub(super) async fn cached(
             )
             .await;
         }
-        match cache.inflight.claim(&found.key) {
+        match cache.inflight.claim(found.key(base)) {
             Role::Lead(leader) => {
                 return lead(w, client, head, uri, found, leader, client_ip, rec).await;
             }
