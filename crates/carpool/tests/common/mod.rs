@@ -35,8 +35,56 @@ pub struct Parent {
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
     pub last_head: Arc<Mutex<String>>,
+    server: TestServer,
+}
+
+/// A thread-per-connection server on 127.0.0.1 that can be killed like a
+/// crashed process (listener gone, open connections cut).
+pub struct TestServer {
+    pub port: u16,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl TestServer {
+    /// Listens on `port` (0: any) and runs `handle` on a thread per connection.
+    pub fn start(port: u16, handle: impl Fn(TcpStream) + Send + Sync + 'static) -> TestServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind test server");
+        let server = TestServer {
+            port: listener.local_addr().unwrap().port(),
+            stop: Arc::default(),
+            open: Arc::default(),
+        };
+        let (stop, open, handle) = (server.stop.clone(), server.open.clone(), Arc::new(handle));
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                if let Ok(c) = s.try_clone() {
+                    open.lock().unwrap().push(c);
+                }
+                let handle = handle.clone();
+                std::thread::spawn(move || handle(s));
+            }
+        });
+        server
+    }
+
+    /// Stops listening and cuts every open connection; returns once the
+    /// port refuses connections.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Parent {
@@ -45,54 +93,32 @@ impl Parent {
     }
 
     pub fn start_on(name: &str, port: u16) -> Parent {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind parent");
-        let port = listener.local_addr().unwrap().port();
-        let p = Parent {
-            name: name.to_string(),
-            port,
-            connections: Arc::default(),
-            requests: Arc::default(),
-            last_head: Arc::default(),
-            stop: Arc::default(),
-            open: Arc::default(),
-        };
-        let (name, conns, reqs, last, stop, open) = (
-            p.name.clone(),
-            p.connections.clone(),
-            p.requests.clone(),
-            p.last_head.clone(),
-            p.stop.clone(),
-            p.open.clone(),
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let requests: Arc<AtomicUsize> = Arc::default();
+        let last_head: Arc<Mutex<String>> = Arc::default();
+        let (n, conns, reqs, last) = (
+            name.to_string(),
+            connections.clone(),
+            requests.clone(),
+            last_head.clone(),
         );
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(s) = s else { continue };
-                conns.fetch_add(1, Ordering::SeqCst);
-                if let Ok(c) = s.try_clone() {
-                    open.lock().unwrap().push(c);
-                }
-                let (name, reqs, last) = (name.clone(), reqs.clone(), last.clone());
-                std::thread::spawn(move || serve_parent(s, &name, &reqs, &last));
-            }
+        let server = TestServer::start(port, move |s| {
+            conns.fetch_add(1, Ordering::SeqCst);
+            serve_parent(s, &n, &reqs, &last)
         });
-        p
+        Parent {
+            name: name.to_string(),
+            port: server.port,
+            connections,
+            requests,
+            last_head,
+            server,
+        }
     }
 
     /// Stops listening and cuts every open connection (a killed parent).
     pub fn kill(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
-        for c in self.open.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        // wait until the port is really free
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.server.kill();
     }
 }
 

@@ -14,8 +14,8 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,46 +36,25 @@ pub struct Origin {
     /// Every request head, in order.
     pub heads: Arc<Mutex<Vec<String>>>,
     pub total: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    server: super::TestServer,
 }
 
 impl Origin {
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
-        let port = listener.local_addr().unwrap().port();
-        let o = Origin {
-            port,
-            version: Arc::new(AtomicU32::new(1)),
-            hits: Arc::default(),
-            heads: Arc::default(),
-            total: Arc::default(),
-            stop: Arc::default(),
-            open: Arc::default(),
-        };
-        let (version, hits, heads, total, stop, open) = (
-            o.version.clone(),
-            o.hits.clone(),
-            o.heads.clone(),
-            o.total.clone(),
-            o.stop.clone(),
-            o.open.clone(),
-        );
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(s) = s else { continue };
-                if let Ok(c) = s.try_clone() {
-                    open.lock().unwrap().push(c);
-                }
-                let (version, hits, heads, total) =
-                    (version.clone(), hits.clone(), heads.clone(), total.clone());
-                std::thread::spawn(move || serve(s, &version, &hits, &heads, &total));
-            }
-        });
-        o
+        let version = Arc::new(AtomicU32::new(1));
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let total: Arc<AtomicUsize> = Arc::default();
+        let (v, h, hd, t) = (version.clone(), hits.clone(), heads.clone(), total.clone());
+        let server = super::TestServer::start(0, move |s| serve(s, &v, &h, &hd, &t));
+        Origin {
+            port: server.port,
+            version,
+            hits,
+            heads,
+            total,
+            server,
+        }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
@@ -111,11 +90,7 @@ impl Origin {
 
     /// Stops listening and cuts open connections.
     pub fn kill(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        for c in self.open.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.server.kill();
     }
 }
 
