@@ -23,19 +23,47 @@ pub enum Numeric {
 /// brackets): the canonical text of a numeric address, or `None` to keep the
 /// host as it is (a name, or an unspecified address).
 pub fn canonical_host(host: &[u8]) -> Option<String> {
-    let n = parse_numeric(host)?;
-    match n {
+    let mut out = Vec::new();
+    push_numeric(&mut out, canonical_numeric(host)?);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The address Squid prints in place of `host` (see [`canonical_host`]):
+/// `None` for a name or an unspecified address. An IPv4-mapped IPv6
+/// address comes back as IPv4.
+pub fn canonical_numeric(host: &[u8]) -> Option<Numeric> {
+    match parse_numeric(host)? {
         Numeric::V4(a) if a == [0; 4] => None,
-        Numeric::V4(a) => Some(format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])),
         Numeric::V6(a) if a == [0; 16] => None,
-        Numeric::V6(a) => {
-            if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
-                if a[12..] == [0; 4] {
-                    return None; // ::ffff:0.0.0.0 counts as "any" too
+        Numeric::V6(a) if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff => {
+            // ::ffff:0.0.0.0 counts as "any" too
+            (a[12..] != [0; 4]).then_some(Numeric::V4([a[12], a[13], a[14], a[15]]))
+        }
+        n => Some(n),
+    }
+}
+
+/// Appends the canonical text of `n`: dotted quad, or bracketed IPv6.
+pub fn push_numeric(out: &mut Vec<u8>, n: Numeric) {
+    match n {
+        Numeric::V4(a) => {
+            for (i, &b) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
                 }
-                return Some(format!("{}.{}.{}.{}", a[12], a[13], a[14], a[15]));
+                if b >= 100 {
+                    out.push(b'0' + b / 100);
+                }
+                if b >= 10 {
+                    out.push(b'0' + b / 10 % 10);
+                }
+                out.push(b'0' + b % 10);
             }
-            Some(format!("[{}]", ntop6(&a)))
+        }
+        Numeric::V6(a) => {
+            out.push(b'[');
+            out.extend_from_slice(ntop6(&a).as_bytes());
+            out.push(b']');
         }
     }
 }

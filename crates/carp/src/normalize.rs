@@ -757,9 +757,9 @@ fn push_host(text: &mut Vec<u8>, host: &[u8]) -> Result<(), &'static str> {
         [b'[', inner @ .., _] => inner,
         _ => h,
     };
-    if let Some(c) = ip::canonical_host(probe) {
+    if let Some(n) = ip::canonical_numeric(probe) {
         text.truncate(h0);
-        text.extend_from_slice(c.as_bytes());
+        ip::push_numeric(text, n);
     } else if text.len() - h0 > MAX_HOST_LEN {
         text.truncate(h0 + MAX_HOST_LEN);
     }
