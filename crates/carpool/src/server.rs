@@ -158,7 +158,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub fn run_worker<W: 'static, Fut: Future<Output = ()> + 'static>(
     listener: std::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    make: impl FnOnce() -> Rc<W>,
+    make: impl FnOnce(Rc<LocalStop>) -> Rc<W>,
     flush: fn(&W),
     serve: fn(Rc<W>, tokio::net::TcpStream, SocketAddr) -> Fut,
 ) -> Result<()> {
@@ -166,7 +166,8 @@ pub fn run_worker<W: 'static, Fut: Future<Output = ()> + 'static>(
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let worker = make();
+    let local_stop = Rc::new(LocalStop::default());
+    let worker = make(local_stop.clone());
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let flusher = worker.clone();
@@ -194,6 +195,7 @@ pub fn run_worker<W: 'static, Fut: Future<Output = ()> + 'static>(
             }
         }
         drop(listener);
+        local_stop.stop();
         std::future::pending::<()>().await;
         Ok(())
     })
@@ -211,36 +213,129 @@ pub const STOP_GRACE: Duration = Duration::from_millis(500);
 pub async fn next_request(
     client: &mut httpx::conn::Conn,
     limits: &httpx::Limits,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
+    stop: &StopWaiter,
     first: bool,
 ) -> Option<Result<httpx::RequestHead, httpx::conn::HeadReadError>> {
-    loop {
-        if *stop.borrow() {
-            let wait = if first {
-                limits.header_timeout
-            } else {
-                STOP_GRACE
-            };
-            return tokio::time::timeout(wait, client.read_request_head(limits))
-                .await
-                .ok();
-        }
+    if !stop.is_stopping() {
         tokio::select! {
+            biased;
             r = client.read_request_head(limits) => return Some(r),
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    // nobody can tell us to stop any more
-                    return Some(client.read_request_head(limits).await);
-                }
-            }
+            () = stop.stopping() => {}
         }
     }
+    let wait = if first {
+        limits.header_timeout
+    } else {
+        STOP_GRACE
+    };
+    tokio::time::timeout(wait, client.read_request_head(limits))
+        .await
+        .ok()
 }
 
 /// Keep the client connection after this exchange? Never once the server
 /// is stopping: the answer then says `Connection: close`.
-pub fn keep_client(stop: &tokio::sync::watch::Sender<bool>, head: &httpx::RequestHead) -> bool {
-    !*stop.borrow() && httpx::headers::client_keep_alive(head)
+pub fn keep_client(stop: &LocalStop, head: &httpx::RequestHead) -> bool {
+    !stop.is_stopping() && httpx::headers::client_keep_alive(head)
+}
+
+/// One worker thread's "the server is stopping": set by the worker's accept
+/// loop when the process stops, read by every connection of the worker
+/// after each request, and awaited by those waiting for their next one.
+/// Single-threaded: a flag and the wakers of the waiting connections, with
+/// no lock or atomic on the per-request path.
+#[derive(Default)]
+pub struct LocalStop {
+    stopping: std::cell::Cell<bool>,
+    waiters: std::cell::RefCell<Waiters>,
+}
+
+/// Wakers of the connections waiting for a stop, by slot.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<std::task::Waker>>,
+    free: Vec<usize>,
+}
+
+impl LocalStop {
+    /// True once the server is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Marks the server as stopping and wakes every waiter.
+    fn stop(&self) {
+        self.stopping.set(true);
+        let wakers: Vec<_> = self
+            .waiters
+            .borrow_mut()
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        wakers.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// A waiter for one connection (its slot is kept across requests).
+    pub fn waiter(self: &Rc<Self>) -> StopWaiter {
+        StopWaiter {
+            stop: self.clone(),
+            slot: std::cell::Cell::new(None),
+        }
+    }
+}
+
+/// One connection's wait for [`LocalStop`].
+pub struct StopWaiter {
+    stop: Rc<LocalStop>,
+    slot: std::cell::Cell<Option<usize>>,
+}
+
+impl StopWaiter {
+    /// True once the server is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_stopping()
+    }
+
+    /// Resolves when the server starts stopping.
+    pub async fn stopping(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stop.is_stopping() {
+                return std::task::Poll::Ready(());
+            }
+            let mut w = self.stop.waiters.borrow_mut();
+            let slot = match self.slot.get() {
+                Some(i) => i,
+                None => {
+                    let i = match w.free.pop() {
+                        Some(i) => i,
+                        None => {
+                            w.slots.push(None);
+                            w.slots.len() - 1
+                        }
+                    };
+                    self.slot.set(Some(i));
+                    i
+                }
+            };
+            match &mut w.slots[slot] {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                s => *s = Some(cx.waker().clone()),
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for StopWaiter {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.get() {
+            let mut w = self.stop.waiters.borrow_mut();
+            w.slots[i] = None;
+            w.free.push(i);
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 client addresses compare as IPv4 against allow lists.
@@ -286,7 +381,7 @@ pub struct ClientConn {
     pub ip: IpAddr,
     /// Whether `allow_clients` lets it use the server.
     pub allowed: bool,
-    stop: tokio::sync::watch::Receiver<bool>,
+    stop: StopWaiter,
     first: bool,
     _guard: ActiveGuard,
 }
@@ -300,7 +395,7 @@ impl ClientConn {
         active: &std::sync::Arc<AtomicUsize>,
         max_connections: usize,
         allow: &[ipnet::IpNet],
-        stop: tokio::sync::watch::Receiver<bool>,
+        stop: &Rc<LocalStop>,
     ) -> Option<ClientConn> {
         let guard = ActiveGuard::enter(active);
         let ip = canonical_ip(peer.ip());
@@ -319,7 +414,7 @@ impl ClientConn {
             client,
             ip,
             allowed: allow.iter().any(|n| n.contains(&ip)),
-            stop,
+            stop: stop.waiter(),
             first: true,
             _guard: guard,
         })
@@ -336,7 +431,7 @@ impl ClientConn {
     ) -> Option<httpx::RequestHead> {
         use httpx::conn::HeadReadError;
         let first = std::mem::replace(&mut self.first, false);
-        let read = next_request(&mut self.client, limits, &mut self.stop, first).await?;
+        let read = next_request(&mut self.client, limits, &self.stop, first).await?;
         let e = match read {
             Ok(h) => return Some(h),
             Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return None,

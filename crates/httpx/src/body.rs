@@ -6,7 +6,8 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Buf;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::chunked::{ChunkError, ChunkedChecker};
@@ -72,10 +73,10 @@ async fn write_all<W: AsyncWrite + Unpin>(
 }
 
 async fn fill(src: &mut Conn, idle: Duration) -> Result<usize, RelayError> {
-    match timeout(idle, src.read_more()).await {
-        Err(_) => Err(RelayError::SourceIdle),
-        Ok(Err(e)) => Err(RelayError::Source(e)),
-        Ok(Ok(n)) => Ok(n),
+    match src.read_more_by(tokio::time::Instant::now() + idle).await {
+        None => Err(RelayError::SourceIdle),
+        Some(Err(e)) => Err(RelayError::Source(e)),
+        Some(Ok(n)) => Ok(n),
     }
 }
 
@@ -89,25 +90,29 @@ pub async fn fill_to(src: &mut Conn, n: usize, idle: Duration) -> Result<(), Rel
     Ok(())
 }
 
-/// Writes `a` then `b` with as few `writev` calls as the socket allows.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    dst: &mut W,
-    a: &[u8],
-    b: &[u8],
-) -> io::Result<()> {
+/// Writes `a` then `b` with as few calls as the socket allows: `sendmsg`
+/// with both pieces (no copy), not `writev`, whose trip through the file
+/// layer (permission and fsnotify hooks) costs more per call on a socket.
+pub async fn write_all_vectored(dst: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let sock = socket2::SockRef::from(dst);
     let mut done = 0usize;
     let total = a.len() + b.len();
     while done < total {
-        let n = if done < a.len() {
-            let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
-            dst.write_vectored(&bufs).await?
-        } else {
-            dst.write(&b[done - a.len()..]).await?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        let sent = dst.try_io(Interest::WRITABLE, || {
+            if done < a.len() {
+                let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
+                sock.send_vectored_with_flags(&bufs, libc::MSG_NOSIGNAL)
+            } else {
+                sock.send_with_flags(&b[done - a.len()..], libc::MSG_NOSIGNAL)
+            }
+        });
+        match sent {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        done += n;
     }
     Ok(())
 }

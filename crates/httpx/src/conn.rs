@@ -3,12 +3,13 @@
 //! for the next reader.
 
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::error::HttpError;
 use crate::head::{self, Limits, RequestHead, ResponseHead};
@@ -25,6 +26,8 @@ pub struct Conn {
     pub rbuf: BytesMut,
     /// The socket's SO_RCVLOWAT as last set (1: the kernel default).
     lowat: usize,
+    /// The one timer of this connection's timed reads (made on first use).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why no request head could be read.
@@ -47,6 +50,7 @@ impl Conn {
             stream,
             rbuf: BytesMut::with_capacity(8 * 1024),
             lowat: 1,
+            timer: None,
         }
     }
 
@@ -67,11 +71,43 @@ impl Conn {
 
     /// Reads once more into the buffer; `Ok(0)` means end of stream.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf
-                .reserve(READ_CHUNK.max(self.rbuf.len()).min(READ_CHUNK));
-        }
+        self.make_room();
         self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// As [`Conn::read_more`], giving up at `deadline` (`None`).
+    ///
+    /// The connection keeps one timer for all its reads and moves its
+    /// deadline on: pushing a registered timer later is a store, while a
+    /// fresh `timeout()` per read registers and removes a timer each time.
+    pub async fn read_more_by(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
+        self.make_room();
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(sleep_until(deadline))),
+        };
+        tokio::select! {
+            biased;
+            r = self.stream.read_buf(&mut self.rbuf) => Some(r),
+            () = timer.as_mut() => None,
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.rbuf.is_empty() {
+            // Everything read was consumed: read into the start of the buffer
+            // again rather than further on. Each message then lands in the
+            // same (cache-hot) memory instead of walking through all of it.
+            let _ = self.rbuf.try_reclaim(self.rbuf.capacity() + 1);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
     }
 
     /// Reads the next request head. Waits up to `idle_timeout` for its first
@@ -82,36 +118,42 @@ impl Conn {
     ) -> Result<RequestHead, HeadReadError> {
         self.want_at_least(1);
         if self.rbuf.is_empty() {
-            match timeout(limits.idle_timeout, self.read_more()).await {
-                Err(_) | Ok(Ok(0)) => return Err(HeadReadError::Idle),
-                Ok(Err(e)) => {
+            match self
+                .read_more_by(Instant::now() + limits.idle_timeout)
+                .await
+            {
+                None | Some(Ok(0)) => return Err(HeadReadError::Idle),
+                Some(Err(e)) => {
                     return Err(if is_reset(&e) {
                         HeadReadError::Idle
                     } else {
                         HeadReadError::Io(e)
                     });
                 }
-                Ok(Ok(_)) => {}
+                Some(Ok(_)) => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + limits.header_timeout;
+        let mut deadline = None;
         loop {
             match head::parse_request(&mut self.rbuf, limits) {
                 Ok(Some(h)) => return Ok(h),
                 Ok(None) => {}
                 Err(e) => return Err(HeadReadError::Bad(e)),
             }
-            match tokio::time::timeout_at(deadline, self.read_more()).await {
-                Err(_) => return Err(HeadReadError::Timeout),
-                Ok(Ok(0)) => {
+            // The rest of the head is late (rare): from now on, it has
+            // `header_timeout` to arrive.
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+            match self.read_more_by(deadline).await {
+                None => return Err(HeadReadError::Timeout),
+                Some(Ok(0)) => {
                     // Only blank lines before the close: an idle close.
                     if self.rbuf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                         return Err(HeadReadError::Idle);
                     }
                     return Err(HeadReadError::Io(io::ErrorKind::UnexpectedEof.into()));
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(HeadReadError::Io(e)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(HeadReadError::Io(e)),
             }
         }
     }
@@ -124,7 +166,7 @@ impl Conn {
         max_head: usize,
     ) -> Result<Option<ResponseHead>, ResponseReadError> {
         self.want_at_least(1);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
             if !self.rbuf.is_empty() {
                 match head::parse_response(&mut self.rbuf, max_head) {
@@ -134,13 +176,13 @@ impl Conn {
                 }
             }
             let had = self.rbuf.len();
-            match tokio::time::timeout_at(deadline, self.read_more()).await {
-                Err(_) => return Err(ResponseReadError::Timeout { got_bytes: had > 0 }),
-                Ok(Ok(0)) if had == 0 => return Ok(None),
-                Ok(Ok(0)) => return Err(ResponseReadError::Truncated),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if had == 0 => return Err(ResponseReadError::NothingRead(e)),
-                Ok(Err(_)) => return Err(ResponseReadError::Truncated),
+            match self.read_more_by(deadline).await {
+                None => return Err(ResponseReadError::Timeout { got_bytes: had > 0 }),
+                Some(Ok(0)) if had == 0 => return Ok(None),
+                Some(Ok(0)) => return Err(ResponseReadError::Truncated),
+                Some(Ok(_)) => {}
+                Some(Err(e)) if had == 0 => return Err(ResponseReadError::NothingRead(e)),
+                Some(Err(_)) => return Err(ResponseReadError::Truncated),
             }
         }
     }

@@ -44,7 +44,7 @@ pub(super) async fn serve_hit(
         Body::Memory(b) => b.len() as u64,
         Body::Disk(d) => d.len(),
     };
-    let keep = crate::server::keep_client(&w.cache.stop, head);
+    let keep = crate::server::keep_client(&w.stop, head);
     let reply = Reply {
         meta: m,
         age: m.age(now).as_secs(),
@@ -114,7 +114,7 @@ pub(super) async fn serve_hit(
     respond::head_full(&mut out, &reply, Framing::Length(total));
     let result = match body {
         _ if is_head => client.stream.write_all(&out).await,
-        Body::Memory(b) => body::write_all_vectored(&mut client.stream, &out, b).await,
+        Body::Memory(b) => body::write_all_vectored(&client.stream, &out, b).await,
         Body::Disk(_) => match client.stream.write_all(&out).await {
             Ok(()) => {
                 respond::send_body(
@@ -184,7 +184,7 @@ pub(super) async fn follow(
     rec.status = m.status;
     rec.stored_type(m);
     let settings = &w.cache.settings;
-    let mut keep = crate::server::keep_client(&w.cache.stop, head);
+    let mut keep = crate::server::keep_client(&w.stop, head);
     let framing = match (p.len, p.end) {
         (Some(n), _) => Framing::Length(n),
         (None, End::Complete) => Framing::Length(p.written),

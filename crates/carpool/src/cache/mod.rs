@@ -63,6 +63,8 @@ pub struct Worker {
     pub pools: RefCell<origin::Pools>,
     /// This worker's access log buffer.
     pub log: RefCell<Writer>,
+    /// Whether this worker is stopping.
+    pub stop: Rc<crate::server::LocalStop>,
 }
 
 /// Opens the store and runs the cache until SIGTERM or SIGINT.
@@ -170,8 +172,9 @@ fn worker_main(cache: Arc<Cache>, listener: std::net::TcpListener, sink: Arc<Sin
     crate::server::run_worker(
         listener,
         stop,
-        move || {
+        move |stop| {
             Rc::new(Worker {
+                stop,
                 pools: RefCell::new(origin::Pools::new(
                     origin::MAX_POOLED_ORIGINS,
                     cache.settings.origin_idle_connections,

@@ -213,7 +213,7 @@ pub(super) async fn relay_response(
     rec.content_type
         .extend_from_slice(resp.fields.get("content-type").unwrap_or_default());
     let (framing, out_mode) = body::client_framing(req, &resp, len);
-    let keep = crate::server::keep_client(&w.cache.stop, req) && framing != RespFraming::Close;
+    let keep = crate::server::keep_client(&w.stop, req) && framing != RespFraming::Close;
     let mut out = rec.head_buffer();
     // an upstream cache's X-Cache is replaced by ours
     headers::write_response_head_with(
@@ -289,7 +289,7 @@ pub(super) async fn purge(
     let removed = cache.store.remove(Key::of(base), base);
     rec.code = "TCP_MISS";
     rec.status = if removed { 200 } else { 404 };
-    let keep = crate::server::keep_client(&w.cache.stop, head);
+    let keep = crate::server::keep_client(&w.stop, head);
     let mut out = rec.head_buffer();
     out.extend_from_slice(if removed {
         b"HTTP/1.1 200 OK\r\n".as_slice()

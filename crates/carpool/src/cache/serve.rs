@@ -127,7 +127,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         &cache.active_clients,
         settings.max_client_connections,
         &settings.allow_clients,
-        cache.stop.subscribe(),
+        &w.stop,
     )
     .await
     else {

@@ -190,9 +190,10 @@ fn worker_main(
     crate::server::run_worker(
         listener,
         stop,
-        move || {
+        move |stop| {
             let settings = &shared.settings;
             Rc::new(Worker {
+                stop,
                 pool: RefCell::new(Pool::new(
                     shared.parents.len(),
                     settings.parent_idle_connections,

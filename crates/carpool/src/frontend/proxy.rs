@@ -35,6 +35,8 @@ pub struct Worker {
     pub log: RefCell<Writer>,
     /// Parent connections of this worker in use by a request, per parent.
     pub in_use: Vec<Rc<Cell<usize>>>,
+    /// Whether this worker is stopping.
+    pub stop: Rc<crate::server::LocalStop>,
 }
 
 impl Worker {
@@ -140,7 +142,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         &shared.active_clients,
         settings.max_client_connections,
         &settings.allow_clients,
-        shared.stop.subscribe(),
+        &w.stop,
     )
     .await
     else {
@@ -688,16 +690,16 @@ async fn respond(
         Err(e) => return reject(client, rec, e).await,
     };
     let (framing, out_mode) = body::client_framing(req, &resp, len);
-    let keep = crate::server::keep_client(&w.shared.stop, req) && framing != Framing::Close;
+    let keep = crate::server::keep_client(&w.stop, req) && framing != Framing::Close;
     let mut out = rec.head_buffer();
     headers::write_response_head(&mut out, &resp, framing, via, keep, req.version);
     // Send the body bytes that arrived with the head in the same write
-    // (writev, no copy): one syscall per small response instead of two.
+    // (sendmsg, no copy): one syscall per small response instead of two.
     let mut len = len;
     let mut take = 0usize;
     if let BodyLen::Length(n) = len {
         // A small body split over segments: wait for all of it, so head and
-        // body still leave in one writev.
+        // body still leave in one sendmsg.
         if n < body::LOWAT_WORTHWHILE && (parent.rbuf.len() as u64) < n {
             if let Err(e) = body::fill_to(&mut parent, n as usize, settings.body_idle_timeout).await
             {
@@ -717,7 +719,7 @@ async fn respond(
             BodyLen::Length(n - take as u64)
         };
     }
-    let written = body::write_all_vectored(&mut client.stream, &out, &parent.rbuf[..take]).await;
+    let written = body::write_all_vectored(&client.stream, &out, &parent.rbuf[..take]).await;
     rec.bytes += (out.len() + take) as u64;
     rec.keep_buffer(out);
     if written.is_err() {
