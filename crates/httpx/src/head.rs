@@ -71,6 +71,9 @@ impl Version {
 struct Field {
     name: Range<u32>,
     value: Range<u32>,
+    /// Just past the CRLF that ends the field's line (0: the line ended in
+    /// a bare LF, so it is not copied as it came).
+    line_end: u32,
 }
 
 /// Header positions found by httparse, before the head is split off the buffer.
@@ -91,17 +94,34 @@ impl Indexed {
     }
 }
 
-/// Records where each header sits relative to `base`, the buffer start.
-fn index_fields(base: usize, headers: &[httparse::Header<'_>]) -> Indexed {
+/// Records where each header sits in `buf` (which httparse parsed).
+fn index_fields(buf: &[u8], headers: &[httparse::Header<'_>]) -> Indexed {
+    let base = buf.as_ptr() as usize;
     Indexed(
         headers
             .iter()
-            .map(|h| Field {
-                name: r(base, h.name.as_bytes()),
-                value: r(base, h.value),
+            .map(|h| {
+                let value = r(base, h.value);
+                Field {
+                    name: r(base, h.name.as_bytes()),
+                    line_end: crlf_end(buf, value.end as usize),
+                    value,
+                }
             })
             .collect(),
     )
+}
+
+/// Just past the CRLF after `from` (optional trailing blanks between), or 0.
+fn crlf_end(buf: &[u8], mut from: usize) -> u32 {
+    while matches!(buf.get(from), Some(b' ' | b'\t')) {
+        from += 1;
+    }
+    if buf.get(from..from + 2) == Some(b"\r\n") {
+        (from + 2) as u32
+    } else {
+        0
+    }
 }
 
 fn r(base: usize, part: &[u8]) -> Range<u32> {
@@ -144,6 +164,45 @@ impl Fields {
         self.get_all(name)
             .flat_map(|v| v.split(|&b| b == b','))
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Appends the fields `keep` accepts (given name and value), as lines
+    /// of a head. Runs of consecutive kept fields are copied from the
+    /// received head in one piece, exactly as they came (each line ended in
+    /// CRLF); a field whose line ended otherwise is written as `name: value`.
+    pub fn write_kept<'a>(
+        &'a self,
+        out: &mut Vec<u8>,
+        mut keep: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+    ) {
+        let mut run = 0..0usize;
+        for f in &self.fields {
+            let (name, value) = (
+                &self.raw[f.name.start as usize..f.name.end as usize],
+                &self.raw[f.value.start as usize..f.value.end as usize],
+            );
+            let kept = keep(name, value);
+            let line = f.name.start as usize..f.line_end as usize;
+            if kept && f.line_end != 0 && (run.is_empty() || run.end == line.start) {
+                run = if run.is_empty() {
+                    line
+                } else {
+                    run.start..line.end
+                };
+                continue;
+            }
+            out.extend_from_slice(&self.raw[run.clone()]);
+            run = 0..0;
+            if kept && f.line_end != 0 {
+                run = line;
+            } else if kept {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(&self.raw[run]);
     }
 
     /// Number of fields.
@@ -250,7 +309,7 @@ pub fn parse_request(
     }
     let target = r(base, target_s.as_bytes());
     let version = Version::from_minor(req.version.unwrap_or(1));
-    let fields = index_fields(base, req.headers);
+    let fields = index_fields(buf, req.headers);
     Ok(Some(RequestHead {
         method,
         target,
@@ -313,7 +372,7 @@ pub fn parse_response(
         reason
     };
     let version = Version::from_minor(res.version.unwrap_or(1));
-    let fields = index_fields(base, res.headers);
+    let fields = index_fields(buf, res.headers);
     Ok(Some(ResponseHead {
         status,
         reason,
@@ -340,6 +399,23 @@ mod tests {
             vec![&b"1"[..], b"2"]
         );
         assert_eq!(&b[..], b"BODY");
+    }
+
+    #[test]
+    fn kept_fields_are_copied_as_they_came_and_bare_lf_lines_rewritten() {
+        let mut b = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2  \r\nDrop: x\r\nC: 3\nD: 4\r\nE: 5\r\n\r\n"[..],
+        );
+        let h = parse_response(&mut b, 1024).unwrap().unwrap();
+        let mut out = Vec::new();
+        h.fields.write_kept(&mut out, |n, _| n != b"Drop");
+        assert_eq!(out, b"A: 1\r\nB:2  \r\nC: 3\r\nD: 4\r\nE: 5\r\n");
+        let mut out = Vec::new();
+        h.fields.write_kept(&mut out, |n, _| n == b"E" || n == b"A");
+        assert_eq!(out, b"A: 1\r\nE: 5\r\n");
+        let mut out = Vec::new();
+        h.fields.write_kept(&mut out, |_, _| false);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -133,28 +133,28 @@ pub fn write_request_head(
     let mut prior_xff: Option<&[u8]> = None;
     let mut has_host = false;
     let conn = connection_tokens(&head.fields);
-    for (name, value) in head.fields.iter() {
+    head.fields.write_kept(out, |name, value| {
         if dropped(name, &conn)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
         {
-            continue;
+            return false;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             match xff {
                 Xff::Off => {}
-                Xff::Delete => continue,
+                Xff::Delete => return false,
                 Xff::Append => {
                     prior_xff = Some(value);
-                    continue;
+                    return false;
                 }
             }
         }
         if name.eq_ignore_ascii_case(b"host") {
             has_host = true;
         }
-        push_field(out, name, value);
-    }
+        true
+    });
     if !has_host {
         if let Some(host) = authority_of(target) {
             push_field(out, b"Host", host);
@@ -211,17 +211,13 @@ pub fn write_response_head_with(
     }
     out.extend_from_slice(b"\r\n");
     let conn = connection_tokens(&head.fields);
-    for (name, value) in head.fields.iter() {
-        if dropped(name, &conn)
+    head.fields.write_kept(out, |name, _| {
+        !(dropped(name, &conn)
             || name.eq_ignore_ascii_case(b"content-length")
             || own
                 .iter()
-                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
-        {
-            continue;
-        }
-        push_field(out, name, value);
-    }
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes())))
+    });
     for (n, v) in own {
         push_field(out, n.as_bytes(), v);
     }
