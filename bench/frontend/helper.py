@@ -328,6 +328,23 @@ RATE_TOLERANCE_PCT = 3.0
 LATE_WARN_PCT = 1.0
 
 
+def paired_ratios(w, frontends, by_round, tck):
+    """Each frontend's req/CPU-s against HAProxy's in the same round, and their
+    median: the runs of one round follow each other, so slow drifts of a noisy
+    machine cancel out in these ratios, not in a ratio of medians."""
+    if "haproxy" not in by_round or len(by_round["haproxy"]) < 2:
+        return
+    for fe in frontends:
+        if fe == "haproxy" or fe not in by_round:
+            continue
+        ratios = [_rpc(by_round[fe][k], tck) / _rpc(by_round["haproxy"][k], tck)
+                  for k in sorted(by_round[fe]) if k in by_round["haproxy"] and _rpc(by_round["haproxy"][k], tck)]
+        if ratios:
+            w("Per round, %s against HAProxy in the same round: req/CPU-s %s; **median %.2f×**." % (
+                NAMES.get(fe, fe), ", ".join("%.2f×" % x for x in ratios), statistics.median(ratios)))
+            w("")
+
+
 def report(results, out, *meta):
     """RESULTS: one JSON object per line (one per wrk run). META: key=value."""
     m = dict(kv.split("=", 1) for kv in meta)
@@ -374,6 +391,7 @@ def report(results, out, *meta):
             w("| frontend | req/s | p50 | p99 | p99.9 | req per frontend CPU-s | user / sys CPU s per run | errors | req/s vs HAProxy | req/s vs Squid | req/CPU-s vs HAProxy | req/CPU-s vs Squid |")
             w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             med = {}
+            max_rounds = {}
             for fe in frontends:
                 rs = [r for r in runs if r["phase"] == "max" and r["frontend"] == fe and r["size"] == size]
                 if not rs:
@@ -390,6 +408,7 @@ def report(results, out, *meta):
                     "st": statistics.median(r["stime"] / tck for r in rs),
                     "errs": errs,
                 }
+                max_rounds[fe] = {r["round"]: r for r in rs}
             for fe in frontends:
                 if fe not in med:
                     continue
@@ -403,6 +422,7 @@ def report(results, out, *meta):
                     _ratio(x["rps"], h and h["rps"]), _ratio(x["rps"], s and s["rps"]),
                     _ratio(x["rpc"], h and h["rpc"]), _ratio(x["rpc"], s and s["rpc"])))
             w("")
+            paired_ratios(w, frontends, max_rounds, tck)
         # ---- same offered load
         if "rate" in phases:
             rate = m.get("rate_" + size)
@@ -465,10 +485,12 @@ def report(results, out, *meta):
                     pairs = [(per_round[fe][k], per_round["haproxy"][k]) for k in sorted(per_round[fe]) if k in per_round["haproxy"]]
                     if not pairs:
                         continue
-                    w("Per round, %s against HAProxy: req/CPU-s %s; p99 %s." % (
+                    w("Per round, %s against HAProxy: req/CPU-s %s (median %.2f×); p99 %s (median %+.2f ms)." % (
                         NAMES.get(fe, fe),
                         ", ".join(_ratio(_rpc(a, tck), _rpc(b, tck)) for a, b in pairs),
-                        ", ".join(_ms_diff(a["raw_p99_us"], b["raw_p99_us"]).split(" (")[0] for a, b in pairs)))
+                        statistics.median(_rpc(a, tck) / _rpc(b, tck) for a, b in pairs if _rpc(b, tck)),
+                        ", ".join(_ms_diff(a["raw_p99_us"], b["raw_p99_us"]).split(" (")[0] for a, b in pairs),
+                        statistics.median((a["raw_p99_us"] - b["raw_p99_us"]) / 1000.0 for a, b in pairs)))
                 w("")
             for r in rs_all:
                 where = "%s, %s, round %d" % (r["frontend"], size, r["round"])
