@@ -14,8 +14,8 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use crate::error::HttpError;
 use crate::head::{self, Limits, RequestHead, ResponseHead};
 
-/// Read buffer growth step (and the largest single read).
-pub const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer size (and the largest single read).
+pub const READ_CHUNK: usize = crate::bufpool::BUF_SIZE;
 
 /// A connection and the bytes read from it but not consumed yet.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl Conn {
     pub fn new(stream: TcpStream) -> Self {
         Conn {
             stream,
-            rbuf: BytesMut::with_capacity(8 * 1024),
+            rbuf: BytesMut::new(), // taken from the thread's pool when bytes come
             lowat: 1,
             timer: None,
         }
@@ -65,13 +65,17 @@ impl Conn {
             self.lowat = n;
         }
         if n > 1 && self.rbuf.capacity() - self.rbuf.len() < n {
-            self.rbuf.reserve(n);
+            make_room(&mut self.rbuf);
         }
     }
 
     /// Reads once more into the buffer; `Ok(0)` means end of stream.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        self.make_room();
+        if self.rbuf.is_empty() {
+            self.release_buffer();
+            self.stream.readable().await?;
+        }
+        make_room(&mut self.rbuf);
         self.stream.read_buf(&mut self.rbuf).await
     }
 
@@ -81,7 +85,11 @@ impl Conn {
     /// deadline on: pushing a registered timer later is a store, while a
     /// fresh `timeout()` per read registers and removes a timer each time.
     pub async fn read_more_by(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
-        self.make_room();
+        // Wait for the peer without a buffer (see `bufpool`).
+        let wait_first = self.rbuf.is_empty();
+        if wait_first {
+            self.release_buffer();
+        }
         let timer = match &mut self.timer {
             Some(t) => {
                 if t.deadline() != deadline {
@@ -91,6 +99,14 @@ impl Conn {
             }
             None => self.timer.insert(Box::pin(sleep_until(deadline))),
         };
+        if wait_first {
+            tokio::select! {
+                biased;
+                r = self.stream.readable() => if let Err(e) = r { return Some(Err(e)) },
+                () = timer.as_mut() => return None,
+            }
+        }
+        make_room(&mut self.rbuf);
         tokio::select! {
             biased;
             r = self.stream.read_buf(&mut self.rbuf) => Some(r),
@@ -98,16 +114,16 @@ impl Conn {
         }
     }
 
-    fn make_room(&mut self) {
-        if self.rbuf.is_empty() {
-            // Everything read was consumed: read into the start of the buffer
-            // again rather than further on. Each message then lands in the
-            // same (cache-hot) memory instead of walking through all of it.
-            let _ = self.rbuf.try_reclaim(self.rbuf.capacity() + 1);
+    /// Gives an emptied read buffer back to the thread's pool (a connection
+    /// going idle, or about to wait for its peer).
+    pub fn release_buffer(&mut self) {
+        if let Some(buf) = self.rbuf_if_empty() {
+            crate::bufpool::give(buf);
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
+    }
+
+    fn rbuf_if_empty(&mut self) -> Option<BytesMut> {
+        (self.rbuf.is_empty() && self.rbuf.capacity() > 0).then(|| std::mem::take(&mut self.rbuf))
     }
 
     /// Reads the next request head. Waits up to `idle_timeout` for its first
@@ -204,6 +220,21 @@ pub enum ResponseReadError {
     NothingRead(io::Error),
 }
 
+/// Room for one more read: a pooled buffer when none is held, else more
+/// space when less than 4 KiB is left.
+fn make_room(rbuf: &mut BytesMut) {
+    if rbuf.capacity() == 0 {
+        *rbuf = crate::bufpool::take();
+    } else if rbuf.is_empty() {
+        // Everything read was consumed: read into the start of the buffer
+        // again rather than further on (the same cache-hot memory).
+        let _ = rbuf.try_reclaim(rbuf.capacity() + 1);
+    }
+    if rbuf.capacity() - rbuf.len() < 4096 {
+        rbuf.reserve(READ_CHUNK);
+    }
+}
+
 fn set_rcvlowat(stream: &TcpStream, n: usize) {
     use std::os::fd::AsRawFd;
     let v = n as libc::c_int;
@@ -227,4 +258,29 @@ pub fn is_reset(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_peer_holds_no_buffer() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut c = Conn::new(l.accept().await.unwrap().0);
+        assert_eq!(c.rbuf.capacity(), 0, "a new connection has no buffer yet");
+        peer.write_all(b"abc").await.unwrap();
+        let soon = || Instant::now() + Duration::from_millis(50);
+        assert_eq!(c.read_more_by(soon()).await.unwrap().unwrap(), 3);
+        assert_eq!(&c.rbuf[..], b"abc");
+        bytes::Buf::advance(&mut c.rbuf, 3);
+        // Nothing more comes: the wait times out, and the buffer went back to the pool.
+        assert!(c.read_more_by(soon()).await.is_none());
+        assert_eq!(c.rbuf.capacity(), 0);
+        peer.write_all(b"de").await.unwrap();
+        assert_eq!(c.read_more_by(soon()).await.unwrap().unwrap(), 2);
+        assert_eq!(&c.rbuf[..], b"de");
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod accesslog;
 pub mod body;
+pub mod bufpool;
 pub mod chunked;
 pub mod conn;
 pub mod date;

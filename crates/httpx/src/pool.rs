@@ -28,10 +28,11 @@ impl IdleQueue {
 
     /// Keeps a connection after a complete exchange (unless bytes are left
     /// in its buffer), dropping expired ones and the oldest beyond `max`.
-    pub fn put(&mut self, conn: Conn, max: usize, timeout: Duration) {
+    pub fn put(&mut self, mut conn: Conn, max: usize, timeout: Duration) {
         if !conn.rbuf.is_empty() || max == 0 {
             return; // unexpected bytes: not reusable
         }
+        conn.release_buffer();
         self.prune(timeout);
         if self.0.len() >= max {
             self.0.pop_front();
