@@ -26,16 +26,22 @@ pub fn take() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
 }
 
-/// Hands an emptied buffer back for reuse (one that cannot be reused as a
-/// whole, because part of it is still shared or it has grown, is freed).
-pub fn give(mut buf: BytesMut) {
-    if !buf.is_empty() {
-        return;
+/// True when `buf` is empty and its whole allocation can be reused (not
+/// shared with bytes split off it, not grown past twice [`BUF_SIZE`]); then it
+/// is also moved back to the start of that allocation, so that the next
+/// reader writes where the last one did.
+pub fn reusable(buf: &mut BytesMut) -> bool {
+    if !buf.is_empty() || buf.capacity() == 0 {
+        return false;
     }
-    // Back to the start of the allocation: the next reader writes where the
-    // last one did.
     let _ = buf.try_reclaim(buf.capacity() + 1);
-    if (BUF_SIZE..=2 * BUF_SIZE).contains(&buf.capacity()) {
+    (BUF_SIZE..=2 * BUF_SIZE).contains(&buf.capacity())
+}
+
+/// Hands an emptied buffer back for reuse; one that is not [`reusable`] is
+/// freed.
+pub fn give(mut buf: BytesMut) {
+    if reusable(&mut buf) {
         FREE.with_borrow_mut(|free| {
             if free.len() < MAX_POOLED {
                 free.push(buf);
@@ -54,6 +60,7 @@ mod tests {
         a.extend_from_slice(b"hello");
         let held = a.split_to(5); // `a` now shares its allocation with `held`
         let p = a.as_ptr();
+        assert!(!reusable(&mut a));
         give(a); // shared: not pooled (`held` keeps the allocation alive)
         let b = take();
         assert_ne!(b.as_ptr(), p);

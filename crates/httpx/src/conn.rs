@@ -64,22 +64,15 @@ impl Conn {
             set_rcvlowat(&self.stream, n);
             self.lowat = n;
         }
-        if n > 1 && self.rbuf.capacity() - self.rbuf.len() < n {
-            make_room(&mut self.rbuf);
+        // Room for all `n` bytes, so that a read drains what woke it. (An
+        // empty buffer gets a pooled one of READ_CHUNK bytes at the read.)
+        if n > 1 && !self.rbuf.is_empty() && self.rbuf.capacity() - self.rbuf.len() < n {
+            self.rbuf.reserve(n);
         }
     }
 
-    /// Reads once more into the buffer; `Ok(0)` means end of stream.
-    pub async fn read_more(&mut self) -> io::Result<usize> {
-        if self.rbuf.is_empty() {
-            self.release_buffer();
-            self.stream.readable().await?;
-        }
-        make_room(&mut self.rbuf);
-        self.stream.read_buf(&mut self.rbuf).await
-    }
-
-    /// As [`Conn::read_more`], giving up at `deadline` (`None`).
+    /// Reads once more into the buffer: `Some(Ok(0))` means end of stream,
+    /// `None` that `deadline` passed first.
     ///
     /// The connection keeps one timer for all its reads and moves its
     /// deadline on: pushing a registered timer later is a store, while a
@@ -115,15 +108,13 @@ impl Conn {
     }
 
     /// Gives an emptied read buffer back to the thread's pool (a connection
-    /// going idle, or about to wait for its peer).
+    /// going idle, or about to wait for its peer). A buffer whose allocation
+    /// is still shared with pieces split off it (a cache fill's body) is kept:
+    /// the next read goes into its free tail, as before.
     pub fn release_buffer(&mut self) {
-        if let Some(buf) = self.rbuf_if_empty() {
-            crate::bufpool::give(buf);
+        if crate::bufpool::reusable(&mut self.rbuf) {
+            crate::bufpool::give(std::mem::take(&mut self.rbuf));
         }
-    }
-
-    fn rbuf_if_empty(&mut self) -> Option<BytesMut> {
-        (self.rbuf.is_empty() && self.rbuf.capacity() > 0).then(|| std::mem::take(&mut self.rbuf))
     }
 
     /// Reads the next request head. Waits up to `idle_timeout` for its first
