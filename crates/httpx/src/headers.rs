@@ -222,16 +222,7 @@ pub fn write_response_head_with(
         push_field(out, n.as_bytes(), v);
     }
     push_via(out, head.version, via);
-    match framing {
-        Framing::None => {}
-        Framing::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            push_u64(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
-        Framing::Close => {}
-    }
+    push_framing_fields(out, framing);
     push_connection(out, keep_alive, client);
     out.extend_from_slice(b"\r\n");
 }
@@ -303,14 +294,27 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 fn push_framing(out: &mut Vec<u8>, body: BodyLen) {
-    match body {
-        BodyLen::Empty | BodyLen::UntilClose => {}
-        BodyLen::Length(n) => {
+    push_framing_fields(
+        out,
+        match body {
+            BodyLen::Empty | BodyLen::UntilClose => Framing::None,
+            BodyLen::Length(n) => Framing::Length(n),
+            BodyLen::Chunked => Framing::Chunked,
+        },
+    );
+}
+
+/// Appends the field that delimits a body sent with `framing`:
+/// `Content-Length`, `Transfer-Encoding: chunked`, or none.
+pub fn push_framing_fields(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::None | Framing::Close => {}
+        Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
             push_u64(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        BodyLen::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
+        Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
     }
 }
 

@@ -70,15 +70,14 @@ fn date_if_missing(out: &mut Vec<u8>, m: &Meta) {
 pub fn head_full(out: &mut Vec<u8>, r: &Reply<'_>, framing: Framing) {
     out.extend_from_slice(&r.meta.head);
     date_if_missing(out, r.meta);
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            push_u64(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
-        Framing::Close => {}
-    }
+    httpx::headers::push_framing_fields(
+        out,
+        match framing {
+            Framing::Length(n) => httpx::headers::Framing::Length(n),
+            Framing::Chunked => httpx::headers::Framing::Chunked,
+            Framing::Close => httpx::headers::Framing::Close,
+        },
+    );
     tail(out, r);
     out.extend_from_slice(b"\r\n");
 }
