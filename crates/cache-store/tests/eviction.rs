@@ -63,7 +63,7 @@ fn disk_tier_stays_under_budget_while_writing() {
     // the test) waiting forever instead of failing.
     let mut failures = Vec::new();
     let mut check = |when: &str| {
-        let on_disk = usage(&dir.path().join("objects")) + usage(&dir.path().join("tmp"));
+        let on_disk = usage_of(&[&dir.path().join("objects"), &dir.path().join("tmp")]);
         let st = s.stats();
         if on_disk > budget {
             failures.push(format!("{when}: directory holds {on_disk} > {budget}"));

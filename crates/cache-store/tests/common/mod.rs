@@ -93,19 +93,32 @@ pub fn get(store: &Store, key_str: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 
 /// Sum of the sizes of the files under `dir`, each rounded up to 4 KiB.
 pub fn usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    for e in rd.flatten() {
-        let Ok(md) = e.metadata() else { continue };
-        if md.is_dir() {
-            total += usage(&e.path());
-        } else {
-            total += md.len().div_ceil(4096) * 4096;
+    usage_of(&[dir])
+}
+
+/// [`usage`] of several directories, each file counted once: while the
+/// store runs, an evictor may rename a file from one of them into another
+/// during the walk (`objects/` to `tmp/`), and a file is one inode wherever
+/// the walk meets it.
+pub fn usage_of(dirs: &[&Path]) -> u64 {
+    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                total += walk(&e.path(), seen);
+            } else if seen.insert(md.ino()) {
+                total += md.len().div_ceil(4096) * 4096;
+            }
         }
+        total
     }
-    total
+    let mut seen = std::collections::HashSet::new();
+    dirs.iter().map(|d| walk(d, &mut seen)).sum()
 }
 
 /// The files under `dir` (recursively), sorted.
