@@ -135,22 +135,29 @@ fn serve_parent(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<Strin
     let _ = keep.shutdown(Shutdown::Both);
 }
 
+/// A request head read line by line (without its blank line), or `None`
+/// when the connection closed or broke first.
+pub fn read_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
 fn serve_parent_conn(s: TcpStream, name: &str, reqs: &AtomicUsize, last: &Mutex<String>) {
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let mut out = s;
     loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        let Some(head) = read_head(&mut reader) else {
+            return;
+        };
         reqs.fetch_add(1, Ordering::SeqCst);
         *last.lock().unwrap() = head.clone();
         let first = head.lines().next().unwrap_or_default().to_string();

@@ -13,11 +13,13 @@
 //! [`Origin::bump`] changes the version (new content, new ETag).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::read_head;
 
 /// The body byte at `offset` of version `v` of `path`.
 pub fn body_byte(path: &str, v: u32, offset: u64) -> u8 {
@@ -128,18 +130,9 @@ fn serve(
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let mut out = s;
     loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        let Some(head) = read_head(&mut reader) else {
+            return;
+        };
         let first = head.lines().next().unwrap_or_default().to_string();
         let mut parts = first.split(' ');
         let method = parts.next().unwrap_or_default().to_string();
