@@ -26,28 +26,25 @@ pub fn take() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
 }
 
-/// True when `buf` is empty and its whole allocation can be reused (not
-/// shared with bytes split off it, not grown past twice [`BUF_SIZE`]); then it
-/// is also moved back to the start of that allocation, so that the next
-/// reader writes where the last one did.
-pub fn reusable(buf: &mut BytesMut) -> bool {
-    if !buf.is_empty() || buf.capacity() == 0 {
-        return false;
+/// Moves the buffer in `slot` into the pool when it is empty and its whole
+/// allocation can be reused (not shared with bytes split off it, not grown
+/// past twice [`BUF_SIZE`]), leaving `slot` without a buffer; otherwise
+/// leaves it where it is. A pooled buffer is reset to the start of its
+/// allocation, so that the next reader writes where the last one did.
+pub fn give_back(slot: &mut BytesMut) {
+    if !slot.is_empty() || slot.capacity() == 0 {
+        return;
     }
-    let _ = buf.try_reclaim(buf.capacity() + 1);
-    (BUF_SIZE..=2 * BUF_SIZE).contains(&buf.capacity())
-}
-
-/// Hands an emptied buffer back for reuse; one that is not [`reusable`] is
-/// freed.
-pub fn give(mut buf: BytesMut) {
-    if reusable(&mut buf) {
-        FREE.with_borrow_mut(|free| {
-            if free.len() < MAX_POOLED {
-                free.push(buf);
-            }
-        });
+    let _ = slot.try_reclaim(slot.capacity() + 1);
+    if !(BUF_SIZE..=2 * BUF_SIZE).contains(&slot.capacity()) {
+        return;
     }
+    let buf = std::mem::take(slot);
+    FREE.with_borrow_mut(|free| {
+        if free.len() < MAX_POOLED {
+            free.push(buf);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -55,24 +52,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_returned_first_taken_and_shared_buffers_are_not_pooled() {
+    fn last_returned_first_taken_and_shared_or_full_buffers_stay() {
         let mut a = take();
         a.extend_from_slice(b"hello");
         let held = a.split_to(5); // `a` now shares its allocation with `held`
+        give_back(&mut a);
+        assert!(a.capacity() > 0, "a shared buffer stays with its owner");
         let p = a.as_ptr();
-        assert!(!reusable(&mut a));
-        give(a); // shared: not pooled (`held` keeps the allocation alive)
-        let b = take();
+        let mut b = take();
         assert_ne!(b.as_ptr(), p);
         assert!(b.capacity() >= BUF_SIZE);
         let pb = b.as_ptr();
-        give(b);
-        let c = take();
+        give_back(&mut b);
+        assert_eq!(b.capacity(), 0, "pooled: the slot holds no buffer");
+        let mut c = take();
         assert_eq!(c.as_ptr(), pb, "the buffer returned last comes back first");
         let mut d = take();
         d.extend_from_slice(b"x");
-        give(d); // not empty: not pooled
-        give(c);
+        give_back(&mut d);
+        assert_eq!(&d[..], b"x", "a buffer with bytes in it stays");
+        give_back(&mut c);
         assert_eq!(take().as_ptr(), pb);
         drop(held);
     }

@@ -112,9 +112,7 @@ impl Conn {
     /// is still shared with pieces split off it (a cache fill's body) is kept:
     /// the next read goes into its free tail, as before.
     pub fn release_buffer(&mut self) {
-        if crate::bufpool::reusable(&mut self.rbuf) {
-            crate::bufpool::give(std::mem::take(&mut self.rbuf));
-        }
+        crate::bufpool::give_back(&mut self.rbuf);
     }
 
     /// Reads the next request head. Waits up to `idle_timeout` for its first
