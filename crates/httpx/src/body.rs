@@ -307,7 +307,7 @@ pub fn client_framing(
         BodyLen::Empty => {
             let cl = resp
                 .fields
-                .get("content-length")
+                .get(crate::head::Known::ContentLength)
                 .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
             match cl {
                 Some(n) if req.method() == b"HEAD" || resp.status == 304 => {

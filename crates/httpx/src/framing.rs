@@ -4,7 +4,7 @@
 //! Content-Length, a malformed length, a transfer coding other than chunked.
 
 use crate::error::HttpError;
-use crate::head::{Fields, RequestHead, ResponseHead, Version};
+use crate::head::{Fields, Known, RequestHead, ResponseHead, Version};
 
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// Transfer-Encoding codings, lowercased and trimmed, in order.
 fn codings(fields: &Fields) -> Vec<Vec<u8>> {
     fields
-        .get_all("transfer-encoding")
+        .get_all(Known::TransferEncoding)
         .flat_map(|v| v.split(|&b| b == b','))
         .map(|t| t.trim_ascii().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
@@ -38,8 +38,8 @@ fn codings(fields: &Fields) -> Vec<Vec<u8>> {
 
 /// The body framing of a request, or why it is refused.
 pub fn request_body(head: &RequestHead) -> Result<BodyLen, HttpError> {
-    let te_present = head.fields.get("transfer-encoding").is_some();
-    let mut cls = head.fields.get_all("content-length");
+    let te_present = head.fields.get(Known::TransferEncoding).is_some();
+    let mut cls = head.fields.get_all(Known::ContentLength);
     let cl = cls.next();
     if cls.next().is_some() {
         return Err(HttpError::new(400, "more than one Content-Length"));
@@ -82,7 +82,7 @@ pub fn response_body(method: &[u8], head: &ResponseHead) -> Result<BodyLen, Http
     if method == b"HEAD" || head.status < 200 || head.status == 204 || head.status == 304 {
         return Ok(BodyLen::Empty);
     }
-    if head.fields.get("transfer-encoding").is_some() {
+    if head.fields.get(Known::TransferEncoding).is_some() {
         let c = codings(&head.fields);
         return Ok(if c.last().is_some_and(|t| t == b"chunked") {
             BodyLen::Chunked
@@ -91,7 +91,7 @@ pub fn response_body(method: &[u8], head: &ResponseHead) -> Result<BodyLen, Http
         });
     }
     let mut value: Option<u64> = None;
-    for v in head.fields.get_all("content-length") {
+    for v in head.fields.get_all(Known::ContentLength) {
         for part in v.split(|&b| b == b',') {
             let n = parse_length(part.trim_ascii())
                 .ok_or(HttpError::new(502, "malformed Content-Length from parent"))?;

@@ -66,6 +66,149 @@ impl Version {
     }
 }
 
+/// The header names a proxy hop acts on, recognised once per field when a
+/// head is parsed: lookups of these names and the hop-by-hop checks then
+/// compare one byte per field instead of whole names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Known {
+    /// Any other name.
+    Other,
+    /// `Connection`.
+    Connection,
+    /// `Keep-Alive`.
+    KeepAlive,
+    /// `Proxy-Connection` (non-standard, hop-by-hop).
+    ProxyConnection,
+    /// `TE`.
+    Te,
+    /// `Trailer`.
+    Trailer,
+    /// `Transfer-Encoding`.
+    TransferEncoding,
+    /// `Upgrade`.
+    Upgrade,
+    /// `Proxy-Authorization`.
+    ProxyAuthorization,
+    /// `Proxy-Authenticate`.
+    ProxyAuthenticate,
+    /// `Content-Length`.
+    ContentLength,
+    /// `Host`.
+    Host,
+    /// `Via`.
+    Via,
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// `Expect`.
+    Expect,
+}
+
+impl Known {
+    /// The name's kind (ASCII case-insensitive). Length and first letter
+    /// pick the one candidate, so most names are ruled out without a
+    /// comparison.
+    pub fn of(name: &[u8]) -> Known {
+        let Some(&first) = name.first() else {
+            return Known::Other;
+        };
+        let candidate = match (name.len(), first | 0x20) {
+            (2, b't') => Known::Te,
+            (3, b'v') => Known::Via,
+            (4, b'h') => Known::Host,
+            (6, b'e') => Known::Expect,
+            (7, b't') => Known::Trailer,
+            (7, b'u') => Known::Upgrade,
+            (10, b'c') => Known::Connection,
+            (10, b'k') => Known::KeepAlive,
+            (14, b'c') => Known::ContentLength,
+            (15, b'x') => Known::XForwardedFor,
+            (16, b'p') => Known::ProxyConnection,
+            (17, b't') => Known::TransferEncoding,
+            (18, b'p') => Known::ProxyAuthenticate,
+            (19, b'p') => Known::ProxyAuthorization,
+            _ => return Known::Other,
+        };
+        if name.eq_ignore_ascii_case(candidate.name().as_bytes()) {
+            candidate
+        } else {
+            Known::Other
+        }
+    }
+
+    /// The name in lower case (`""` for [`Known::Other`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Known::Other => "",
+            Known::Connection => "connection",
+            Known::KeepAlive => "keep-alive",
+            Known::ProxyConnection => "proxy-connection",
+            Known::Te => "te",
+            Known::Trailer => "trailer",
+            Known::TransferEncoding => "transfer-encoding",
+            Known::Upgrade => "upgrade",
+            Known::ProxyAuthorization => "proxy-authorization",
+            Known::ProxyAuthenticate => "proxy-authenticate",
+            Known::ContentLength => "content-length",
+            Known::Host => "host",
+            Known::Via => "via",
+            Known::XForwardedFor => "x-forwarded-for",
+            Known::Expect => "expect",
+        }
+    }
+
+    /// Fields that belong to one connection and are never forwarded (RFC
+    /// 9110 §7.6.1, plus the non-standard `Proxy-Connection` and
+    /// `Keep-Alive`). Framing fields are rewritten by each hop's sender.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Known::Connection
+                | Known::KeepAlive
+                | Known::ProxyConnection
+                | Known::Te
+                | Known::Trailer
+                | Known::TransferEncoding
+                | Known::Upgrade
+                | Known::ProxyAuthorization
+                | Known::ProxyAuthenticate
+        )
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u8
+    }
+}
+
+/// A header name to look up: any `&str` (a [`Known`] one is recognised),
+/// or a [`Known`] kind itself, which needs no name comparison at all.
+pub trait FieldName: Copy {
+    /// Its kind.
+    fn kind(self) -> Known;
+    /// True when a field named `name` has this name (case-insensitive).
+    fn is(self, name: &[u8]) -> bool;
+}
+
+impl FieldName for &str {
+    fn kind(self) -> Known {
+        Known::of(self.as_bytes())
+    }
+
+    fn is(self, name: &[u8]) -> bool {
+        name.eq_ignore_ascii_case(self.as_bytes())
+    }
+}
+
+impl FieldName for Known {
+    fn kind(self) -> Known {
+        self
+    }
+
+    fn is(self, name: &[u8]) -> bool {
+        Known::of(name) == self
+    }
+}
+
 /// Where one header field sits in a head's bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Field {
@@ -74,6 +217,7 @@ struct Field {
     /// Just past the CRLF that ends the field's line (0: the line ended in
     /// a bare LF, so it is not copied as it came).
     line_end: u32,
+    known: Known,
 }
 
 /// Header positions found by httparse, before the head is split off the buffer.
@@ -87,9 +231,11 @@ impl Indexed {
     fn freeze(self, buf: &mut BytesMut, n: usize) -> Fields {
         let raw = Bytes::copy_from_slice(&buf[..n]);
         bytes::Buf::advance(buf, n);
+        let present = self.0.iter().fold(0, |p, f| p | f.known.bit());
         Fields {
             raw,
             fields: self.0,
+            present,
         }
     }
 }
@@ -106,6 +252,7 @@ fn index_fields(buf: &[u8], headers: &[httparse::Header<'_>]) -> Indexed {
                     name: r(base, h.name.as_bytes()),
                     line_end: crlf_end(buf, value.end as usize),
                     value,
+                    known: Known::of(h.name.as_bytes()),
                 }
             })
             .collect(),
@@ -134,54 +281,86 @@ fn r(base: usize, part: &[u8]) -> Range<u32> {
 pub struct Fields {
     raw: Bytes,
     fields: Vec<Field>,
+    /// A bit per [`Known`] name that occurs.
+    present: u32,
 }
 
 impl Fields {
     /// All fields in order, as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.fields.iter().map(|f| {
-            (
-                &self.raw[f.name.start as usize..f.name.end as usize],
-                &self.raw[f.value.start as usize..f.value.end as usize],
-            )
-        })
+        self.fields.iter().map(|f| (self.name(f), self.value(f)))
     }
 
-    /// Values of every field named `name` (case-insensitive).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+    /// All fields in order, as (kind, name, value).
+    pub fn iter_known(&self) -> impl Iterator<Item = (Known, &[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (f.known, self.name(f), self.value(f)))
+    }
+
+    fn name(&self, f: &Field) -> &[u8] {
+        &self.raw[f.name.start as usize..f.name.end as usize]
+    }
+
+    fn value(&self, f: &Field) -> &[u8] {
+        &self.raw[f.value.start as usize..f.value.end as usize]
+    }
+
+    /// True when a field of the [`Known`] kind `k` occurs.
+    pub fn has(&self, k: Known) -> bool {
+        k != Known::Other && self.present & k.bit() != 0
+    }
+
+    /// Values of every field named `name` (case-insensitive): a `&str`, or
+    /// a [`Known`] kind, which is found by kind and not looked for when
+    /// absent.
+    pub fn get_all<'a, N: FieldName + 'a>(
+        &'a self,
+        name: N,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let k = name.kind();
+        let fields = if k == Known::Other || self.has(k) {
+            &self.fields[..]
+        } else {
+            &[]
+        };
+        fields
+            .iter()
+            .filter(move |f| {
+                if k == Known::Other {
+                    name.is(self.name(f))
+                } else {
+                    f.known == k
+                }
+            })
+            .map(|f| self.value(f))
     }
 
     /// The first value of `name`.
-    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+    pub fn get<'a, N: FieldName + 'a>(&'a self, name: N) -> Option<&'a [u8]> {
         self.get_all(name).next()
     }
 
     /// True if any field `name` holds `token` in its comma-separated list.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
+    pub fn has_token<N: FieldName>(&self, name: N, token: &str) -> bool {
         self.get_all(name)
             .flat_map(|v| v.split(|&b| b == b','))
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     }
 
-    /// Appends the fields `keep` accepts (given name and value), as lines
-    /// of a head. Runs of consecutive kept fields are copied from the
+    /// Appends the fields `keep` accepts (given kind, name and value), as
+    /// lines of a head. Runs of consecutive kept fields are copied from the
     /// received head in one piece, exactly as they came (each line ended in
     /// CRLF); a field whose line ended otherwise is written as `name: value`.
     pub fn write_kept<'a>(
         &'a self,
         out: &mut Vec<u8>,
-        mut keep: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+        mut keep: impl FnMut(Known, &'a [u8], &'a [u8]) -> bool,
     ) {
         let mut run = 0..0usize;
         for f in &self.fields {
-            let (name, value) = (
-                &self.raw[f.name.start as usize..f.name.end as usize],
-                &self.raw[f.value.start as usize..f.value.end as usize],
-            );
-            let kept = keep(name, value);
+            let (name, value) = (self.name(f), self.value(f));
+            let kept = keep(f.known, name, value);
             let line = f.name.start as usize..f.line_end as usize;
             if kept && f.line_end != 0 && (run.is_empty() || run.end == line.start) {
                 run = if run.is_empty() {
@@ -386,6 +565,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_names_in_any_case_and_near_misses() {
+        let all = [
+            Known::Connection,
+            Known::KeepAlive,
+            Known::ProxyConnection,
+            Known::Te,
+            Known::Trailer,
+            Known::TransferEncoding,
+            Known::Upgrade,
+            Known::ProxyAuthorization,
+            Known::ProxyAuthenticate,
+            Known::ContentLength,
+            Known::Host,
+            Known::Via,
+            Known::XForwardedFor,
+            Known::Expect,
+        ];
+        for k in all {
+            assert_eq!(Known::of(k.name().as_bytes()), k);
+            assert_eq!(Known::of(k.name().to_ascii_uppercase().as_bytes()), k);
+            // one letter off, one longer, one shorter: not it
+            let mut off = k.name().as_bytes().to_vec();
+            let last = off.len() - 1;
+            off[last] ^= 1;
+            assert_eq!(Known::of(&off), Known::Other, "{off:?}");
+            assert_eq!(Known::of(format!("{}s", k.name()).as_bytes()), Known::Other);
+            assert_eq!(Known::of(&k.name().as_bytes()[..last]), Known::Other);
+        }
+        for n in [
+            "",
+            "x",
+            "Date",
+            "Content-Type",
+            "X-Cache-Lookup",
+            "Proxy-Status",
+        ] {
+            assert_eq!(Known::of(n.as_bytes()), Known::Other, "{n}");
+        }
+        // a lookup by kind finds what a lookup by name finds
+        let mut b = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nhOsT: a\r\nX-Other: 1\r\nCONNECTION: close, x-other\r\nconnection: te\r\n\r\n"[..],
+        );
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        assert_eq!(h.fields.get(Known::Host), Some(&b"a"[..]));
+        assert_eq!(h.fields.get("host"), Some(&b"a"[..]));
+        assert_eq!(h.fields.get_all(Known::Connection).count(), 2);
+        assert!(h.fields.has_token(Known::Connection, "te"));
+        assert!(h.fields.has(Known::Connection) && !h.fields.has(Known::Via));
+        assert_eq!(h.fields.get(Known::Via), None);
+        assert_eq!(h.fields.get("x-other"), Some(&b"1"[..]));
+    }
+
+    #[test]
     fn request_head_and_leftover() {
         let mut b = BytesMut::from(
             &b"GET http://h/x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\nBODY"[..],
@@ -408,13 +640,14 @@ mod tests {
         );
         let h = parse_response(&mut b, 1024).unwrap().unwrap();
         let mut out = Vec::new();
-        h.fields.write_kept(&mut out, |n, _| n != b"Drop");
+        h.fields.write_kept(&mut out, |_, n, _| n != b"Drop");
         assert_eq!(out, b"A: 1\r\nB:2  \r\nC: 3\r\nD: 4\r\nE: 5\r\n");
         let mut out = Vec::new();
-        h.fields.write_kept(&mut out, |n, _| n == b"E" || n == b"A");
+        h.fields
+            .write_kept(&mut out, |_, n, _| n == b"E" || n == b"A");
         assert_eq!(out, b"A: 1\r\nE: 5\r\n");
         let mut out = Vec::new();
-        h.fields.write_kept(&mut out, |_, _| false);
+        h.fields.write_kept(&mut out, |_, _, _| false);
         assert!(out.is_empty());
     }
 

@@ -6,22 +6,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use crate::framing::BodyLen;
-use crate::head::{Fields, RequestHead, ResponseHead, Version};
-
-/// Fields that belong to one connection (RFC 9110 §7.6.1, plus the
-/// non-standard `Proxy-Connection` and `Keep-Alive`). Framing fields are
-/// re-written by the sender of each hop.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+use crate::head::{Fields, Known, RequestHead, ResponseHead, Version};
 
 /// What to do with `X-Forwarded-For`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +21,8 @@ pub enum Xff {
 }
 
 /// The field names a message's `Connection` fields list (beyond the
-/// standard options), collected once per message.
+/// standard options), collected once per message (no allocation when there
+/// are none, the common case).
 struct ConnectionTokens<'a>(Vec<&'a [u8]>);
 
 impl ConnectionTokens<'_> {
@@ -46,9 +32,12 @@ impl ConnectionTokens<'_> {
 }
 
 fn connection_tokens(fields: &Fields) -> ConnectionTokens<'_> {
+    if !fields.has(Known::Connection) {
+        return ConnectionTokens(Vec::new());
+    }
     ConnectionTokens(
         fields
-            .get_all("connection")
+            .get_all(Known::Connection)
             .flat_map(|v| v.split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|t| {
@@ -60,18 +49,16 @@ fn connection_tokens(fields: &Fields) -> ConnectionTokens<'_> {
     )
 }
 
-/// True for the fields a proxy never forwards (the static list, or named by `Connection`).
-fn dropped(name: &[u8], conn: &ConnectionTokens<'_>) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || conn.named(name)
+/// True for the fields a proxy never forwards: hop-by-hop by their kind
+/// ([`Known::is_hop_by_hop`]), or named by `Connection`.
+fn dropped(kind: Known, name: &[u8], conn: &ConnectionTokens<'_>) -> bool {
+    kind.is_hop_by_hop() || (!conn.0.is_empty() && conn.named(name))
 }
 
 /// True when a `Via` field already names `received_by` (a forwarding loop).
 pub fn via_has(fields: &Fields, received_by: &str) -> bool {
     fields
-        .get_all("via")
+        .get_all(Known::Via)
         .flat_map(|v| v.split(|&b| b == b','))
         .any(|entry| {
             // entry: [protocol-name "/"] protocol-version RWS received-by [RWS comment]
@@ -90,16 +77,19 @@ pub fn via_has(fields: &Fields, received_by: &str) -> bool {
 /// those its `Connection` fields name.
 pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
     let conn = connection_tokens(fields);
-    fields.iter().filter(move |(n, _)| !dropped(n, &conn))
+    fields
+        .iter_known()
+        .filter(move |(k, n, _)| !dropped(*k, n, &conn))
+        .map(|(_, n, v)| (n, v))
 }
 
 /// Does the client want the connection kept open after this exchange?
 pub fn client_keep_alive(head: &RequestHead) -> bool {
     match head.version {
-        Version::Http11 => !head.fields.has_token("connection", "close"),
+        Version::Http11 => !head.fields.has_token(Known::Connection, "close"),
         Version::Http10 => {
-            head.fields.has_token("connection", "keep-alive")
-                || head.fields.has_token("proxy-connection", "keep-alive")
+            head.fields.has_token(Known::Connection, "keep-alive")
+                || head.fields.has_token(Known::ProxyConnection, "keep-alive")
         }
     }
 }
@@ -107,8 +97,8 @@ pub fn client_keep_alive(head: &RequestHead) -> bool {
 /// Does the parent keep its connection open after this response?
 pub fn server_keep_alive(head: &ResponseHead) -> bool {
     match head.version {
-        Version::Http11 => !head.fields.has_token("connection", "close"),
-        Version::Http10 => head.fields.has_token("connection", "keep-alive"),
+        Version::Http11 => !head.fields.has_token(Known::Connection, "close"),
+        Version::Http10 => head.fields.has_token(Known::Connection, "keep-alive"),
     }
 }
 
@@ -133,14 +123,11 @@ pub fn write_request_head(
     let mut prior_xff: Option<&[u8]> = None;
     let mut has_host = false;
     let conn = connection_tokens(&head.fields);
-    head.fields.write_kept(out, |name, value| {
-        if dropped(name, &conn)
-            || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
+    head.fields.write_kept(out, |kind, name, value| {
+        if dropped(kind, name, &conn) || matches!(kind, Known::ContentLength | Known::Expect) {
             return false;
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        if kind == Known::XForwardedFor {
             match xff {
                 Xff::Off => {}
                 Xff::Delete => return false,
@@ -150,7 +137,7 @@ pub fn write_request_head(
                 }
             }
         }
-        if name.eq_ignore_ascii_case(b"host") {
+        if kind == Known::Host {
             has_host = true;
         }
         true
@@ -211,9 +198,9 @@ pub fn write_response_head_with(
     }
     out.extend_from_slice(b"\r\n");
     let conn = connection_tokens(&head.fields);
-    head.fields.write_kept(out, |name, _| {
-        !(dropped(name, &conn)
-            || name.eq_ignore_ascii_case(b"content-length")
+    head.fields.write_kept(out, |kind, name, _| {
+        !(dropped(kind, name, &conn)
+            || kind == Known::ContentLength
             || own
                 .iter()
                 .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes())))

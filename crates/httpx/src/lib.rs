@@ -22,4 +22,4 @@ pub mod headers;
 pub mod pool;
 
 pub use error::{HttpError, Status};
-pub use head::{Fields, Limits, RequestHead, ResponseHead, Version};
+pub use head::{Fields, Known, Limits, RequestHead, ResponseHead, Version};

@@ -10,6 +10,7 @@ use httpx::body::{self, Out, RelayError};
 use httpx::conn::Conn;
 use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
+use httpx::head::Known;
 use httpx::headers::{self, Framing as RespFraming};
 use httpx::{RequestHead, Version};
 use tokio::io::AsyncWriteExt;
@@ -93,7 +94,7 @@ pub(super) async fn send_with_body(
         .write_all(head_bytes)
         .await
         .map_err(|_| HttpError::new(502, "origin closed the connection"))?;
-    if head.fields.has_token("expect", "100-continue") {
+    if head.fields.has_token(Known::Expect, "100-continue") {
         client
             .stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")

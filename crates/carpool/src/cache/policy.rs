@@ -214,7 +214,7 @@ pub fn variant_key(base: &[u8], nonce: u64, vary: &[String], fields: &Fields) ->
         k.extend_from_slice(name.as_bytes());
         k.push(b':');
         let mut first = true;
-        for v in fields.get_all(name) {
+        for v in fields.get_all(name.as_str()) {
             if !first {
                 k.push(b',');
             }

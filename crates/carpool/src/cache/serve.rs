@@ -13,6 +13,7 @@ use httpx::accesslog::Entry;
 use httpx::conn::Conn;
 use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
+use httpx::head::Known;
 use httpx::headers::{self};
 use httpx::{RequestHead, Version};
 use tokio::net::TcpStream;
@@ -231,10 +232,11 @@ pub(super) async fn handle(
         )
         .await;
     }
-    if head.fields.get("expect").is_some() && body == BodyLen::Empty {
+    if head.fields.get(Known::Expect).is_some() && body == BodyLen::Empty {
         // nothing to continue: ignore
-    } else if head.fields.get("expect").is_some()
-        && !(head.version == Version::Http11 && head.fields.has_token("expect", "100-continue"))
+    } else if head.fields.get(Known::Expect).is_some()
+        && !(head.version == Version::Http11
+            && head.fields.has_token(Known::Expect, "100-continue"))
     {
         return reject(client, rec, HttpError::new(417, "unsupported expectation")).await;
     }
@@ -255,7 +257,7 @@ pub(super) fn target_uri(head: &RequestHead, is_connect: bool) -> Result<Request
     let target = if !is_connect && target.first() == Some(&b'/') {
         let host = head
             .fields
-            .get("host")
+            .get(Known::Host)
             .filter(|h| !h.is_empty())
             .ok_or(HttpError::new(400, "origin-form request without Host"))?;
         built = [b"http://".as_slice(), host, target].concat();

@@ -16,6 +16,7 @@ use httpx::body::{self, Out, RelayError};
 use httpx::conn::{Conn, ResponseReadError};
 use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
+use httpx::head::Known;
 use httpx::headers::{self, Framing};
 use httpx::pool::Pool;
 use httpx::{RequestHead, ResponseHead, Version};
@@ -342,7 +343,7 @@ fn target_uri(
     {
         let host = head
             .fields
-            .get("host")
+            .get(Known::Host)
             .map(<[u8]>::to_vec)
             .or_else(|| {
                 shared
@@ -390,8 +391,8 @@ async fn forward(
     let shared = &w.shared;
     let settings = &shared.settings;
     let expect_continue =
-        head.version == Version::Http11 && head.fields.has_token("expect", "100-continue");
-    if head.fields.get("expect").is_some() && !expect_continue {
+        head.version == Version::Http11 && head.fields.has_token(Known::Expect, "100-continue");
+    if head.fields.get(Known::Expect).is_some() && !expect_continue {
         return reject(client, rec, HttpError::new(417, "unsupported expectation")).await;
     }
     let mut out = rec.head_buffer();
