@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
@@ -78,9 +81,8 @@ impl Conn {
     /// deadline on: pushing a registered timer later is a store, while a
     /// fresh `timeout()` per read registers and removes a timer each time.
     pub async fn read_more_by(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
-        // Wait for the peer without a buffer (see `bufpool`).
-        let wait_first = self.rbuf.is_empty();
-        if wait_first {
+        if self.rbuf.is_empty() {
+            // Wait for the peer without a buffer (see `bufpool`).
             self.release_buffer();
         }
         let timer = match &mut self.timer {
@@ -92,19 +94,24 @@ impl Conn {
             }
             None => self.timer.insert(Box::pin(sleep_until(deadline))),
         };
-        if wait_first {
-            tokio::select! {
-                biased;
-                r = self.stream.readable() => if let Err(e) = r { return Some(Err(e)) },
-                () = timer.as_mut() => return None,
+        let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+        // One poll function, reading first: the timer is looked at only
+        // while the socket has nothing (the bytes win if both are there).
+        std::future::poll_fn(|cx| {
+            if rbuf.capacity() == 0 {
+                match stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Pending => return timer.as_mut().poll(cx).map(|()| None),
+                }
             }
-        }
-        make_room(&mut self.rbuf);
-        tokio::select! {
-            biased;
-            r = self.stream.read_buf(&mut self.rbuf) => Some(r),
-            () = timer.as_mut() => None,
-        }
+            make_room(rbuf);
+            match poll_read_buf(stream, cx, rbuf) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            }
+        })
+        .await
     }
 
     /// Gives an emptied read buffer back to the thread's pool (a connection
@@ -221,6 +228,29 @@ fn make_room(rbuf: &mut BytesMut) {
     }
     if rbuf.capacity() - rbuf.len() < 4096 {
         rbuf.reserve(READ_CHUNK);
+    }
+}
+
+/// One read into the free tail of `buf` (tokio's `poll_read`, which also
+/// notes that a short read drained the socket, saving a read that would
+/// only say "would block").
+fn poll_read_buf(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let mut rb = ReadBuf::uninit(spare);
+    match Pin::new(stream).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            // SAFETY: `poll_read` initialized the first `n` bytes of the
+            // spare capacity (ReadBuf tracks what was filled).
+            unsafe { buf.set_len(buf.len() + n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
