@@ -90,16 +90,40 @@ pub async fn fill_to(src: &mut Conn, n: usize, idle: Duration) -> Result<(), Rel
     Ok(())
 }
 
+/// Bodies up to this size are copied behind their head and leave in one
+/// plain `send`: for a small body the copy costs less than `sendmsg`'s
+/// message header and two-piece iovec.
+pub const COALESCE_MAX: usize = 4096;
+
+/// Writes `head` then `body`: a small body ([`COALESCE_MAX`]) is appended
+/// to `head` (which then holds both) and sent in one piece, a larger one
+/// with [`write_all_vectored`].
+pub async fn write_head_and_body(
+    dst: &TcpStream,
+    head: &mut Vec<u8>,
+    body: &[u8],
+) -> io::Result<()> {
+    if body.len() <= COALESCE_MAX {
+        head.extend_from_slice(body);
+        write_all_vectored(dst, head, &[]).await
+    } else {
+        write_all_vectored(dst, head, body).await
+    }
+}
+
 /// Writes `a` then `b` with as few calls as the socket allows: `sendmsg`
 /// with both pieces (no copy), not `writev`, whose trip through the file
-/// layer (permission and fsnotify hooks) costs more per call on a socket.
+/// layer (permission and fsnotify hooks) costs more per call on a socket;
+/// a plain `send` once one piece is left.
 pub async fn write_all_vectored(dst: &TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
     let sock = socket2::SockRef::from(dst);
     let mut done = 0usize;
     let total = a.len() + b.len();
     while done < total {
         let sent = dst.try_io(Interest::WRITABLE, || {
-            if done < a.len() {
+            if done < a.len() && b.is_empty() {
+                sock.send_with_flags(&a[done..], libc::MSG_NOSIGNAL)
+            } else if done < a.len() {
                 let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
                 sock.send_vectored_with_flags(&bufs, libc::MSG_NOSIGNAL)
             } else {
@@ -322,5 +346,33 @@ pub fn client_framing(
         BodyLen::Chunked => (Framing::Close, Out::Dechunked),
         BodyLen::UntilClose if http11 => (Framing::Chunked, Out::Chunked),
         BodyLen::UntilClose => (Framing::Close, Out::Same),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn head_and_body_arrive_whole_whether_copied_or_sent_in_two_pieces() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sender = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut peer = l.accept().await.unwrap().0;
+        for size in [0, 1, COALESCE_MAX, COALESCE_MAX + 1, 1 << 20] {
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+            let head_len = head.len();
+            let expected = [&head[..], &body[..]].concat();
+            let (sent, got) = tokio::join!(write_head_and_body(&sender, &mut head, &body), async {
+                let mut got = vec![0u8; expected.len()];
+                peer.read_exact(&mut got).await.map(|_| got)
+            });
+            sent.unwrap();
+            assert!(got.unwrap() == expected, "{size}-byte body");
+            // a small body was appended to the head, a large one was not
+            let copied = size <= COALESCE_MAX;
+            assert_eq!(head.len(), head_len + if copied { size } else { 0 });
+        }
     }
 }

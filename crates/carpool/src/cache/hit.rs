@@ -112,9 +112,10 @@ pub(super) async fn serve_hit(
         }
     }
     respond::head_full(&mut out, &reply, Framing::Length(total));
+    rec.bytes += out.len() as u64 + if is_head { 0 } else { total };
     let result = match body {
         _ if is_head => client.stream.write_all(&out).await,
-        Body::Memory(b) => body::write_all_vectored(&client.stream, &out, b).await,
+        Body::Memory(b) => body::write_head_and_body(&client.stream, &mut out, b).await,
         Body::Disk(_) => match client.stream.write_all(&out).await {
             Ok(()) => {
                 respond::send_body(
@@ -129,7 +130,6 @@ pub(super) async fn serve_hit(
             Err(e) => Err(e),
         },
     };
-    rec.bytes += out.len() as u64 + if is_head { 0 } else { total };
     rec.keep_buffer(out);
     match result {
         Ok(()) => next,

@@ -720,8 +720,8 @@ async fn respond(
             BodyLen::Length(n - take as u64)
         };
     }
-    let written = body::write_all_vectored(&client.stream, &out, &parent.rbuf[..take]).await;
     rec.bytes += (out.len() + take) as u64;
+    let written = body::write_head_and_body(&client.stream, &mut out, &parent.rbuf[..take]).await;
     rec.keep_buffer(out);
     if written.is_err() {
         return Next::Close;
