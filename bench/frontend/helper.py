@@ -343,6 +343,39 @@ def paired_ratios(w, frontends, by_round, tck):
             w("Per round, %s against HAProxy in the same round: req/CPU-s %s; **median %.2f×**." % (
                 NAMES.get(fe, fe), ", ".join("%.2f×" % x for x in ratios), statistics.median(ratios)))
             w("")
+    cpu_split(w, frontends, by_round, tck)
+
+
+def _us_per_req(r, key, tck):
+    return r[key] / tck / r["requests"] * 1e6 if r["requests"] else 0.0
+
+
+def cpu_split(w, frontends, by_round, tck):
+    """User and system CPU per request (medians of the rounds), and the ceiling
+    of each frontend against HAProxy: HAProxy's CPU per request over the
+    frontend's system time alone, the ratio it would reach if its own
+    (user-space) work cost nothing while the kernel's stayed as measured."""
+    if "haproxy" not in by_round:
+        return
+    parts = []
+    for fe in frontends:
+        rs = list(by_round.get(fe, {}).values())
+        if not rs:
+            continue
+        parts.append("%s %.1f µs user + %.1f µs system" % (
+            NAMES.get(fe, fe), statistics.median(_us_per_req(r, "utime", tck) for r in rs),
+            statistics.median(_us_per_req(r, "stime", tck) for r in rs)))
+    w("CPU per request (medians of the rounds): %s." % "; ".join(parts))
+    h = by_round["haproxy"]
+    for fe in frontends:
+        if fe == "haproxy" or fe not in by_round:
+            continue
+        ceil = [(_us_per_req(h[k], "utime", tck) + _us_per_req(h[k], "stime", tck)) / _us_per_req(r, "stime", tck)
+                for k, r in sorted(by_round[fe].items()) if k in h and _us_per_req(r, "stime", tck)]
+        if ceil:
+            w("Ceiling of %s against HAProxy with no user time at all (HAProxy's CPU per request over %s's "
+              "system time alone): median %.2f×." % (NAMES.get(fe, fe), NAMES.get(fe, fe), statistics.median(ceil)))
+    w("")
 
 
 def report(results, out, *meta):
