@@ -88,6 +88,45 @@ fn keep_alive_reuses_connections_on_both_sides() {
 }
 
 #[test]
+fn a_burst_of_concurrent_requests_keeps_its_parent_connections() {
+    // 150 clients with a request each in flight at once, three times over:
+    // the first burst opens a parent connection per request, and the next
+    // ones find them all idle in the pool (the default keeps up to 1024 per
+    // parent and worker; a lower cap would close the surplus after every
+    // exchange and connect again for the next).
+    const CLIENTS: usize = 150;
+    let a = Parent::start("burst");
+    let f = Frontend::start("burst", &config(&[&a], "[frontend]\nworkers = 1\n"));
+    let start = std::sync::Barrier::new(CLIENTS);
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            let (f, start) = (&f, &start);
+            scope.spawn(move || {
+                let s = f.connect();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                for _ in 0..3 {
+                    start.wait();
+                    w.write_all(b"GET http://h.example/slow/500 HTTP/1.1\r\nHost: h\r\n\r\n")
+                        .unwrap();
+                    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(a.requests.load(Ordering::SeqCst), 3 * CLIENTS);
+    let opened = a.connections.load(Ordering::SeqCst);
+    assert!(
+        opened >= 100,
+        "only {opened} parent connections: the requests of a burst did not overlap, nothing was tested"
+    );
+    assert!(
+        opened <= CLIENTS + 5,
+        "{opened} parent connections for 3 bursts of {CLIENTS} concurrent requests: idle ones were closed"
+    );
+}
+
+#[test]
 fn request_and_response_bodies_stream_both_ways() {
     let a = Parent::start("bodies");
     let f = Frontend::start("bodies", &config(&[&a], ""));

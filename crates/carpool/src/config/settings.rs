@@ -97,7 +97,7 @@ impl Default for FrontendSettings {
             parent_connect_timeout: Duration::from_secs(5),
             parent_first_byte_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
-            parent_idle_connections: 64,
+            parent_idle_connections: 1024,
             parent_idle_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             tunnel_idle_timeout: Duration::from_secs(300),
