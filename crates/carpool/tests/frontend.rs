@@ -98,22 +98,43 @@ fn a_burst_of_concurrent_requests_keeps_its_parent_connections() {
     let a = Parent::start("burst");
     let f = Frontend::start("burst", &config(&[&a], "[frontend]\nworkers = 1\n"));
     let start = std::sync::Barrier::new(CLIENTS);
-    std::thread::scope(|scope| {
-        for _ in 0..CLIENTS {
-            let (f, start) = (&f, &start);
-            scope.spawn(move || {
-                let s = f.connect();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut w = s;
-                for _ in 0..3 {
-                    start.wait();
-                    w.write_all(b"GET http://h.example/slow/500 HTTP/1.1\r\nHost: h\r\n\r\n")
-                        .unwrap();
-                    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
-                }
-            });
-        }
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (f, start) = (&f, &start);
+                scope.spawn(move || {
+                    // A failing client keeps meeting the others at the
+                    // barrier (a panic here would leave them waiting forever).
+                    let mut conn = None;
+                    let mut failed = None;
+                    for _ in 0..3 {
+                        start.wait();
+                        if failed.is_some() {
+                            continue;
+                        }
+                        let (w, r) = conn.get_or_insert_with(|| {
+                            let s = f.connect();
+                            (s.try_clone().unwrap(), BufReader::new(s))
+                        });
+                        let req = b"GET http://h.example/slow/500 HTTP/1.1\r\nHost: h\r\n\r\n";
+                        let outcome = w
+                            .write_all(req)
+                            .and_then(|()| read_response(r, false))
+                            .map_err(|e| e.to_string());
+                        match outcome {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failed = Some(format!("status {}", r.status)),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    failed.map_or(Ok(()), Err)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "clients failed: {failed:?}");
     assert_eq!(a.requests.load(Ordering::SeqCst), 3 * CLIENTS);
     let opened = a.connections.load(Ordering::SeqCst);
     assert!(
