@@ -22,7 +22,7 @@ pub enum Xff {
 
 /// The field names a message's `Connection` fields list (beyond the
 /// standard options), collected once per message (no allocation when there
-/// are none, the common case).
+/// is no `Connection` field: absent kinds are not searched).
 struct ConnectionTokens<'a>(Vec<&'a [u8]>);
 
 impl ConnectionTokens<'_> {
@@ -32,9 +32,6 @@ impl ConnectionTokens<'_> {
 }
 
 fn connection_tokens(fields: &Fields) -> ConnectionTokens<'_> {
-    if !fields.has(Known::Connection) {
-        return ConnectionTokens(Vec::new());
-    }
     ConnectionTokens(
         fields
             .get_all(Known::Connection)
@@ -52,7 +49,7 @@ fn connection_tokens(fields: &Fields) -> ConnectionTokens<'_> {
 /// True for the fields a proxy never forwards: hop-by-hop by their kind
 /// ([`Known::is_hop_by_hop`]), or named by `Connection`.
 fn dropped(kind: Known, name: &[u8], conn: &ConnectionTokens<'_>) -> bool {
-    kind.is_hop_by_hop() || (!conn.0.is_empty() && conn.named(name))
+    kind.is_hop_by_hop() || conn.named(name)
 }
 
 /// True when a `Via` field already names `received_by` (a forwarding loop).
