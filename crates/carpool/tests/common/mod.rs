@@ -393,6 +393,10 @@ impl Drop for Frontend {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test keeps its files (config, stderr log) to look at.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -629,6 +633,7 @@ pub fn route(conf_text: &str, urls: &[String]) -> Vec<String> {
         &["route", "-c", conf.to_str().unwrap()],
         &(urls.join("\n") + "\n"),
     );
+    let _ = std::fs::remove_file(&conf);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
