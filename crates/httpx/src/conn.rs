@@ -2,14 +2,13 @@
 //! Bytes read past a head (a body, a pipelined request) stay in the buffer
 //! for the next reader.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use std::future::Future;
-use std::task::{Context, Poll};
-
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};

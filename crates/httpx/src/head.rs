@@ -181,7 +181,8 @@ impl Known {
 }
 
 /// A header name to look up: any `&str` (a [`Known`] one is recognised),
-/// or a [`Known`] kind itself, which needs no name comparison at all.
+/// or a [`Known`] kind itself, which needs no name comparison at all
+/// ([`Known::Other`] names no field and finds none).
 pub trait FieldName: Copy {
     /// Its kind.
     fn kind(self) -> Known;
@@ -204,8 +205,10 @@ impl FieldName for Known {
         self
     }
 
-    fn is(self, name: &[u8]) -> bool {
-        Known::of(name) == self
+    /// Asked only of [`Known::Other`] (the other kinds are found by kind),
+    /// which is not a name.
+    fn is(self, _name: &[u8]) -> bool {
+        false
     }
 }
 
@@ -614,6 +617,7 @@ mod tests {
         assert!(h.fields.has_token(Known::Connection, "te"));
         assert!(h.fields.has(Known::Connection) && !h.fields.has(Known::Via));
         assert_eq!(h.fields.get(Known::Via), None);
+        assert_eq!(h.fields.get(Known::Other), None, "Other is not a name");
         assert_eq!(h.fields.get("x-other"), Some(&b"1"[..]));
     }
 
