@@ -9,7 +9,7 @@ mod config;
 mod escape;
 mod frontend;
 mod lbrules;
-mod server;
+mod process;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than

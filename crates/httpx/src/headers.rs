@@ -99,62 +99,99 @@ pub fn server_keep_alive(head: &ResponseHead) -> bool {
     }
 }
 
-/// Writes the head of a request forwarded to a parent: `method target
-/// HTTP/1.1`, the client's end-to-end fields, our `Via`, `X-Forwarded-For`
-/// per `xff`, and the body framing.
-#[allow(clippy::too_many_arguments)]
-pub fn write_request_head(
-    out: &mut Vec<u8>,
-    method: &[u8],
-    target: &[u8],
-    head: &RequestHead,
-    body: BodyLen,
-    via: &str,
-    xff: Xff,
-    client: IpAddr,
-) {
-    out.extend_from_slice(method);
+/// What the head of a request sent upstream is made of: one writer for
+/// every hop (a frontend's request to a parent, a cache's to an origin or
+/// to an upstream proxy).
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    /// The method sent (a cache fill asks for GET on a client's HEAD).
+    pub method: &'a [u8],
+    /// The request-target: absolute-form to a proxy, origin-form to an origin.
+    pub target: &'a [u8],
+    /// A `Host` sent in place of the client's, first after the request line
+    /// (an origin's authority). `None` keeps the client's `Host`, or adds
+    /// the target's authority when the client sent none.
+    pub host: Option<&'a [u8]>,
+    /// More request fields not forwarded, by lower-case name (a cache fill
+    /// drops the client's conditions and ranges).
+    pub drop: &'a [&'a str],
+    /// Fields this hop adds, as whole lines (`Name: value\r\n`): a
+    /// revalidation's validators.
+    pub extra: &'a [u8],
+    /// Our `Via` entry after the protocol version: `name (carpool)`.
+    pub via: &'a str,
+    /// What to do with `X-Forwarded-For`.
+    pub xff: Xff,
+    /// The client's address (for `X-Forwarded-For`).
+    pub client: IpAddr,
+    /// The framing of the body that follows the head.
+    pub body: BodyLen,
+}
+
+/// Writes the head of a request sent upstream: `method target HTTP/1.1`,
+/// the client's end-to-end fields (not the hop-by-hop ones, those its
+/// `Connection` names, its framing, `Expect`, nor `o.drop`), `Host`, the
+/// extra fields, our `Via`, `X-Forwarded-For` per `o.xff`, and the body
+/// framing. Runs of kept fields are copied as they came.
+pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_>) {
+    out.extend_from_slice(o.method);
     out.push(b' ');
-    out.extend_from_slice(target);
+    out.extend_from_slice(o.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = o.host {
+        push_field(out, b"Host", host);
+    }
     let mut prior_xff: Option<&[u8]> = None;
-    let mut has_host = false;
+    let mut has_host = o.host.is_some();
     let conn = connection_tokens(&head.fields);
     head.fields.write_kept(out, |kind, name, value| {
         if dropped(kind, name, &conn) || matches!(kind, Known::ContentLength | Known::Expect) {
             return false;
         }
-        if kind == Known::XForwardedFor {
-            match xff {
+        match kind {
+            Known::Host => {
+                if o.host.is_some() {
+                    return false;
+                }
+                has_host = true;
+            }
+            Known::XForwardedFor => match o.xff {
                 Xff::Off => {}
                 Xff::Delete => return false,
                 Xff::Append => {
                     prior_xff = Some(value);
                     return false;
                 }
+            },
+            Known::Other
+                if !o.drop.is_empty()
+                    && o.drop
+                        .iter()
+                        .any(|d| name.eq_ignore_ascii_case(d.as_bytes())) =>
+            {
+                return false;
             }
-        }
-        if kind == Known::Host {
-            has_host = true;
+            _ => {}
         }
         true
     });
     if !has_host {
-        if let Some(host) = authority_of(target) {
+        if let Some(host) = authority_of(o.target) {
             push_field(out, b"Host", host);
         }
     }
-    push_via(out, head.version, via);
-    if xff == Xff::Append {
+    out.extend_from_slice(o.extra);
+    push_via(out, head.version, o.via);
+    if o.xff == Xff::Append {
         out.extend_from_slice(b"X-Forwarded-For: ");
         if let Some(p) = prior_xff {
             out.extend_from_slice(p);
             out.extend_from_slice(b", ");
         }
-        push_ip(out, client);
+        push_ip(out, o.client);
         out.extend_from_slice(b"\r\n");
     }
-    push_framing(out, body);
+    push_framing(out, o.body);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -334,20 +371,50 @@ mod tests {
         );
         let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
         let mut out = Vec::new();
-        write_request_head(
-            &mut out,
-            b"GET",
-            b"http://h.example/x",
-            &h,
-            BodyLen::Empty,
-            "fe:3128 (carpool)",
-            Xff::Append,
-            "127.0.0.1".parse().unwrap(),
-        );
+        let o = Outgoing {
+            method: b"GET",
+            target: b"http://h.example/x",
+            host: None,
+            drop: &[],
+            extra: b"",
+            via: "fe:3128 (carpool)",
+            xff: Xff::Append,
+            client: "127.0.0.1".parse().unwrap(),
+            body: BodyLen::Empty,
+        };
+        write_request_head(&mut out, &h, &o);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nAccept: */*\r\nVia: 1.1 fe:3128 (carpool)\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn to_an_origin_host_is_replaced_and_dropped_fields_and_extras_apply() {
+        let mut b = BytesMut::from(
+            &b"GET http://h.example:8080/x?q HTTP/1.0\r\nAccept: */*\r\nHost: other\r\nIf-None-Match: \"a\"\r\nrange: bytes=0-1\r\nX-Keep: 1\r\n\r\n"[..],
+        );
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            &h,
+            &Outgoing {
+                method: b"GET",
+                target: b"/x?q",
+                host: Some(b"h.example:8080"),
+                drop: &["if-none-match", "range"],
+                extra: b"If-None-Match: \"stored\"\r\n",
+                via: "c1 (carpool)",
+                xff: Xff::Append,
+                client: "::1".parse().unwrap(),
+                body: BodyLen::Length(3),
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x?q HTTP/1.1\r\nHost: h.example:8080\r\nAccept: */*\r\nX-Keep: 1\r\nIf-None-Match: \"stored\"\r\nVia: 1.0 c1 (carpool)\r\nX-Forwarded-For: ::1\r\nContent-Length: 3\r\n\r\n"
         );
     }
 

@@ -1,13 +1,14 @@
 //! # httpx — carpool's HTTP/1.1 engine
 //!
-//! The lean proxy hot path that the frontend and the cache share (see
-//! DESIGN.md, "The HTTP engine"): heads parsed with `httparse` into one buffer
-//! plus index ranges, strict message framing that refuses anything ambiguous,
-//! bodies streamed with bounded buffers, per-upstream keep-alive pools, and the
-//! access log in Squid's native format.
+//! The lean HTTP/1.1 mechanics under carpool's request layer (the `proxy`
+//! crate; see "Architecture" in the README): heads parsed with `httparse`
+//! into one buffer plus index ranges, strict message framing that refuses
+//! anything ambiguous, bodies streamed with bounded buffers, the heads a
+//! proxy hop writes, per-upstream keep-alive pools, and the access log in
+//! Squid's native format.
 //!
-//! It owns HTTP/1.1 mechanics only. It must not know about routing, parents'
-//! health, caching or configuration files.
+//! It owns HTTP/1.1 mechanics only. It must not know about a request's
+//! phases, routing, parents' health, caching or configuration files.
 
 pub mod accesslog;
 pub mod body;

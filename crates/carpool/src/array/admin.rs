@@ -3,12 +3,15 @@
 //! restarts=N`); anything else is 404. Plain HTTP/1.1, one request per
 //! connection: it is for people and scripts, not for load.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::supervise::Status;
+/// What `/status` shows: the supervisor rewrites it as its children change.
+pub type Status = Rc<RefCell<String>>;
 
 /// Longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;

@@ -14,7 +14,6 @@
 //! - SIGTERM/SIGINT stop the frontend first, then the caches, each within
 //!   its shutdown timeout.
 
-use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::admin::Status;
 use super::{Kind, Plan, Spec, UpOptions};
 
 /// First wait before restarting a crashed child; doubles up to the maximum.
@@ -48,13 +48,10 @@ struct Proc {
     restart_at: Option<Instant>,
 }
 
-/// What `/status` shows.
-pub type Status = Rc<RefCell<String>>;
-
 fn bind(spec: &Spec) -> Result<Vec<socket2::Socket>> {
     (0..spec.workers.max(1))
         .map(|_| {
-            let l = crate::server::bind_reuseport(spec.listen)
+            let l = crate::process::bind_reuseport(spec.listen)
                 .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
             Ok(socket2::Socket::from(l))
         })
@@ -80,8 +77,11 @@ async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
         .join(",");
     let mut cmd = Command::new(exe);
     cmd.args(&spec.args)
-        .env(crate::server::LISTEN_FDS_ENV, list)
-        .env(crate::server::READY_FD_ENV, ready_w.as_raw_fd().to_string())
+        .env(crate::process::LISTEN_FDS_ENV, list)
+        .env(
+            crate::process::READY_FD_ENV,
+            ready_w.as_raw_fd().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

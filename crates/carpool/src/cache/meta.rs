@@ -43,7 +43,7 @@ pub struct Meta {
 
 /// A record as stored: an object, or a `Vary` marker.
 #[derive(Debug, Clone)]
-pub enum Record {
+pub enum Stored {
     /// A response.
     Object(Meta),
     /// The URL's responses vary on these request fields (lower case,
@@ -119,7 +119,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Reads a record back (without copying its head or policy); `None` when it
 /// is not one of ours (another layout version, or damage the store's
 /// checksums did not catch).
-pub fn decode(b: &Bytes) -> Option<Record> {
+pub fn decode(b: &Bytes) -> Option<Stored> {
     let mut r = Reader(b);
     if r.take(4)? != MAGIC {
         return None;
@@ -133,7 +133,7 @@ pub fn decode(b: &Bytes) -> Option<Record> {
             let head = b.slice_ref(r.bytes()?);
             let vary = split_names(r.bytes()?);
             let policy_json = b.slice_ref(r.bytes()?);
-            Some(Record::Object(Meta {
+            Some(Stored::Object(Meta {
                 status,
                 response_time,
                 initial_age,
@@ -145,7 +145,7 @@ pub fn decode(b: &Bytes) -> Option<Record> {
         }
         KIND_VARY => {
             let nonce = r.u64()?;
-            Some(Record::Vary {
+            Some(Stored::Vary {
                 names: split_names(r.bytes()?),
                 nonce,
             })
@@ -209,7 +209,7 @@ mod tests {
             vary: vec!["accept-encoding".into()],
             policy_json: Bytes::from_static(b"{}"),
         };
-        let Some(Record::Object(back)) = decode(&m.encode().into()) else {
+        let Some(Stored::Object(back)) = decode(&m.encode().into()) else {
             panic!("not decoded")
         };
         assert_eq!(back.status, 200);
@@ -224,7 +224,7 @@ mod tests {
             back.age(m.response_time + Duration::from_secs(10)),
             Duration::from_secs(13)
         );
-        let Some(Record::Vary { names, nonce }) =
+        let Some(Stored::Vary { names, nonce }) =
             decode(&encode_vary(&["accept".into(), "cookie".into()], 7).into())
         else {
             panic!("not a vary marker")

@@ -1,216 +1,287 @@
-//! Misses and revalidations: the leader's request to the origin, the
-//! RFC 9111 verdict on the answer, storing it (under its `Vary` variant key
-//! when it varies) while the followers stream it, `stale-if-error` and
-//! `stale-while-revalidate`.
+//! Misses and revalidations: the request a fill sends, the RFC 9111 verdict
+//! on the origin's answer, storing it (under its `Vary` variant key when it
+//! varies) while the followers stream it, and the stale answers RFC 5861
+//! allows (`stale-if-error`, `stale-while-revalidate`).
 
-use std::net::IpAddr;
-use std::rc::Rc;
 use std::time::SystemTime;
 
 use cache_store::Key;
-use carp::RequestUri;
 use httpx::body::Decoder;
 use httpx::conn::Conn;
-use httpx::error::HttpError;
 use httpx::framing::{self, BodyLen};
-use httpx::headers::{self};
-use httpx::RequestHead;
+use httpx::headers::{self, Outgoing};
+use httpx::HttpError;
+use proxy::log::Code;
+use proxy::upstream::Response;
+use proxy::{Next, Proceed, Request, Session};
 use tokio::sync::watch;
 
-use super::fill::{End, Leader, Progress, Role};
-use super::hit::{follow, serve_hit, Followed};
+use super::fill::{End, Leader, Progress, Role as FillRole};
+use super::follow::{follow, Followed};
+use super::hit::{serve_hit, Object};
+use super::lookup::Found;
 use super::meta::{self, Meta};
-use super::origin::{self, Hop, Outgoing};
-use super::pass::relay_response;
+use super::origin::{Hop, CLIENT_CONDITIONS};
 use super::policy::{self, Verdict};
-use super::serve::{reject, timeouts, Found, Next, Record};
-use super::{Cache, Worker};
+use super::respond::{Served, XCache};
+use super::Worker;
 
-/// What starting a fill came to.
-pub(super) enum Filled {
+/// The leader of a fill: what it found stored, its side of the fill, and
+/// the validators it revalidates a stored object with.
+pub(super) struct Lead {
+    pub(super) found: Found,
+    leader: Leader,
+    validators: Vec<u8>,
+}
+
+impl Lead {
+    /// Leads the fill of what `found` found (or did not).
+    pub(super) fn new(found: Found, leader: Leader) -> Lead {
+        let validators = found
+            .object
+            .as_ref()
+            .map(|(_, m)| policy::validators(m))
+            .unwrap_or_default();
+        Lead {
+            found,
+            leader,
+            validators,
+        }
+    }
+
+    /// Adjusts the request sent upstream for this fill: a GET for the
+    /// whole, current object (the client's own conditions and ranges are
+    /// answered from the store), with the stored object's validators.
+    pub(super) fn request<'a>(&'a self, o: &mut Outgoing<'a>) {
+        o.method = b"GET";
+        o.drop = CLIENT_CONDITIONS;
+        o.extra = &self.validators;
+    }
+
+    /// How the leader's client is answered: a miss, or a refresh of the
+    /// stored object.
+    pub(super) fn served(&self) -> Served {
+        match self.found.object {
+            Some(_) => Served::new(Code::RefreshModified, XCache::Refresh),
+            None => Served::new(Code::Miss, XCache::Miss),
+        }
+    }
+}
+
+/// What the origin's answer to a fill came to.
+enum Filled {
     /// The origin said 304: the stored record was refreshed (this is it).
     Refreshed(Meta),
     /// The body is being stored: follow the fill.
     Filling(watch::Receiver<Progress>),
     /// Not stored: this response goes to the one client as it is.
-    Pass(origin::Response, BodyLen),
-    /// The origin could not be reached or broke before a usable head.
+    Pass(Response),
+    /// The origin's answer cannot be used.
     Failed(HttpError),
 }
 
-/// The leader's work up to the body: the (conditional, when an object is
-/// stored) request to the origin, the RFC 9111 verdict on the answer, and
-/// for a stored answer the writer and the task that fills it.
-pub(super) async fn start_fill(
-    w: &Rc<Worker>,
-    head: &RequestHead,
-    uri: &RequestUri,
-    found: &Found,
-    leader: Leader,
-    client_ip: IpAddr,
-) -> Filled {
-    let cache = &w.cache;
-    let hop = Hop::for_uri(uri, cache.upstream.as_ref());
-    let extra = found
-        .object
-        .as_ref()
-        .map(|(_, m)| policy::validators(m))
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(512);
-    origin::write_head(
-        &mut out,
-        &hop,
-        &Outgoing {
-            method: b"GET",
-            uri,
-            client: head,
-            body: BodyLen::Empty,
-            fill: true,
-            extra: &extra,
-            via: &cache.via,
-            client_ip,
-        },
-    );
-    let mut resp = match origin::exchange(&w.pools, &hop, &out, timeouts(cache)).await {
-        Ok(r) => r,
-        Err(f) => {
-            tracing::info!(
-                origin = hop.name(),
-                reason = f.error.reason,
-                "origin request failed"
-            );
-            return Filled::Failed(f.error);
-        }
+/// The response filter of a fill with a client: the origin's final answer
+/// stored and followed, or the refreshed object served, or the answer
+/// relayed as it is.
+pub(super) async fn answer(
+    w: &Worker,
+    s: &mut Session,
+    req: &Request,
+    hop: Hop,
+    lead: Lead,
+    resp: Response,
+) -> Proceed {
+    let served = lead.served();
+    s.log.code = served.code;
+    let Lead { found, leader, .. } = lead;
+    let fill = Fill {
+        w,
+        req,
+        found: &found,
+        leader,
+        hop,
     };
-    // interim responses are not forwarded on a fill
-    while resp.head.status < 200 && resp.head.status != 101 {
-        match resp
-            .conn
-            .read_response_head(
-                cache.settings.origin_first_byte_timeout,
-                origin::MAX_RESPONSE_HEAD,
-            )
-            .await
-        {
-            Ok(Some(h)) => resp.head = h,
-            _ => {
-                return Filled::Failed(HttpError::new(
-                    502,
-                    "origin broke after an interim response",
-                ))
-            }
-        }
-    }
-    if resp.head.status == 101 {
-        return Filled::Failed(HttpError::new(502, "origin switched protocols on a GET"));
-    }
-    let response_time = SystemTime::now();
-    let req_parts = policy::request_parts(b"GET", uri.effective(), &head.fields);
-    if let (Some((_, m)), 304) = (&found.object, resp.head.status) {
-        let merged = policy::merge_304(&m.head, &resp.head);
-        if headers::server_keep_alive(&resp.head) {
-            w.pools.borrow_mut().put(&hop, resp.conn);
-        }
-        let refreshed =
-            req_parts.and_then(
-                |r| match policy::judge(&r, m.status, merged, response_time) {
-                    Verdict::Store(n) => Some(n),
-                    Verdict::Pass(_) => None,
-                },
-            );
-        let skey = found.key(uri.effective());
-        let key = Key::of(skey);
-        let m2 = match refreshed {
-            Some(n) => {
-                let version = found.object.as_ref().map_or(0, |(h, _)| h.version);
-                // only the version we revalidated: a newer object stored
-                // meanwhile keeps its own headers
-                match cache.store.update_meta_if(key, skey, version, &n.encode()) {
-                    Ok(true) => {}
-                    Ok(false) => tracing::debug!("stored object replaced during revalidation"),
-                    Err(e) => tracing::warn!(error = %e, "cannot refresh a stored record"),
-                }
-                n
+    let next = match fill.take(resp) {
+        Filled::Pass(resp) => return Proceed::Relay(resp, served.x_cache.field()),
+        Filled::Refreshed(m) => match &found.object {
+            Some((hit, _)) => {
+                let obj = Object {
+                    body: &hit.body,
+                    meta: &m,
+                };
+                let served = Served::new(Code::RefreshUnmodified, XCache::Refresh);
+                serve_hit(w, s, &req.head, obj, served).await
             }
             None => {
-                cache.store.remove(key, skey);
-                m.clone()
+                s.reject(HttpError::new(502, "304 without a stored object"))
+                    .await
+            }
+        },
+        Filled::Filling(rx) => match follow(w, s, &req.head, rx, served).await {
+            Followed::Done(next) => next,
+            Followed::Again | Followed::Alone => {
+                s.reject(HttpError::new(502, "origin broke during the response"))
+                    .await
+            }
+        },
+        Filled::Failed(e) => match stale_if_error(w, s, req, &found, e).await {
+            Some(next) => next,
+            None => s.reject(e).await,
+        },
+    };
+    Proceed::Answered(next)
+}
+
+/// Serves the stored object of a fill whose origin failed, when its
+/// `stale-if-error` window allows (RFC 5861); `None` otherwise.
+pub(super) async fn stale_if_error(
+    w: &Worker,
+    s: &mut Session,
+    req: &Request,
+    found: &Found,
+    e: HttpError,
+) -> Option<Next> {
+    let (hit, m) = found.object.as_ref()?;
+    if !stale_within(m, "stale-if-error") {
+        return None;
+    }
+    tracing::info!(url = %String::from_utf8_lossy(req.uri.effective()), reason = e.reason, "origin failed: serving stale (stale-if-error)");
+    let obj = Object {
+        body: &hit.body,
+        meta: m,
+    };
+    let served = Served::new(Code::RefreshFailOld, XCache::Hit);
+    Some(serve_hit(w, s, &req.head, obj, served).await)
+}
+
+/// A fill's origin answer, and what it is judged and stored with.
+struct Fill<'a> {
+    w: &'a Worker,
+    req: &'a Request,
+    found: &'a Found,
+    leader: Leader,
+    hop: Hop,
+}
+
+impl Fill<'_> {
+    /// The origin's final answer `resp`, judged: a 304 refreshes the
+    /// stored record; a storable answer starts being stored (a task of its
+    /// own fills the store, the followers stream from it); anything else
+    /// passes to this one client.
+    fn take(self, resp: Response) -> Filled {
+        let response_time = SystemTime::now();
+        let (uri, fields) = (self.req.uri.effective(), &self.req.head.fields);
+        let req_parts = policy::request_parts(b"GET", uri, fields);
+        if let (Some((hit, m)), 304) = (&self.found.object, resp.head.status) {
+            if headers::server_keep_alive(&resp.head) {
+                self.w.pools.borrow_mut().put(&self.hop, resp.conn);
+            }
+            let merged = policy::merge_304(&m.head, &resp.head);
+            let refreshed =
+                req_parts.and_then(
+                    |r| match policy::judge(&r, m.status, merged, response_time) {
+                        Verdict::Store(n) => Some(n),
+                        Verdict::Pass(_) => None,
+                    },
+                );
+            let now = refresh(self.w, self.found.key(uri), hit.version, refreshed);
+            self.leader.end(End::Refreshed);
+            return Filled::Refreshed(now.unwrap_or_else(|| m.clone()));
+        }
+        let len = match framing::response_body(b"GET", &resp.head) {
+            Ok(l) => l,
+            Err(e) => return Filled::Failed(e),
+        };
+        let verdict = match (req_parts, known_len(len)) {
+            (None, _) => Verdict::Pass("request not representable for RFC 9111 rules"),
+            (Some(_), Some(n)) if n > self.w.cache.settings.max_object_size => {
+                Verdict::Pass("larger than max_object_size")
+            }
+            (Some(r), _) => {
+                let stored = policy::stored_head(&resp.head);
+                policy::judge(&r, resp.head.status, stored, response_time)
             }
         };
-        leader.end(End::Refreshed);
-        return Filled::Refreshed(m2);
+        match verdict {
+            Verdict::Store(meta) => self.store(resp, meta, len),
+            Verdict::Pass(why) => {
+                tracing::debug!(url = %String::from_utf8_lossy(uri), why, "not stored");
+                self.leader.end(End::Pass);
+                if self.found.object.is_some() {
+                    let key = self.found.key(uri);
+                    self.w.cache.store.remove(Key::of(key), key);
+                }
+                Filled::Pass(resp)
+            }
+        }
     }
-    let len = match framing::response_body(b"GET", &resp.head) {
-        Ok(l) => l,
-        Err(e) => return Filled::Failed(e),
-    };
-    let known_len = match len {
+
+    /// Starts storing `resp`, whose record is `meta` and body `len`: the
+    /// writer, the announcement to the followers, and the task that fills
+    /// the body.
+    fn store(self, resp: Response, meta: Meta, len: BodyLen) -> Filled {
+        let key = storage_key(self.w, self.req, self.found, &meta);
+        let store = &self.w.cache.store;
+        let writer = match store.begin(Key::of(&key), &key, &meta.encode(), known_len(len)) {
+            Ok(wr) => wr,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store an object: passing it through");
+                self.leader.end(End::Pass);
+                return Filled::Pass(resp);
+            }
+        };
+        let rx = self.leader.subscribe();
+        self.leader.head(meta, writer.reader(), known_len(len));
+        let task = FillTask {
+            keep_origin: headers::server_keep_alive(&resp.head) && len != BodyLen::UntilClose,
+            w: self.w.clone(),
+            conn: resp.conn,
+            hop: self.hop,
+            len,
+            writer,
+            leader: self.leader,
+        };
+        tokio::task::spawn_local(task.run());
+        Filled::Filling(rx)
+    }
+}
+
+/// The length of a body when it is known before it arrives.
+fn known_len(len: BodyLen) -> Option<u64> {
+    match len {
         BodyLen::Length(n) => Some(n),
         BodyLen::Empty => Some(0),
-        _ => None,
+        BodyLen::Chunked | BodyLen::UntilClose => None,
+    }
+}
+
+/// Writes a revalidated record (`Some`) over the stored object `version`
+/// under `key`, or drops the object when the origin's 304 made it
+/// unstorable (`None`); the new record, if any.
+fn refresh(w: &Worker, key: &[u8], version: u64, refreshed: Option<Meta>) -> Option<Meta> {
+    let Some(n) = refreshed else {
+        w.cache.store.remove(Key::of(key), key);
+        return None;
     };
-    let verdict = match req_parts {
-        None => Verdict::Pass("request not representable for RFC 9111 rules"),
-        Some(_) if known_len.is_some_and(|n| n > cache.settings.max_object_size) => {
-            Verdict::Pass("larger than max_object_size")
-        }
-        Some(r) => policy::judge(
-            &r,
-            resp.head.status,
-            policy::stored_head(&resp.head),
-            response_time,
-        ),
-    };
-    let meta = match verdict {
-        Verdict::Store(m) => m,
-        Verdict::Pass(why) => {
-            tracing::debug!(url = %String::from_utf8_lossy(uri.effective()), why, "not stored");
-            leader.end(End::Pass);
-            if found.object.is_some() {
-                let skey = found.key(uri.effective());
-                cache.store.remove(Key::of(skey), skey);
-            }
-            return Filled::Pass(resp, len);
-        }
-    };
-    let key = storage_key(cache, uri, head, found, &meta);
-    let writer = match cache
+    // only the version we revalidated: a newer object stored meanwhile
+    // keeps its own headers
+    match w
+        .cache
         .store
-        .begin(Key::of(&key), &key, &meta.encode(), known_len)
+        .update_meta_if(Key::of(key), key, version, &n.encode())
     {
-        Ok(wr) => wr,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot store an object: passing it through");
-            leader.end(End::Pass);
-            return Filled::Pass(resp, len);
-        }
-    };
-    let rx = leader.subscribe();
-    leader.head(meta, writer.reader(), known_len);
-    let keep_origin = headers::server_keep_alive(&resp.head) && len != BodyLen::UntilClose;
-    tokio::task::spawn_local(fill_body(
-        w.clone(),
-        resp.conn,
-        hop,
-        keep_origin,
-        len,
-        writer,
-        leader,
-    ));
-    Filled::Filling(rx)
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("stored object replaced during revalidation"),
+        Err(e) => tracing::warn!(error = %e, "cannot refresh a stored record"),
+    }
+    Some(n)
 }
 
 /// Where a response is stored: the URL's own key, or, when it varies, the
 /// key of the request's variant (writing the URL's `Vary` marker first when
 /// it has none, or one naming other fields).
-pub(super) fn storage_key(
-    cache: &Cache,
-    uri: &RequestUri,
-    head: &RequestHead,
-    found: &Found,
-    meta: &Meta,
-) -> Vec<u8> {
-    let base = uri.effective();
+fn storage_key(w: &Worker, req: &Request, found: &Found, meta: &Meta) -> Vec<u8> {
+    let base = req.uri.effective();
     if meta.vary.is_empty() {
         return base.to_vec();
     }
@@ -219,7 +290,8 @@ pub(super) fn storage_key(
         _ => {
             let nonce = rand::random::<u64>();
             let marker = meta::encode_vary(&meta.vary, nonce);
-            let stored = cache
+            let stored = w
+                .cache
                 .store
                 .begin(Key::of(base), base, &marker, Some(0))
                 .and_then(|wr| wr.finish());
@@ -229,112 +301,59 @@ pub(super) fn storage_key(
             nonce
         }
     };
-    policy::variant_key(base, nonce, &meta.vary, &head.fields)
-}
-
-/// The leader of a fill with a client: start the fill, then answer like a
-/// follower (or from the refreshed record, or pass the answer through).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn lead(
-    w: &Rc<Worker>,
-    client: &mut Conn,
-    head: &RequestHead,
-    uri: &RequestUri,
-    found: Found,
-    leader: Leader,
-    client_ip: IpAddr,
-    rec: &mut Record,
-) -> Next {
-    let hop = Hop::for_uri(uri, w.cache.upstream.as_ref());
-    rec.went_to(&hop);
-    let (code, x_cache) = if found.object.is_some() {
-        ("TCP_REFRESH_MODIFIED", "REFRESH")
-    } else {
-        ("TCP_MISS", "MISS")
-    };
-    match start_fill(w, head, uri, &found, leader, client_ip).await {
-        Filled::Refreshed(m) => {
-            let Some((hit, _)) = &found.object else {
-                return reject(
-                    client,
-                    rec,
-                    HttpError::new(502, "304 without a stored object"),
-                )
-                .await;
-            };
-            serve_hit(
-                w,
-                client,
-                head,
-                &hit.body,
-                &m,
-                SystemTime::now(),
-                "TCP_REFRESH_UNMODIFIED",
-                "REFRESH",
-                rec,
-            )
-            .await
-        }
-        Filled::Filling(rx) => match follow(w, client, head, rx, code, x_cache, rec).await {
-            Followed::Done(next) => next,
-            Followed::Again | Followed::Alone => {
-                reject(
-                    client,
-                    rec,
-                    HttpError::new(502, "origin broke during the response"),
-                )
-                .await
-            }
-        },
-        Filled::Pass(resp, len) => {
-            rec.code = code;
-            relay_response(w, client, head, resp, len, &hop, x_cache, rec).await
-        }
-        Filled::Failed(e) => {
-            if let Some((hit, m)) = &found.object {
-                if stale_within(m, "stale-if-error") {
-                    tracing::info!(url = %String::from_utf8_lossy(uri.effective()), reason = e.reason, "origin failed: serving stale (stale-if-error)");
-                    return serve_hit(
-                        w,
-                        client,
-                        head,
-                        &hit.body,
-                        m,
-                        SystemTime::now(),
-                        "TCP_REFRESH_FAIL_OLD",
-                        "HIT",
-                        rec,
-                    )
-                    .await;
-                }
-            }
-            rec.code = "TCP_MISS";
-            reject(client, rec, e).await
-        }
-    }
+    policy::variant_key(base, nonce, &meta.vary, &req.head.fields)
 }
 
 /// Revalidates (or refetches) an object in the background, for a client
 /// that was answered stale within `stale-while-revalidate`.
-pub(super) fn refresh_in_background(
-    w: &Rc<Worker>,
-    head: &RequestHead,
-    uri: &RequestUri,
-    found: Found,
-    client_ip: IpAddr,
-) {
-    let Role::Lead(leader) = w.cache.inflight.claim(found.key(uri.effective())) else {
+pub(super) fn refresh_in_background(w: &Worker, req: &Request, found: Found) {
+    let FillRole::Lead(leader) = w.cache.inflight.claim(found.key(req.uri.effective())) else {
         return; // a fill of this key is already running
     };
-    let (w, head, uri) = (w.clone(), head.clone(), uri.clone());
+    let (w, req) = (w.clone(), req.clone());
     tokio::task::spawn_local(async move {
-        match start_fill(&w, &head, &uri, &found, leader, client_ip).await {
-            Filled::Failed(e) => {
-                tracing::info!(url = %String::from_utf8_lossy(uri.effective()), reason = e.reason, "background revalidation failed");
+        let hop = Hop::for_uri(&req.uri, w.cache.upstream.as_ref());
+        let lead = Lead::new(found, leader);
+        let resp = match fetch(&w, &req, &hop, &lead).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(url = %String::from_utf8_lossy(req.uri.effective()), reason = e.reason, "background revalidation failed");
+                return;
             }
-            Filled::Refreshed(_) | Filled::Filling(_) | Filled::Pass(..) => {}
+        };
+        let Lead { found, leader, .. } = lead;
+        let fill = Fill {
+            w: &w,
+            req: &req,
+            found: &found,
+            leader,
+            hop,
+        };
+        if let Filled::Failed(e) = fill.take(resp) {
+            tracing::info!(url = %String::from_utf8_lossy(req.uri.effective()), reason = e.reason, "background revalidation failed");
         }
     });
+}
+
+/// The fill's request to `hop` and its final response head, with no
+/// client waiting (interim responses are skipped).
+async fn fetch(w: &Worker, req: &Request, hop: &Hop, lead: &Lead) -> Result<Response, HttpError> {
+    let info = hop.info();
+    let layer = &w.cache.layer;
+    let mut authority = Vec::new();
+    let mut o = proxy::upstream::outgoing(req, info.kind, layer, &mut authority);
+    lead.request(&mut o);
+    let mut head = Vec::new();
+    headers::write_request_head(&mut head, &req.head, &o);
+    let idle = w.pools.borrow_mut().take(hop);
+    let mut resp = proxy::upstream::exchange(idle, &info, &head, &layer.upstream)
+        .await
+        .map_err(|f| {
+            f.error()
+                .unwrap_or(HttpError::new(502, "origin request failed"))
+        })?;
+    resp.skip_interim(info.kind, &layer.upstream).await?;
+    Ok(resp)
 }
 
 /// True when the stored response is stale by less than its `directive`
@@ -350,7 +369,7 @@ pub(super) fn stale_within(m: &Meta, directive: &str) -> bool {
 }
 
 /// The seconds of a `Cache-Control` directive of the stored response.
-pub(super) fn directive_secs(m: &Meta, name: &str) -> Option<u64> {
+fn directive_secs(m: &Meta, name: &str) -> Option<u64> {
     meta::fields(&m.head)
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"cache-control"))
         .flat_map(|(_, v)| v.split(|&b| b == b','))
@@ -366,80 +385,92 @@ pub(super) fn directive_secs(m: &Meta, name: &str) -> Option<u64> {
 /// Reads the origin's body into the store, announcing progress to the
 /// fill's followers; runs on its own so that a client going away does not
 /// stop the object from being stored for the others.
-pub(super) async fn fill_body(
-    w: Rc<Worker>,
-    mut conn: Conn,
+struct FillTask {
+    w: Worker,
+    conn: Conn,
     hop: Hop,
     keep_origin: bool,
     len: BodyLen,
-    mut writer: cache_store::Writer,
+    writer: cache_store::Writer,
     leader: Leader,
-) {
-    let idle = w.cache.settings.body_idle_timeout;
-    let on_disk = w.cache.settings.dir.is_some();
-    let mut dec = Decoder::new(len);
-    loop {
-        match dec.next(&mut conn, idle).await {
-            Ok(Some(piece)) => {
-                let appended = if on_disk {
-                    // off the event loop: a slow or throttled disk stalls
-                    // this fill only, not the worker's other connections
-                    match tokio::task::spawn_blocking(move || {
-                        let r = writer.append(&piece);
-                        (writer, r)
-                    })
-                    .await
-                    {
-                        Ok((wr, r)) => {
-                            writer = wr;
-                            r
-                        }
-                        Err(_) => {
-                            leader.end(End::Failed);
-                            return;
-                        }
-                    }
-                } else {
-                    writer.append(&piece)
-                };
-                if let Err(e) = appended {
-                    tracing::warn!(error = %e, "storing an object failed");
+}
+
+impl FillTask {
+    async fn run(self) {
+        let FillTask {
+            w,
+            mut conn,
+            hop,
+            keep_origin,
+            len,
+            mut writer,
+            leader,
+        } = self;
+        let idle = w.cache.settings.body_idle_timeout;
+        let on_disk = w.cache.settings.dir.is_some();
+        let mut dec = Decoder::new(len);
+        loop {
+            let piece = match dec.next(&mut conn, idle).await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(origin = hop.info().name, error = %e, "origin body cut short");
                     writer.abort();
                     leader.end(End::Failed);
                     return;
                 }
-                if dec.is_done() {
-                    // the last bytes are announced once the object is
-                    // published: a client that has the whole body finds
-                    // the object stored when it asks again
-                    break;
+            };
+            let appended = if on_disk {
+                // off the event loop: a slow or throttled disk stalls this
+                // fill only, not the worker's other connections
+                match tokio::task::spawn_blocking(move || {
+                    let r = writer.append(&piece);
+                    (writer, r)
+                })
+                .await
+                {
+                    Ok((wr, r)) => {
+                        writer = wr;
+                        r
+                    }
+                    Err(_) => {
+                        leader.end(End::Failed);
+                        return;
+                    }
                 }
-                leader.progress(writer.written());
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(origin = hop.name(), error = %e, "origin body cut short");
+            } else {
+                writer.append(&piece)
+            };
+            if let Err(e) = appended {
+                tracing::warn!(error = %e, "storing an object failed");
                 writer.abort();
                 leader.end(End::Failed);
                 return;
             }
+            if dec.is_done() {
+                // the last bytes are announced once the object is
+                // published: a client that has the whole body finds the
+                // object stored when it asks again
+                break;
+            }
+            leader.progress(writer.written());
         }
-    }
-    let written = writer.written();
-    let finished = if on_disk {
-        tokio::task::spawn_blocking(move || writer.finish())
-            .await
-            .unwrap_or(Ok(()))
-    } else {
-        writer.finish()
-    };
-    if let Err(e) = finished {
-        // the followers have every byte already; only later hits are lost
-        tracing::warn!(error = %e, "publishing a stored object failed");
-    }
-    leader.progress(written);
-    leader.end(End::Complete);
-    if keep_origin {
-        w.pools.borrow_mut().put(&hop, conn);
+        let written = writer.written();
+        let finished = if on_disk {
+            tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .unwrap_or(Ok(()))
+        } else {
+            writer.finish()
+        };
+        if let Err(e) = finished {
+            // the followers have every byte already; only later hits are lost
+            tracing::warn!(error = %e, "publishing a stored object failed");
+        }
+        leader.progress(written);
+        leader.end(End::Complete);
+        if keep_origin {
+            w.pools.borrow_mut().put(&hop, conn);
+        }
     }
 }

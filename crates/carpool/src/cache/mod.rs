@@ -1,79 +1,106 @@
-//! `carpool cache`: layer 3 of the array, an RFC 9111 HTTP cache. The
-//! frontends send it absolute-form requests (or clients origin-form ones
-//! with `Host`); it answers from its memory or disk tier, or fetches from the
-//! origin, stores and streams.
+//! `carpool cache`: layer 3 of the array, an RFC 9111 HTTP cache. A role of
+//! the request layer (the `proxy` crate, see [`role`]): the frontends send it
+//! absolute-form requests (or clients origin-form ones with `Host`); it
+//! answers from its memory or disk tier, or fetches from the origin, stores
+//! and streams.
 //!
 //! One worker thread per core, each with its own SO_REUSEPORT listener,
 //! runtime and origin connections; the store and the table of fills in
-//! progress ([`fill`]) are shared. A request's phases are in [`serve`];
-//! stored records in [`meta`]; RFC 9111 decisions in [`policy`]; origin
-//! exchanges in [`origin`]; answers from stored objects in [`respond`].
+//! progress ([`fill`]) are shared. What is stored: [`meta`] (records),
+//! [`policy`] (RFC 9111 decisions); finding it: [`lookup`]; answering from
+//! it: [`hit`] (stored objects, with the heads and ranges of [`respond`])
+//! and [`follow`] (objects being filled); filling it: [`miss`]; removing
+//! it: [`purge`]; where misses go: [`origin`].
 
 pub mod fill;
+mod follow;
 mod hit;
+mod lookup;
 pub mod meta;
 mod miss;
 pub mod origin;
-mod pass;
 pub mod policy;
+mod purge;
 pub mod respond;
-pub mod serve;
+mod role;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cache_store::{DiskConfig, Store, StoreConfig};
-use httpx::accesslog::{Sink, Writer};
+use httpx::accesslog::Sink;
 
-use crate::config::settings::CacheSettings;
+use crate::config::settings::{CacheSettings, HostPort};
 use fill::InFlight;
+use origin::Pools;
 
 /// How often the disk tier syncs and records a checkpoint.
 const DISK_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// A cache forwards `http` URLs only (`https` goes through CONNECT).
+const SCHEMES: &[&str] = &["http"];
 
 /// What every worker shares.
 pub struct Cache {
     /// Settings.
     pub settings: CacheSettings,
+    /// The request layer's settings (this cache's `Via`, timeouts).
+    pub layer: Arc<proxy::Settings>,
     /// The memory and disk tiers.
     pub store: Arc<Store>,
     /// Fills in progress (collapsed forwarding).
     pub inflight: Arc<InFlight>,
-    /// The upstream proxy, resolved from the settings.
-    pub upstream: Option<(String, u16)>,
-    /// Our `Via` entry after the protocol version: `name (carpool)`.
-    pub via: String,
-    /// Our received-by name, for loop detection.
-    pub via_name: String,
-    /// Client connections open now.
-    pub active_clients: Arc<AtomicUsize>,
-    /// Tells workers and connections to stop.
-    pub stop: tokio::sync::watch::Sender<bool>,
+    /// The upstream proxy misses go through, if any.
+    pub upstream: Option<HostPort>,
 }
 
-/// What one worker thread owns.
+/// One worker thread's cache: the shared cache, and its own origin
+/// connections (shared with the fills it runs).
+#[derive(Clone)]
 pub struct Worker {
-    /// Shared state.
-    pub cache: Arc<Cache>,
-    /// Idle origin connections of this worker.
-    pub pools: RefCell<origin::Pools>,
-    /// This worker's access log buffer.
-    pub log: RefCell<Writer>,
-    /// Whether this worker is stopping.
-    pub stop: Rc<crate::server::LocalStop>,
+    cache: Arc<Cache>,
+    pools: Rc<RefCell<Pools>>,
 }
 
-/// Opens the store and runs the cache until SIGTERM or SIGINT.
-pub fn run(settings: CacheSettings) -> Result<()> {
-    let upstream = settings
-        .upstream_proxy
-        .as_ref()
-        .map(|hp| (hp.host.clone(), hp.port));
-    let mut settings = settings;
+impl Worker {
+    fn new(cache: Arc<Cache>) -> Worker {
+        let pools = Pools::new(
+            origin::MAX_POOLED_ORIGINS,
+            cache.settings.origin_idle_connections,
+            cache.settings.origin_idle_timeout,
+        );
+        Worker {
+            cache,
+            pools: Rc::new(RefCell::new(pools)),
+        }
+    }
+}
+
+/// The request layer's settings for a cache named `via` in `Via`.
+fn layer_settings(s: &CacheSettings, via: proxy::Via) -> proxy::Settings {
+    proxy::Settings {
+        limits: s.limits.clone(),
+        max_client_connections: s.max_client_connections,
+        allow_clients: s.allow_clients.clone(),
+        connect_ports: s.connect_ports.clone(),
+        origin_form: proxy::OriginForm::Host { default_site: None },
+        schemes: SCHEMES,
+        via,
+        x_forwarded_for: s.x_forwarded_for,
+        upstream: proxy::Timeouts {
+            connect: s.origin_connect_timeout,
+            first_byte: s.origin_first_byte_timeout,
+        },
+        body_idle_timeout: s.body_idle_timeout,
+        tunnel_idle_timeout: s.tunnel_idle_timeout,
+        shutdown_timeout: s.shutdown_timeout,
+    }
+}
+
+/// Opens the store for `settings` (its sizes resolved), logging progress.
+fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
     let mem_bytes = settings.mem.memory(1);
     if settings.dir.is_none() {
         // memory only: nothing larger than the memory tier takes can be stored
@@ -81,20 +108,16 @@ pub fn run(settings: CacheSettings) -> Result<()> {
             .max_object_size
             .min(settings.mem_max_object.min(mem_bytes));
     }
-    let disk_bytes = settings.dir.as_ref().map(|d| settings.disk.disk(d, 1));
+    let disk = settings.dir.as_ref().map(|dir| DiskConfig {
+        dir: dir.clone(),
+        max_bytes: settings.disk.disk(dir, 1),
+        sync_interval: DISK_SYNC_INTERVAL,
+    });
     let store_cfg = StoreConfig {
         mem_bytes,
         mem_max_object: settings.mem_max_object.min(mem_bytes),
         max_object_size: settings.max_object_size,
-        disk: settings
-            .dir
-            .as_ref()
-            .zip(disk_bytes)
-            .map(|(dir, max_bytes)| DiskConfig {
-                dir: dir.clone(),
-                max_bytes,
-                sync_interval: DISK_SYNC_INTERVAL,
-            }),
+        disk,
     };
     let started = std::time::Instant::now();
     let mut last_report = started;
@@ -108,83 +131,47 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         Some(d) => format!("opening the cache store in {}", d.display()),
         None => "opening the memory store".to_string(),
     })?;
-    let stats = store.stats();
     tracing::info!(
-        stats = ?stats,
+        stats = ?store.stats(),
         seconds = started.elapsed().as_secs_f64(),
+        mem = mem_bytes,
+        dir = ?settings.dir,
         "store opened"
     );
-    let via_name = settings
-        .visible_hostname
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", crate::server::hostname(), settings.listen.port()));
+    Ok(store)
+}
+
+/// Opens the store and runs the cache until SIGTERM or SIGINT.
+pub fn run(settings: CacheSettings) -> Result<()> {
+    let mut settings = settings;
+    let store = open_store(&mut settings)?;
+    let via =
+        proxy::Via::new(settings.visible_hostname.clone().unwrap_or_else(|| {
+            format!("{}:{}", crate::process::hostname(), settings.listen.port())
+        }));
     let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
         .with_context(|| format!("opening access log {:?}", settings.access_log))?;
-    let listeners = crate::server::listeners(settings.listen, settings.workers)
+    let listeners = crate::process::listeners(settings.listen, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let workers = listeners.len();
+    let server = proxy::Server::new(layer_settings(&settings, via), sink);
     let cache = Arc::new(Cache {
+        layer: server.settings().clone(),
         store,
         inflight: Arc::new(InFlight::default()),
-        upstream,
-        via: format!("{via_name} (carpool)"),
-        via_name,
-        active_clients: Arc::new(AtomicUsize::new(0)),
-        stop: tokio::sync::watch::channel(false).0,
+        upstream: settings.upstream_proxy.clone(),
         settings,
     });
-    tracing::info!(
-        listen = %cache.settings.listen,
-        workers,
-        mem = mem_bytes,
-        disk = ?disk_bytes,
-        dir = ?cache.settings.dir,
-        "carpool cache started"
-    );
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let cache = cache.clone();
-        let sink = sink.clone();
-        std::thread::Builder::new()
-            .name(format!("cache-{i}"))
-            .spawn(move || {
-                if let Err(e) = worker_main(cache, listener, sink) {
-                    tracing::error!(worker = i, error = %e, "worker stopped");
-                }
-            })
-            .context("spawning a worker thread")?;
-    }
-    crate::server::notify_ready();
-    let r = crate::server::wait_for_signals(
-        &cache.stop,
-        &cache.active_clients,
-        cache.settings.shutdown_timeout,
-        &sink,
-    );
+    tracing::info!(listen = %cache.settings.listen, workers, "carpool cache started");
+    let for_workers = cache.clone();
+    server
+        .start("cache", listeners, move || Worker::new(for_workers.clone()))
+        .context("spawning a worker thread")?;
+    crate::process::notify_ready();
+    let r = server.wait_for_signals();
     match cache.store.close() {
         Ok(()) => tracing::info!("store closed cleanly"),
         Err(e) => tracing::error!(error = %e, "closing the store"),
     }
-    r
-}
-
-fn worker_main(cache: Arc<Cache>, listener: std::net::TcpListener, sink: Arc<Sink>) -> Result<()> {
-    let stop = cache.stop.subscribe();
-    crate::server::run_worker(
-        listener,
-        stop,
-        move |stop| {
-            Rc::new(Worker {
-                stop,
-                pools: RefCell::new(origin::Pools::new(
-                    origin::MAX_POOLED_ORIGINS,
-                    cache.settings.origin_idle_connections,
-                    cache.settings.origin_idle_timeout,
-                )),
-                log: RefCell::new(Writer::new(sink)),
-                cache,
-            })
-        },
-        |w| w.log.borrow_mut().flush(),
-        serve::serve,
-    )
+    Ok(r?)
 }

@@ -236,15 +236,16 @@ pub fn variant_key(base: &[u8], nonce: u64, vary: &[String], fields: &Fields) ->
     k
 }
 
-/// The validators to revalidate a stored head with: `If-None-Match` from
-/// its `ETag`, `If-Modified-Since` from its `Last-Modified`.
-pub fn validators(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
+/// The validators to revalidate a stored head with, as header lines:
+/// `If-None-Match` from its `ETag`, `If-Modified-Since` from its
+/// `Last-Modified`.
+pub fn validators(meta: &Meta) -> Vec<u8> {
     let mut v = Vec::new();
     if let Some(etag) = meta.field("etag") {
-        v.push((&b"If-None-Match"[..], etag.to_vec()));
+        httpx::headers::push_field(&mut v, b"If-None-Match", etag);
     }
     if let Some(lm) = meta.field("last-modified") {
-        v.push((&b"If-Modified-Since"[..], lm.to_vec()));
+        httpx::headers::push_field(&mut v, b"If-Modified-Since", lm);
     }
     v
 }

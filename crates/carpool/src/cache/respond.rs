@@ -1,18 +1,69 @@
-//! Answering from a stored object: the heads we write (200, 304, 206, 416),
-//! `Range` requests (RFC 9110 §14), and the body from memory, from disk with
-//! sendfile(2), or from an object still being filled.
+//! What answers from the store are made of: how they are logged and
+//! labelled ([`Served`]), the heads written from a stored record (200, 304,
+//! 206, 416), `Range` requests (RFC 9110 §14), and a stored body sent from
+//! memory, or from disk with sendfile(2). Choosing among them is [`super::hit`]'s
+//! (stored objects) and [`super::follow`]'s (objects being filled).
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use cache_store::Body;
-use httpx::headers::{push_field, push_u64};
+use httpx::headers::{push_field, push_u64, Framing};
 use httpx::{Fields, Version};
+use proxy::log::Code;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::meta::{self, Meta};
+
+/// What the `X-Cache` field of an answer says the cache did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XCache {
+    /// Answered from the store.
+    Hit,
+    /// Fetched from the origin.
+    Miss,
+    /// A stored object revalidated (or replaced) by the origin.
+    Refresh,
+}
+
+impl XCache {
+    /// The field's value.
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            XCache::Hit => b"HIT",
+            XCache::Miss => b"MISS",
+            XCache::Refresh => b"REFRESH",
+        }
+    }
+
+    /// The field, for a response relayed from the origin (it replaces any
+    /// `X-Cache` an upstream cache sent).
+    pub fn field(self) -> &'static [(&'static str, &'static [u8])] {
+        match self {
+            XCache::Hit => &[("X-Cache", b"HIT")],
+            XCache::Miss => &[("X-Cache", b"MISS")],
+            XCache::Refresh => &[("X-Cache", b"REFRESH")],
+        }
+    }
+}
+
+/// How an answer is logged, and its `X-Cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The access log's result code.
+    pub code: Code,
+    /// What `X-Cache` says.
+    pub x_cache: XCache,
+}
+
+impl Served {
+    /// Logged as `code`, labelled `x_cache`.
+    pub const fn new(code: Code, x_cache: XCache) -> Served {
+        Served { code, x_cache }
+    }
+}
 
 /// Most ranges served in one multipart answer; more and the `Range` is
 /// ignored (the whole object is sent, as RFC 9110 allows).
@@ -28,25 +79,14 @@ pub struct Reply<'a> {
     pub meta: &'a Meta,
     /// `Age` in seconds.
     pub age: u64,
-    /// `X-Cache` value.
-    pub x_cache: &'a str,
+    /// What `X-Cache` says.
+    pub x_cache: XCache,
     /// Our `Via` entry.
     pub via: &'a str,
     /// Keep the client connection open.
     pub keep: bool,
     /// The client's protocol version (for `Via` and `Connection`).
     pub version: Version,
-}
-
-/// How the body of a 200 is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// `Content-Length`.
-    Length(u64),
-    /// Chunked (an object still arriving, to an HTTP/1.1 client).
-    Chunked,
-    /// Until the connection closes (an object still arriving, HTTP/1.0).
-    Close,
 }
 
 fn tail(out: &mut Vec<u8>, r: &Reply<'_>) {
@@ -66,18 +106,12 @@ fn date_if_missing(out: &mut Vec<u8>, m: &Meta) {
     }
 }
 
-/// The head of the stored response itself.
+/// The head of the stored response itself, its body sent with `framing`
+/// (a length; chunked or until close for an object still arriving).
 pub fn head_full(out: &mut Vec<u8>, r: &Reply<'_>, framing: Framing) {
     out.extend_from_slice(&r.meta.head);
     date_if_missing(out, r.meta);
-    httpx::headers::push_framing_fields(
-        out,
-        match framing {
-            Framing::Length(n) => httpx::headers::Framing::Length(n),
-            Framing::Chunked => httpx::headers::Framing::Chunked,
-            Framing::Close => httpx::headers::Framing::Close,
-        },
-    );
+    httpx::headers::push_framing_fields(out, framing);
     tail(out, r);
     out.extend_from_slice(b"\r\n");
 }

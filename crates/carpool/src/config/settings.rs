@@ -166,6 +166,8 @@ pub struct CacheSettings {
     pub connect_ports: Vec<u16>,
     /// Misses go through this HTTP proxy instead of straight to the origin.
     pub upstream_proxy: Option<HostPort>,
+    /// `X-Forwarded-For` handling on requests to origins.
+    pub x_forwarded_for: Xff,
     /// Name in our `Via` entries; default: host name and port.
     pub visible_hostname: Option<String>,
     /// Access log file (none: no access log).
@@ -186,6 +188,8 @@ pub struct CacheSettings {
     pub origin_idle_connections: usize,
     /// How long an idle origin connection is kept.
     pub origin_idle_timeout: Duration,
+    /// Longest silence in both directions of a CONNECT tunnel before it is closed.
+    pub tunnel_idle_timeout: Duration,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_timeout: Duration,
 }
@@ -242,6 +246,7 @@ impl Default for CacheSettings {
             purge_clients: loopback_clients(),
             connect_ports: vec![443],
             upstream_proxy: None,
+            x_forwarded_for: Xff::Append,
             visible_hostname: None,
             access_log: None,
             access_log_format: Format::Squid,
@@ -252,6 +257,7 @@ impl Default for CacheSettings {
             body_idle_timeout: Duration::from_secs(60),
             origin_idle_connections: 32,
             origin_idle_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
         }
     }

@@ -91,6 +91,7 @@ struct CacheEntry {
     purge_clients: Option<Vec<Spanned<String>>>,
     connect_ports: Option<Vec<Spanned<i64>>>,
     upstream_proxy: Option<Spanned<String>>,
+    x_forwarded_for: Option<Spanned<String>>,
     visible_hostname: Option<Spanned<String>>,
     access_log: Option<Spanned<String>>,
     access_log_format: Option<Spanned<String>>,
@@ -100,6 +101,7 @@ struct CacheEntry {
     body_idle_timeout: Option<Spanned<Num>>,
     origin_idle_connections: Option<Spanned<i64>>,
     origin_idle_timeout: Option<Spanned<Num>>,
+    tunnel_idle_timeout: Option<Spanned<Num>>,
     shutdown_timeout: Option<Spanned<Num>>,
 }
 
@@ -352,6 +354,9 @@ fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, Conf
                 .map_err(|e| err(v.span(), "upstream_proxy", e))?,
         );
     }
+    if let Some(v) = &c.x_forwarded_for {
+        s.x_forwarded_for = xff(v, err)?;
+    }
     s.visible_hostname = c.visible_hostname.as_ref().map(|v| v.get_ref().clone());
     s.access_log = c.access_log.as_ref().map(|v| v.get_ref().into());
     if let Some(v) = &c.access_log_format {
@@ -366,7 +371,12 @@ fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, Conf
         s.max_client_connections =
             int_in(v, "max_client_connections", 1, 10_000_000, err)? as usize;
     }
-    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 5] = [
+    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 6] = [
+        (
+            &c.tunnel_idle_timeout,
+            "tunnel_idle_timeout",
+            &mut s.tunnel_idle_timeout,
+        ),
         (
             &c.origin_connect_timeout,
             "origin_connect_timeout",
@@ -456,6 +466,19 @@ fn choice<T: Copy>(
         })
 }
 
+fn xff(v: &Spanned<String>, err: &ErrFn<'_>) -> Result<Xff, ConfigError> {
+    choice(
+        v,
+        "x_forwarded_for",
+        &[
+            ("append", Xff::Append),
+            ("delete", Xff::Delete),
+            ("off", Xff::Off),
+        ],
+        err,
+    )
+}
+
 fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSettings, ConfigError> {
     let mut s = FrontendSettings::default();
     if let Some(v) = &f.listen {
@@ -492,16 +515,7 @@ fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSetti
         s.connect_ports = ports(list, "connect_ports", err)?;
     }
     if let Some(v) = &f.x_forwarded_for {
-        s.x_forwarded_for = choice(
-            v,
-            "x_forwarded_for",
-            &[
-                ("append", Xff::Append),
-                ("delete", Xff::Delete),
-                ("off", Xff::Off),
-            ],
-            err,
-        )?;
+        s.x_forwarded_for = xff(v, err)?;
     }
     s.visible_hostname = f.visible_hostname.as_ref().map(|v| v.get_ref().clone());
     s.access_log = f.access_log.as_ref().map(|v| v.get_ref().into());

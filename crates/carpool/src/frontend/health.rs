@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use carp::MemberId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -14,13 +15,11 @@ use crate::config::settings::{HealthSettings, Probe};
 
 /// One parent's health counters.
 #[derive(Debug, Default)]
-pub struct ParentHealth {
+struct ParentHealth {
     dead: AtomicBool,
     consecutive_failures: AtomicU32,
     /// Requests that failed on this parent after being sent (in flight when it broke).
-    pub failed_in_flight: AtomicU64,
-    /// Requests forwarded to this parent.
-    pub requests: AtomicU64,
+    failed_in_flight: AtomicU64,
 }
 
 /// Health of every parent, in configuration order.
@@ -41,18 +40,22 @@ impl Health {
         }
     }
 
-    /// Is parent `i` usable?
-    pub fn is_alive(&self, i: usize) -> bool {
-        !self.parents[i].dead.load(Ordering::Relaxed)
+    /// Is parent `m` usable?
+    pub fn is_alive(&self, m: MemberId) -> bool {
+        !self.parents[m.index()].dead.load(Ordering::Relaxed)
     }
 
-    /// The counters of parent `i`.
-    pub fn parent(&self, i: usize) -> &ParentHealth {
-        &self.parents[i]
+    /// A request failed on parent `m` after it was sent (in flight when the
+    /// parent broke).
+    pub fn failed_in_flight(&self, m: MemberId) {
+        self.parents[m.index()]
+            .failed_in_flight
+            .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connect failure or timeout on parent `i`.
-    pub fn failure(&self, i: usize, what: &str) {
+    /// A failed exchange with parent `m` (connect, timeout, broken response).
+    pub fn failure(&self, m: MemberId, what: &str) {
+        let i = m.index();
         let p = &self.parents[i];
         let n = p.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.fail_limit && !p.dead.swap(true, Ordering::Relaxed) {
@@ -67,19 +70,16 @@ impl Health {
         }
     }
 
-    /// A successful exchange with parent `i`.
-    pub fn success(&self, i: usize) {
+    /// Parent `m` answered.
+    pub fn success(&self, m: MemberId) {
+        let i = m.index();
         let p = &self.parents[i];
-        p.consecutive_failures.store(0, Ordering::Relaxed);
-        if p.dead.swap(false, Ordering::Relaxed) {
+        if p.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            p.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if p.dead.load(Ordering::Relaxed) && p.dead.swap(false, Ordering::Relaxed) {
             tracing::info!(parent = %self.names[i], "parent is ALIVE again");
         }
-    }
-
-    /// A request answered by parent `i`: it is healthy, count it.
-    pub fn served(&self, i: usize) {
-        self.success(i);
-        self.parents[i].requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks parent `i` alive after a successful probe.
@@ -104,7 +104,7 @@ pub async fn prober(
     loop {
         tick.tick().await;
         for (i, addr) in addrs.iter().enumerate() {
-            if health.is_alive(i) {
+            if health.is_alive(MemberId(i as u16)) {
                 continue;
             }
             if probe(*addr, &settings.probe, connect_timeout).await {

@@ -1,31 +1,25 @@
-//! `carpool frontend`: layer 2 of the array. Accepts client connections
-//! (one worker thread per core, each with its own SO_REUSEPORT listener and
-//! single-threaded runtime, so the kernel spreads connections and no lock sits
-//! on the hot path), routes each request by the routing core, and forwards it
-//! to the owning parent over pooled keep-alive connections.
-//!
-//! Phases of a request live in [`proxy`]; CONNECT in [`tunnel`]; parent
-//! health in [`health`].
+//! `carpool frontend`: layer 2 of the array. A role of the request layer
+//! (the `proxy` crate): it routes each request by the routing core and
+//! forwards it to the owning parent over pooled keep-alive connections,
+//! failing over in the URL's own ranking ([`role`]), with parent health shared
+//! by all workers ([`health`]).
 
 pub mod health;
-pub mod proxy;
-pub mod tunnel;
+mod role;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use carp::Table;
-use httpx::accesslog::{Sink, Writer};
+use httpx::accesslog::Sink;
 use httpx::pool::Pool;
 
-use crate::config::settings::FrontendSettings;
+use crate::config::settings::{FrontendSettings, ListenMode};
 use crate::config::Config;
 use health::Health;
-use proxy::Worker;
 
 /// A parent as the frontend reaches it.
 #[derive(Clone, Debug)]
@@ -48,15 +42,33 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Settings.
     pub settings: FrontendSettings,
-    /// Our `Via` entry after the protocol version: `name (carpool)`.
-    pub via: String,
-    /// Our received-by name, for loop detection.
-    pub via_name: String,
-    /// Client connections open now.
-    pub active_clients: Arc<AtomicUsize>,
-    /// Tells workers and connections to stop (listeners close, idle
-    /// keep-alive connections close, in-flight requests finish).
-    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// One worker thread's frontend: the shared routing state, and its own
+/// parent connections.
+pub struct Worker {
+    shared: Arc<Shared>,
+    /// Idle parent connections of this worker.
+    pool: RefCell<Pool>,
+    /// Parent connections of this worker in use by a request, per parent.
+    in_use: Vec<Rc<Cell<usize>>>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>) -> Worker {
+        let s = &shared.settings;
+        Worker {
+            pool: RefCell::new(Pool::new(
+                shared.parents.len(),
+                s.parent_idle_connections,
+                s.parent_idle_timeout,
+            )),
+            in_use: (0..shared.parents.len())
+                .map(|_| Rc::new(Cell::new(0)))
+                .collect(),
+            shared,
+        }
+    }
 }
 
 /// Command-line overrides of the configuration.
@@ -70,23 +82,39 @@ pub struct Overrides {
     pub access_log: Option<std::path::PathBuf>,
 }
 
-/// Runs the frontend until SIGTERM or SIGINT.
-pub fn run(config: Config, over: Overrides) -> Result<()> {
-    let table = config.table()?;
-    let mut settings = config.frontend.clone();
-    if let Some(l) = over.listen {
-        settings.listen = l;
+/// URL schemes a frontend forwards to its parents.
+const SCHEMES: &[&str] = &["http", "https", "ftp"];
+
+/// The request layer's settings for a frontend named `via` in `Via`.
+fn layer_settings(s: &FrontendSettings, via: proxy::Via) -> proxy::Settings {
+    proxy::Settings {
+        limits: s.limits.clone(),
+        max_client_connections: s.max_client_connections,
+        allow_clients: s.allow_clients.clone(),
+        connect_ports: s.connect_ports.clone(),
+        origin_form: match s.mode {
+            ListenMode::Forward => proxy::OriginForm::Refuse,
+            ListenMode::Accel => proxy::OriginForm::Host {
+                default_site: s.default_site.clone(),
+            },
+        },
+        schemes: SCHEMES,
+        via,
+        x_forwarded_for: s.x_forwarded_for,
+        upstream: proxy::Timeouts {
+            connect: s.parent_connect_timeout,
+            first_byte: s.parent_first_byte_timeout,
+        },
+        body_idle_timeout: s.body_idle_timeout,
+        tunnel_idle_timeout: s.tunnel_idle_timeout,
+        shutdown_timeout: s.shutdown_timeout,
     }
-    if let Some(n) = over.workers {
-        settings.workers = n;
-    }
-    if over.access_log.is_some() {
-        settings.access_log = over.access_log;
-    }
-    let listeners = crate::server::listeners(settings.listen, settings.workers)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let workers = listeners.len();
-    let parents = config
+}
+
+/// The parents of `config`, resolved, with each worker's share of their
+/// `max_conn`.
+fn parents(config: &Config, workers: usize) -> Result<Vec<ParentAddr>> {
+    config
         .parents
         .iter()
         .map(|p| {
@@ -115,26 +143,42 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
                 max_conn_per_worker,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let via_name = settings
-        .visible_hostname
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", crate::server::hostname(), settings.listen.port()));
+        .collect()
+}
+
+/// Runs the frontend until SIGTERM or SIGINT.
+pub fn run(config: Config, over: Overrides) -> Result<()> {
+    let table = config.table()?;
+    let mut settings = config.frontend.clone();
+    if let Some(l) = over.listen {
+        settings.listen = l;
+    }
+    if let Some(n) = over.workers {
+        settings.workers = n;
+    }
+    if over.access_log.is_some() {
+        settings.access_log = over.access_log;
+    }
+    let listeners = crate::process::listeners(settings.listen, settings.workers)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let workers = listeners.len();
+    let parents = parents(&config, workers)?;
+    let via =
+        proxy::Via::new(settings.visible_hostname.clone().unwrap_or_else(|| {
+            format!("{}:{}", crate::process::hostname(), settings.listen.port())
+        }));
     let health = Arc::new(Health::new(
         parents.iter().map(|p| p.name.clone()).collect(),
         config.health.fail_limit,
     ));
     let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
         .with_context(|| format!("opening access log {:?}", settings.access_log))?;
+    let server = proxy::Server::new(layer_settings(&settings, via), sink);
     let shared = Arc::new(Shared {
         table,
         parents,
         health: health.clone(),
         settings,
-        via: format!("{via_name} (carpool)"),
-        via_name,
-        active_clients: Arc::new(AtomicUsize::new(0)),
-        stop: tokio::sync::watch::channel(false).0,
     });
     tracing::info!(
         listen = %shared.settings.listen,
@@ -143,70 +187,29 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         hash = %shared.table.mode(),
         "carpool frontend started"
     );
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
-        let sink = sink.clone();
-        std::thread::Builder::new()
-            .name(format!("frontend-{i}"))
-            .spawn(move || {
-                if let Err(e) = worker_main(shared, listener, sink) {
-                    tracing::error!(worker = i, error = %e, "worker stopped");
-                }
-            })
-            .context("spawning a worker thread")?;
-    }
-    {
-        let addrs: Vec<SocketAddr> = shared.parents.iter().map(|p| p.addr).collect();
-        let hs = config.health.clone();
-        let timeout = shared.settings.parent_connect_timeout;
-        std::thread::Builder::new()
-            .name("health".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    rt.block_on(health::prober(health, addrs, hs, timeout));
-                }
-            })
-            .context("spawning the health prober")?;
-    }
-    crate::server::notify_ready();
-    crate::server::wait_for_signals(
-        &shared.stop,
-        &shared.active_clients,
-        shared.settings.shutdown_timeout,
-        &sink,
-    )
-}
-
-/// One worker: its own runtime, listener, pool and log buffer.
-fn worker_main(
-    shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    sink: Arc<Sink>,
-) -> Result<()> {
-    let stop = shared.stop.subscribe();
-    crate::server::run_worker(
-        listener,
-        stop,
-        move |stop| {
-            let settings = &shared.settings;
-            Rc::new(Worker {
-                stop,
-                pool: RefCell::new(Pool::new(
-                    shared.parents.len(),
-                    settings.parent_idle_connections,
-                    settings.parent_idle_timeout,
-                )),
-                log: RefCell::new(Writer::new(sink)),
-                in_use: (0..shared.parents.len())
-                    .map(|_| Rc::new(std::cell::Cell::new(0)))
-                    .collect(),
-                shared: shared.clone(),
-            })
-        },
-        |w| w.log.borrow_mut().flush(),
-        proxy::serve,
-    )
+    let for_workers = shared.clone();
+    server
+        .start("frontend", listeners, move || {
+            Worker::new(for_workers.clone())
+        })
+        .context("spawning a worker thread")?;
+    let addrs: Vec<SocketAddr> = shared.parents.iter().map(|p| p.addr).collect();
+    let (hs, timeout) = (
+        config.health.clone(),
+        shared.settings.parent_connect_timeout,
+    );
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(health::prober(health, addrs, hs, timeout));
+            }
+        })
+        .context("spawning the health prober")?;
+    crate::process::notify_ready();
+    server.wait_for_signals()?;
+    Ok(())
 }

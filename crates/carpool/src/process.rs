@@ -1,0 +1,91 @@
+//! What a carpool server process gets from its supervisor or makes itself:
+//! its listening sockets (inherited from `carpool up`, or bound with
+//! SO_REUSEPORT, one per worker), the readiness pipe back to the supervisor,
+//! and the host name its `Via` defaults to.
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use socket2::{Domain, Socket, Type};
+
+/// Inherited listening sockets (`3,4`): a supervisor (`carpool up`) keeps
+/// the listeners open across restarts and reloads of its children, so
+/// connections wait in the backlog instead of being refused.
+pub const LISTEN_FDS_ENV: &str = "CARPOOL_LISTEN_FDS";
+/// A pipe to write one byte to once the workers accept (for the supervisor).
+pub const READY_FD_ENV: &str = "CARPOOL_READY_FD";
+
+/// The listeners of a server: inherited ones (see [`LISTEN_FDS_ENV`]), or
+/// `workers` SO_REUSEPORT sockets bound to `addr` (0: one per core).
+pub fn listeners(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>> {
+    if let Ok(list) = std::env::var(LISTEN_FDS_ENV) {
+        return list
+            .split(',')
+            .map(|f| {
+                let fd: std::os::fd::RawFd = f
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{LISTEN_FDS_ENV}: {f:?} is not a descriptor"))?;
+                inherited_listener(fd)
+            })
+            .collect();
+    }
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        workers
+    };
+    (0..workers).map(|_| bind_reuseport(addr)).collect()
+}
+
+fn inherited_listener(fd: std::os::fd::RawFd) -> Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat only reads the descriptor's metadata into `st`.
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        anyhow::bail!("{LISTEN_FDS_ENV}: descriptor {fd} is not open");
+    }
+    // SAFETY: fstat returned 0, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        anyhow::bail!("{LISTEN_FDS_ENV}: descriptor {fd} is not a socket");
+    }
+    // SAFETY: the descriptor is an open socket handed to this process for
+    // it to own (the supervisor keeps its own copy).
+    let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Tells the supervisor (if any) that this server accepts connections.
+pub fn notify_ready() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<std::os::fd::RawFd>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the supervisor passed this pipe's write end for us to own.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = pipe.write_all(b"1");
+}
+
+/// A listening socket with SO_REUSEPORT (one per worker, same address).
+pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// This machine's host name (for `Via`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "carpool".into())
+}

@@ -1,0 +1,52 @@
+//! The request lifecycle: a client connection served request after request,
+//! each one through the phases in their fixed order (see the crate docs),
+//! then logged.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use httpx::{HttpError, RequestHead};
+use tokio::net::TcpStream;
+
+use crate::log::Code;
+use crate::request::Request;
+use crate::role::{Filter, Role};
+use crate::session::{Next, Session};
+use crate::worker::Worker;
+
+/// Serves one client connection until it closes or must be closed.
+pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: SocketAddr) {
+    let admitted = Session::admit(stream, peer, &w.settings, &w.open, &w.stop).await;
+    let Some(mut s) = admitted else {
+        return;
+    };
+    while let Some(head) = s.next_head(&w.settings.limits, &w.log).await {
+        s.log.begin(&head);
+        let next = if s.allowed() {
+            handle(&w, &mut s, head).await
+        } else {
+            s.log.code = Code::Denied;
+            let e = HttpError::new(403, "client address not in allow_clients");
+            s.reject(e).await
+        };
+        w.log.borrow_mut().log(&s.log.entry(s.ip()));
+        if next == Next::Close {
+            return;
+        }
+    }
+}
+
+/// One request: checked by the layer, then the role's request filter, then
+/// forwarded (or tunnelled).
+async fn handle<R: Role>(w: &Worker<R>, s: &mut Session, head: RequestHead) -> Next {
+    let req = match Request::check(head, s.ip(), &w.settings, &mut s.log) {
+        Ok(r) => r,
+        Err(e) => return s.reject(e).await,
+    };
+    let mut ctx = R::Ctx::default();
+    match w.role.request_filter(s, &req, &mut ctx).await {
+        Filter::Answered(next) => next,
+        Filter::Forward if req.is_connect() => crate::tunnel::tunnel(w, s, &req, &mut ctx).await,
+        Filter::Forward => crate::forward::forward(w, s, &req, &mut ctx).await,
+    }
+}

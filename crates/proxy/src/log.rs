@@ -1,0 +1,187 @@
+//! What the access log says about one request: Squid's result code and
+//! hierarchy as enums, rendered to Squid's strings only when the line is
+//! written, and the record the phases fill in as the request goes.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use httpx::accesslog::Entry;
+use httpx::RequestHead;
+
+/// How a request was answered (Squid's result codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// Answered by the proxy itself before any upstream or store was
+    /// involved: a malformed or refused request (`NONE`).
+    None,
+    /// Fetched from an upstream (`TCP_MISS`).
+    Miss,
+    /// From the memory tier (`TCP_MEM_HIT`).
+    MemHit,
+    /// From the disk tier (`TCP_HIT`).
+    DiskHit,
+    /// A conditional request answered with 304 from the store (`TCP_IMS_HIT`).
+    ImsHit,
+    /// A stale object the origin said is still valid (`TCP_REFRESH_UNMODIFIED`).
+    RefreshUnmodified,
+    /// A stale object the origin replaced (`TCP_REFRESH_MODIFIED`).
+    RefreshModified,
+    /// A stale object served because the origin failed (`TCP_REFRESH_FAIL_OLD`).
+    RefreshFailOld,
+    /// A stale object served at once while it is revalidated in the
+    /// background (`TCP_STALE_HIT`).
+    StaleHit,
+    /// Refused by an access rule (`TCP_DENIED`).
+    Denied,
+    /// A CONNECT tunnel (`TCP_TUNNEL`).
+    Tunnel,
+}
+
+impl Code {
+    /// Squid's name for it.
+    pub fn as_squid(self) -> &'static str {
+        match self {
+            Code::None => "NONE",
+            Code::Miss => "TCP_MISS",
+            Code::MemHit => "TCP_MEM_HIT",
+            Code::DiskHit => "TCP_HIT",
+            Code::ImsHit => "TCP_IMS_HIT",
+            Code::RefreshUnmodified => "TCP_REFRESH_UNMODIFIED",
+            Code::RefreshModified => "TCP_REFRESH_MODIFIED",
+            Code::RefreshFailOld => "TCP_REFRESH_FAIL_OLD",
+            Code::StaleHit => "TCP_STALE_HIT",
+            Code::Denied => "TCP_DENIED",
+            Code::Tunnel => "TCP_TUNNEL",
+        }
+    }
+}
+
+/// How the upstream of a request was chosen (Squid's hierarchy codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// No upstream (`HIER_NONE`).
+    None,
+    /// A parent chosen by CARP (`CARP`).
+    Carp,
+    /// The origin itself (`HIER_DIRECT`).
+    Direct,
+    /// The one configured upstream proxy (`FIRSTUP_PARENT`).
+    FirstUpParent,
+}
+
+impl Hierarchy {
+    /// Squid's name for it.
+    pub fn as_squid(self) -> &'static str {
+        match self {
+            Hierarchy::None => "HIER_NONE",
+            Hierarchy::Carp => "CARP",
+            Hierarchy::Direct => "HIER_DIRECT",
+            Hierarchy::FirstUpParent => "FIRSTUP_PARENT",
+        }
+    }
+}
+
+/// What the access log will say about the request in progress. A
+/// connection keeps one and starts it anew per request, so its buffers are
+/// reused (no allocation per request once they are warm).
+#[derive(Debug)]
+pub struct Record {
+    start: SystemTime,
+    t0: Instant,
+    /// How the request was answered.
+    pub code: Code,
+    /// The status sent to the client (0: none was sent).
+    pub status: u16,
+    /// Bytes sent to the client, heads included.
+    pub bytes: u64,
+    /// Why the request failed, if it did (JSON lines only).
+    pub reason: &'static str,
+    method: Vec<u8>,
+    url: Vec<u8>,
+    hierarchy: Hierarchy,
+    peer: String,
+    content_type: Vec<u8>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            start: SystemTime::UNIX_EPOCH,
+            t0: Instant::now(),
+            code: Code::None,
+            status: 0,
+            bytes: 0,
+            reason: "",
+            method: Vec::new(),
+            url: Vec::new(),
+            hierarchy: Hierarchy::None,
+            peer: String::new(),
+            content_type: Vec::new(),
+        }
+    }
+}
+
+impl Record {
+    /// Starts the record of the request `head`.
+    pub(crate) fn begin(&mut self, head: &RequestHead) {
+        self.start = SystemTime::now();
+        self.t0 = Instant::now();
+        self.code = Code::None;
+        self.status = 0;
+        self.bytes = 0;
+        self.reason = "";
+        self.method.clear();
+        self.method.extend_from_slice(head.method());
+        self.url.clear();
+        self.url.extend_from_slice(head.target());
+        self.hierarchy = Hierarchy::None;
+        self.peer.clear();
+        self.content_type.clear();
+    }
+
+    /// The URL logged: the target as sent, then the effective URI.
+    pub fn url(&self) -> &[u8] {
+        &self.url
+    }
+
+    /// Logs `url` as the request's URL (the effective URI once known).
+    pub fn set_url(&mut self, url: &[u8]) {
+        self.url.clear();
+        self.url.extend_from_slice(url);
+    }
+
+    /// Notes the upstream the request went to (the last one tried).
+    pub fn went_to(&mut self, hierarchy: Hierarchy, peer: &str) {
+        self.hierarchy = hierarchy;
+        self.peer.clear();
+        self.peer.push_str(peer);
+    }
+
+    /// Notes the response's `Content-Type`.
+    pub fn set_content_type(&mut self, value: &[u8]) {
+        self.content_type.clear();
+        self.content_type.extend_from_slice(value);
+    }
+
+    /// The line for `client`'s request.
+    pub(crate) fn entry(&self, client: IpAddr) -> Entry<'_> {
+        Entry {
+            start: self.start,
+            elapsed: self.t0.elapsed(),
+            client,
+            code: self.code.as_squid(),
+            status: self.status,
+            bytes: self.bytes,
+            method: &self.method,
+            url: &self.url,
+            hierarchy: self.hierarchy.as_squid(),
+            peer: if self.peer.is_empty() {
+                "-"
+            } else {
+                &self.peer
+            },
+            content_type: &self.content_type,
+            reason: self.reason,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! What the request layer needs from a role's configuration: client limits
+//! and access, how request targets are read, this hop's own header fields,
+//! and the timeouts of the exchanges with upstreams.
+
+use std::time::Duration;
+
+use httpx::headers::Xff;
+use ipnet::IpNet;
+
+/// How an origin-form request (`GET /path` with `Host`) is made absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OriginForm {
+    /// Refused (400): a forward proxy takes absolute-form requests only.
+    Refuse,
+    /// `http://` + `Host` + the path (an accelerator, a cache); without a
+    /// `Host` (or with an empty one), `default_site` if set, else 400.
+    Host {
+        /// The site of requests that name none.
+        default_site: Option<String>,
+    },
+}
+
+/// This hop's name in `Via`: what it adds to the requests and responses it
+/// passes, and how it recognises a request that already went through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    name: String,
+    entry: String,
+}
+
+impl Via {
+    /// The `Via` of a hop called `name` (received-by: `name (carpool)`).
+    pub fn new(name: impl Into<String>) -> Via {
+        let name = name.into();
+        Via {
+            entry: format!("{name} (carpool)"),
+            name,
+        }
+    }
+
+    /// The received-by name (loop detection).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The entry after the protocol version: `name (carpool)`.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+}
+
+/// Timeouts of one exchange with an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Name lookup and TCP connect, together.
+    pub connect: Duration,
+    /// From the request sent to the first byte of the response head.
+    pub first_byte: Duration,
+}
+
+/// The layer's settings for one role's server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Request head limits and client timeouts.
+    pub limits: httpx::Limits,
+    /// Simultaneous client connections, all workers together (503 beyond).
+    pub max_client_connections: usize,
+    /// Clients allowed to use the server; others get 403.
+    pub allow_clients: Vec<IpNet>,
+    /// Ports CONNECT may reach; others get 403.
+    pub connect_ports: Vec<u16>,
+    /// How origin-form requests are read.
+    pub origin_form: OriginForm,
+    /// URL schemes forwarded (lower case); others get 501.
+    pub schemes: &'static [&'static str],
+    /// This hop's `Via`.
+    pub via: Via,
+    /// `X-Forwarded-For` handling.
+    pub x_forwarded_for: Xff,
+    /// Connect and first-byte timeouts towards upstreams.
+    pub upstream: Timeouts,
+    /// Longest pause inside a body, either direction.
+    pub body_idle_timeout: Duration,
+    /// Longest silence both ways in a tunnel before it is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish
+    /// after the listeners close.
+    pub shutdown_timeout: Duration,
+}

@@ -1,0 +1,127 @@
+//! CONNECT: a tunnel through the role's peer (a proxy is asked for the same
+//! tunnel with a CONNECT of ours; an origin is connected to directly), then
+//! bytes flow both ways until either side is done or the tunnel idles out.
+//! A proxy that refuses the tunnel has its answer passed on.
+
+use httpx::conn::Conn;
+use httpx::framing::BodyLen;
+use httpx::headers::{self, Framing, Outgoing};
+use httpx::ResponseHead;
+
+use crate::log::Code;
+use crate::peer::Claim;
+use crate::request::Request;
+use crate::role::{Retry, Role};
+use crate::session::{Next, Session};
+use crate::splice::splice_both;
+use crate::upstream::{self, Failure, Tally};
+use crate::worker::Worker;
+
+/// The answer to a client whose tunnel is up.
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+
+/// What asking a peer for the tunnel came to.
+enum Opened {
+    /// A connection ready to carry the tunnel, and its slot.
+    Ready(Conn, Claim),
+    /// The proxy refused: its answer.
+    Refused(ResponseHead),
+}
+
+/// Tunnels the CONNECT `req` through the role's peers in turn.
+pub(crate) async fn tunnel<R: Role>(
+    w: &Worker<R>,
+    s: &mut Session,
+    req: &Request,
+    ctx: &mut R::Ctx,
+) -> Next {
+    s.log.code = Code::Tunnel;
+    let mut tally = Tally::default();
+    while let Some(peer) = w.role.upstream_peer(req, ctx) {
+        let info = w.role.describe(&peer);
+        s.log.went_to(info.kind.hierarchy(), info.name);
+        match open(w, s, req, &peer).await {
+            Ok(opened) => {
+                w.role.upstream_ok(&peer);
+                return carry(w, s, req, opened).await;
+            }
+            Err(f) => {
+                tally.failed(&f);
+                if w.role.upstream_failed(req, &peer, &f) == Retry::Stop {
+                    break;
+                }
+            }
+        }
+    }
+    crate::forward::exhausted(w, s, req, ctx, &tally).await
+}
+
+/// Connects to `peer` and, when it is a proxy, asks it for the tunnel.
+async fn open<R: Role>(
+    w: &Worker<R>,
+    s: &mut Session,
+    req: &Request,
+    peer: &R::Peer,
+) -> Result<Opened, Failure> {
+    let info = w.role.describe(peer);
+    let claim = w.role.claim(peer, false).ok_or(Failure::AtLimit)?;
+    let t = &w.settings.upstream;
+    let mut conn = upstream::connect(&info, t.connect).await?;
+    if !info.kind.is_proxy() {
+        return Ok(Opened::Ready(conn, claim));
+    }
+    let authority = req.uri.effective();
+    let mut out = s.head_buffer();
+    let connect = Outgoing {
+        method: b"CONNECT",
+        target: authority,
+        host: Some(authority),
+        drop: &[],
+        extra: b"",
+        via: w.settings.via.entry(),
+        xff: w.settings.x_forwarded_for,
+        client: req.client,
+        body: BodyLen::Empty,
+    };
+    headers::write_request_head(&mut out, &req.head, &connect);
+    let sent = upstream::send_head(&mut conn, info.kind, &out, false).await;
+    s.keep_buffer(out);
+    sent?;
+    let head = upstream::read_head(&mut conn, info.kind, t.first_byte, false, false).await?;
+    Ok(if (200..300).contains(&head.status) {
+        Opened::Ready(conn, claim)
+    } else {
+        Opened::Refused(head)
+    })
+}
+
+/// Carries the tunnel (or passes a refusal on) and closes.
+async fn carry<R: Role>(w: &Worker<R>, s: &mut Session, req: &Request, opened: Opened) -> Next {
+    match opened {
+        Opened::Refused(head) => {
+            s.log.status = head.status;
+            let mut out = s.head_buffer();
+            let via = w.settings.via.entry();
+            headers::write_response_head(
+                &mut out,
+                &head,
+                Framing::Length(0),
+                via,
+                false,
+                req.head.version,
+            );
+            s.send(out).await;
+        }
+        Opened::Ready(mut conn, _claim) => {
+            s.log.status = 200;
+            let mut out = s.head_buffer();
+            out.extend_from_slice(ESTABLISHED);
+            if s.send(out).await {
+                let idle = w.settings.tunnel_idle_timeout;
+                let (_, down) = splice_both(&mut s.client, &mut conn, idle).await;
+                s.log.bytes += down;
+            }
+        }
+    }
+    Next::Close
+}
