@@ -71,6 +71,35 @@ fn uncacheable_answers_always_go_to_the_origin() {
     assert_eq!(o.count("/auth"), 2);
 }
 
+/// A HEAD whose object cannot be stored is fetched with a GET (the fill asks
+/// for the whole object) and relayed: its client gets the head only, and the
+/// next request on the same connection its own answer (the GET's body was
+/// sent after the HEAD's head before the request layer).
+#[test]
+fn head_answered_from_an_unstorable_get_sends_no_body() {
+    let o = Origin::start();
+    let c = Cache::start("head-pass", &[]);
+    let s = c.connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let nostore = o.url("/hp?size=300&cc=no-store");
+    let fresh = o.url("/next?size=7&cc=max-age%3D60");
+    w.write_all(
+        format!(
+            "HEAD {nostore} HTTP/1.1\r\nHost: x\r\n\r\nGET {fresh} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let head = read_response(&mut r, true).unwrap();
+    assert_eq!(head.status, 200, "{}", head.head);
+    assert_eq!(head.header("content-length").as_deref(), Some("300"));
+    assert_eq!(head.header("x-cache").as_deref(), Some("MISS"));
+    let next = read_response(&mut r, false).unwrap();
+    assert_eq!(next.status, 200, "the second answer: {}", next.head);
+    assert_eq!(next.body, expected("/next", 1, 7));
+}
+
 #[test]
 fn stale_objects_are_revalidated_304_and_200() {
     let o = Origin::start();
