@@ -279,3 +279,211 @@ pub fn not_modified_for(meta: &Meta, fields: &Fields) -> bool {
 fn weak_tag(t: &[u8]) -> &[u8] {
     t.strip_prefix(b"W/").unwrap_or(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use httpx::RequestHead;
+    use std::time::Duration;
+
+    const URL: &[u8] = b"http://h.example/a";
+
+    fn request(fields: &str) -> RequestHead {
+        let text = format!(
+            "GET {} HTTP/1.1\r\nHost: h.example\r\n{fields}\r\n",
+            "http://h.example/a"
+        );
+        httpx::head::parse_request(&mut BytesMut::from(text.as_bytes()), &Default::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn response(text: &str) -> ResponseHead {
+        httpx::head::parse_response(&mut BytesMut::from(text.as_bytes()), 64 * 1024)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The verdict on `resp` (status line and fields, without the blank
+    /// line) to a GET with `req_fields`, received at `at`.
+    fn verdict(req_fields: &str, resp: &str, at: SystemTime) -> Verdict {
+        let req = request(req_fields);
+        let parts = request_parts(b"GET", URL, &req.fields).unwrap();
+        let head = response(&format!("{resp}\r\n"));
+        judge(&parts, head.status, stored_head(&head), at)
+    }
+
+    fn stored(req_fields: &str, resp: &str, at: SystemTime) -> Meta {
+        match verdict(req_fields, resp, at) {
+            Verdict::Store(m) => m,
+            Verdict::Pass(why) => panic!("not stored: {why}"),
+        }
+    }
+
+    fn passes(req_fields: &str, resp: &str) -> bool {
+        matches!(
+            verdict(req_fields, resp, SystemTime::now()),
+            Verdict::Pass(_)
+        )
+    }
+
+    #[test]
+    fn what_a_shared_cache_may_store() {
+        let now = SystemTime::now();
+        let m = stored("", "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n", now);
+        assert_eq!(m.ttl, Duration::from_secs(60));
+        assert!(m.is_fresh(now + Duration::from_secs(59)));
+        assert!(!m.is_fresh(now + Duration::from_secs(61)));
+        // s-maxage is for shared caches and wins over max-age
+        let m = stored(
+            "",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, s-maxage=5\r\n",
+            now,
+        );
+        assert_eq!(m.ttl, Duration::from_secs(5));
+        assert!(passes(
+            "",
+            "HTTP/1.1 200 OK\r\nCache-Control: no-store, max-age=60\r\n"
+        ));
+        assert!(passes(
+            "",
+            "HTTP/1.1 200 OK\r\nCache-Control: private, max-age=60\r\n"
+        ));
+        assert!(passes(
+            "",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: *\r\n"
+        ));
+        assert!(passes(
+            "Cache-Control: no-store\r\n",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+        ));
+        // an answer to a request with Authorization only when it says so
+        let auth = "Authorization: Basic eDp5\r\n";
+        assert!(passes(
+            auth,
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+        ));
+        stored(
+            auth,
+            "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\n",
+            now,
+        );
+    }
+
+    #[test]
+    fn the_stored_head_keeps_end_to_end_fields_only() {
+        let head = response(
+            "HTTP/1.1 200 Fine\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Length: 5\r\nAge: 7\r\nX-Cache: HIT\r\nETag: \"e\"\r\nContent-Type: text/plain\r\n\r\n",
+        );
+        assert_eq!(
+            String::from_utf8(stored_head(&head)).unwrap(),
+            "HTTP/1.1 200 Fine\r\nETag: \"e\"\r\nContent-Type: text/plain\r\n"
+        );
+    }
+
+    #[test]
+    fn a_304_updates_the_stored_fields_but_not_those_of_the_body() {
+        let stored = b"HTTP/1.1 200 OK\r\nETag: \"1\"\r\nContent-Encoding: gzip\r\nCache-Control: max-age=1\r\nX-Old: kept\r\n";
+        let nm = response(
+            "HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=600\r\nContent-Encoding: br\r\nX-New: added\r\n\r\n",
+        );
+        let merged = String::from_utf8(merge_304(stored, &nm)).unwrap();
+        assert!(merged.starts_with("HTTP/1.1 200 OK\r\n"), "{merged}");
+        assert!(
+            merged.contains("Cache-Control: max-age=600\r\n") && !merged.contains("max-age=1\r"),
+            "{merged}"
+        );
+        assert!(
+            merged.contains("Content-Encoding: gzip\r\n") && !merged.contains(" br"),
+            "{merged}"
+        );
+        assert!(
+            merged.contains("X-Old: kept\r\n") && merged.contains("X-New: added\r\n"),
+            "{merged}"
+        );
+    }
+
+    #[test]
+    fn a_request_with_its_own_directives_is_judged_by_the_policy() {
+        let now = SystemTime::now();
+        let m = stored("", "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n", now);
+        let usable_with = |fields: &str, at: SystemTime| {
+            let req = request(fields);
+            assert!(request_has_cache_directives(&req.fields) != fields.is_empty());
+            matches!(
+                usable(&m, &request_parts(b"GET", URL, &req.fields).unwrap(), at),
+                Use::Fresh
+            )
+        };
+        assert!(usable_with("Cache-Control: max-stale\r\n", now));
+        assert!(!usable_with("Cache-Control: no-cache\r\n", now));
+        assert!(!usable_with("Pragma: no-cache\r\n", now));
+        assert!(!usable_with(
+            "Cache-Control: max-age=0\r\n",
+            now + Duration::from_secs(1)
+        ));
+        assert!(!usable_with("Cache-Control: min-fresh=120\r\n", now));
+        assert!(!usable_with(
+            "Cache-Control: max-stale=1\r\n",
+            now + Duration::from_secs(120)
+        ));
+    }
+
+    #[test]
+    fn variants_are_keyed_by_the_fields_they_vary_on() {
+        let fields = [
+            (&b"Vary"[..], &b"Accept-Language, accept-encoding"[..]),
+            (b"vary", b"Accept-Language"),
+        ];
+        let names = vary_names(fields.into_iter()).unwrap();
+        assert_eq!(names, ["accept-encoding", "accept-language"]);
+        assert_eq!(
+            vary_names([(&b"Vary"[..], &b"Accept, *"[..])].into_iter()),
+            None
+        );
+        let key = |f: &str| variant_key(URL, 7, &names, &request(f).fields);
+        // whitespace runs fold: equivalent values share a variant
+        assert_eq!(
+            key("Accept-Language: en,  fr\r\n"),
+            key("Accept-Language:  en, fr\r\n")
+        );
+        assert_ne!(
+            key("Accept-Language: en\r\n"),
+            key("Accept-Language: fr\r\n")
+        );
+        assert_ne!(key("Accept-Language: en\r\n"), key(""));
+        // a new marker (another nonce) never reaches older variants
+        let f = request("Accept-Language: en\r\n");
+        assert_ne!(
+            variant_key(URL, 7, &names, &f.fields),
+            variant_key(URL, 8, &names, &f.fields)
+        );
+    }
+
+    #[test]
+    fn validators_and_the_conditions_a_stored_object_satisfies() {
+        let m = stored(
+            "",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: W/\"v1\"\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n",
+            SystemTime::now(),
+        );
+        assert_eq!(
+            String::from_utf8(validators(&m)).unwrap(),
+            "If-None-Match: W/\"v1\"\r\nIf-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+        );
+        let nm = |f: &str| not_modified_for(&m, &request(f).fields);
+        assert!(nm("If-None-Match: \"v1\"\r\n"), "weak comparison");
+        assert!(nm("If-None-Match: \"v0\", W/\"v1\"\r\n"));
+        assert!(nm("If-None-Match: *\r\n"));
+        assert!(!nm("If-None-Match: \"v2\"\r\n"));
+        assert!(nm("If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT\r\n"));
+        assert!(nm("If-Modified-Since: Fri, 02 Jan 2026 00:00:00 GMT\r\n"));
+        assert!(!nm("If-Modified-Since: Wed, 31 Dec 2025 00:00:00 GMT\r\n"));
+        // If-None-Match wins over If-Modified-Since
+        assert!(!nm(
+            "If-None-Match: \"v2\"\r\nIf-Modified-Since: Fri, 02 Jan 2026 00:00:00 GMT\r\n"
+        ));
+        assert!(!nm(""));
+    }
+}
