@@ -5,8 +5,24 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use httpx::accesslog::Sink;
 use socket2::{Domain, Socket, Type};
+
+use crate::config::settings::ServerSettings;
+
+/// A role's server before it starts: the request layer set up with `layer`
+/// and the access log of `s`, and the listening sockets of `s`.
+pub fn open_server(
+    s: &ServerSettings,
+    layer: proxy::Settings,
+) -> Result<(proxy::Server, Vec<std::net::TcpListener>)> {
+    let sink = Sink::open(s.access_log.as_deref(), s.access_log_format)
+        .with_context(|| format!("opening access log {:?}", s.access_log))?;
+    let listeners =
+        listeners(s.listen, s.workers).with_context(|| format!("cannot listen on {}", s.listen))?;
+    Ok((proxy::Server::new(layer, sink), listeners))
+}
 
 /// Inherited listening sockets (`3,4`): a supervisor (`carpool up`) keeps
 /// the listeners open across restarts and reloads of its children, so

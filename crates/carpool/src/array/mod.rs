@@ -42,7 +42,7 @@ pub struct UpOptions {
 
 /// What a component is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Component {
     /// `carpool frontend`.
     Frontend,
     /// `carpool cache`.
@@ -55,7 +55,7 @@ pub struct Spec {
     /// `frontend`, or the cache's name.
     pub name: String,
     /// Frontend or cache.
-    pub kind: Kind,
+    pub kind: Component,
     /// `carpool` arguments.
     pub args: Vec<String>,
     /// Where it listens (the supervisor binds it).
@@ -110,7 +110,7 @@ pub fn plan(opts: &UpOptions) -> Result<Plan> {
         .filter(|p| {
             !specs
                 .iter()
-                .any(|s| s.kind == Kind::Cache && s.name == p.name)
+                .any(|s| s.kind == Component::Cache && s.name == p.name)
         })
         .map(|p| format!("{} ({}:{})", p.name, p.host, p.port))
         .collect();
@@ -145,10 +145,14 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
         };
         let mem = s.mem.memory(n);
         let disk = s.disk.disk(&dir, n);
-        let workers = if s.workers == 0 { cores() } else { s.workers };
+        let workers = if s.server.workers == 0 {
+            cores()
+        } else {
+            s.server.workers
+        };
         specs.push(Spec {
             name: p.name.clone(),
-            kind: Kind::Cache,
+            kind: Component::Cache,
             args: vec![
                 "cache".into(),
                 "-c".into(),
@@ -162,28 +166,25 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
                 "--disk".into(),
                 disk.to_string(),
             ],
-            listen: s.listen,
+            listen: s.server.listen,
             workers,
-            stop_timeout: s.shutdown_timeout + STOP_MARGIN,
+            stop_timeout: s.server.shutdown_timeout + STOP_MARGIN,
             summary: format!(
                 "cache {} on {}: memory {}, disk {} in {}",
                 p.name,
-                s.listen,
+                s.server.listen,
                 human(mem),
                 human(disk),
                 dir.display()
             ),
         });
     }
-    let listen = opts.listen.unwrap_or(config.frontend.listen);
-    let workers = if config.frontend.workers == 0 {
-        cores()
-    } else {
-        config.frontend.workers
-    };
+    let fe = &config.frontend.server;
+    let listen = opts.listen.unwrap_or(fe.listen);
+    let workers = if fe.workers == 0 { cores() } else { fe.workers };
     specs.push(Spec {
         name: "frontend".into(),
-        kind: Kind::Frontend,
+        kind: Component::Frontend,
         args: vec![
             "frontend".into(),
             "-c".into(),
@@ -193,7 +194,7 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
         ],
         listen,
         workers,
-        stop_timeout: config.frontend.shutdown_timeout + STOP_MARGIN,
+        stop_timeout: fe.shutdown_timeout + STOP_MARGIN,
         summary: format!(
             "frontend on {listen} ({workers} workers, hash = \"{}\", {} parents)",
             config.hash,
@@ -253,11 +254,11 @@ mod tests {
         let caches: Vec<&str> = plan
             .specs
             .iter()
-            .filter(|s| s.kind == Kind::Cache)
+            .filter(|s| s.kind == Component::Cache)
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(caches, ["cache1", "cache2", "cache3", "cache4"]);
-        assert_eq!(plan.specs.last().unwrap().kind, Kind::Frontend);
+        assert_eq!(plan.specs.last().unwrap().kind, Component::Frontend);
         assert_eq!(plan.admin, Some("127.0.0.1:3180".parse().unwrap()));
         assert!(plan.remote.is_empty());
         let c1 = &plan.specs[0];

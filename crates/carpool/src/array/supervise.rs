@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::admin::Status;
-use super::{Kind, Plan, Spec, UpOptions};
+use super::{Component, Plan, Spec, UpOptions};
 
 /// First wait before restarting a crashed child; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -200,7 +200,7 @@ impl Proc {
                         restart_in = ?self.backoff,
                         "component exited; restarting"
                     );
-                    if self.spec.kind == Kind::Cache {
+                    if self.spec.kind == Component::Cache {
                         // refused connects make the frontends fail over now
                         self.sockets = None;
                     }
@@ -342,7 +342,7 @@ fn print_summary(plan: &Plan) {
     if let Some(a) = plan.admin {
         println!("  status: curl http://{a}/status");
     }
-    if let Some(fe) = plan.specs.iter().find(|s| s.kind == Kind::Frontend) {
+    if let Some(fe) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
         let port = fe.listen.port();
         println!("try it:  curl -x http://127.0.0.1:{port} http://example.com/");
         println!(
@@ -367,109 +367,21 @@ async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
         return;
     }
     tracing::info!("reloading the configuration (SIGHUP)");
-    // caches: stop those removed or changed, start new and changed ones on
-    // the sockets they had (connections wait in the backlog meanwhile)
-    let mut next: Vec<Proc> = Vec::new();
-    for spec in plan.specs.iter().filter(|s| s.kind == Kind::Cache) {
+    let mut next = Vec::new();
+    for spec in plan.specs.iter().filter(|s| s.kind == Component::Cache) {
         let pos = procs
             .iter()
-            .position(|p| p.spec.name == spec.name && p.spec.kind == Kind::Cache);
-        match pos.map(|i| procs.remove(i)) {
-            Some(p) if p.spec == *spec => next.push(p),
-            Some(mut p) => {
-                if let Some(c) = p.child.take() {
-                    stop_child(&p.spec, c).await;
-                }
-                let same_socket = p.spec.listen == spec.listen && p.spec.workers == spec.workers;
-                let sockets = match p.sockets.take().filter(|_| same_socket) {
-                    Some(s) => Ok(s),
-                    None => bind(spec),
-                };
-                match sockets {
-                    Ok(s) => match spawn(spec, &s).await {
-                        Ok(child) => next.push(Proc {
-                            spec: spec.clone(),
-                            sockets: Some(s),
-                            child: Some(child),
-                            started: Instant::now(),
-                            restarts: p.restarts,
-                            backoff: BACKOFF_START,
-                            restart_at: None,
-                        }),
-                        Err(e) => {
-                            tracing::error!(component = %spec.name, error = %format!("{e:#}"), "reload: cache did not start; retrying");
-                            next.push(Proc {
-                                spec: spec.clone(),
-                                sockets: Some(s),
-                                child: None,
-                                started: Instant::now(),
-                                restarts: p.restarts,
-                                backoff: BACKOFF_START,
-                                restart_at: Some(Instant::now() + BACKOFF_START),
-                            });
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "reload: cache not started")
-                    }
-                }
-            }
-            None => match Proc::start(spec.clone()).await {
-                Ok(p) => next.push(p),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "reload: new cache not started")
-                }
-            },
+            .position(|p| p.spec.name == spec.name && p.spec.kind == Component::Cache);
+        if let Some(p) = reload_cache(pos.map(|i| procs.remove(i)), spec).await {
+            next.push(p);
         }
     }
-    // the frontend: the new one first, on the same sockets; then the old one drains
-    if let Some(spec) = plan.specs.iter().find(|s| s.kind == Kind::Frontend) {
-        let pos = procs.iter().position(|p| p.spec.kind == Kind::Frontend);
-        let mut old = pos.map(|i| procs.remove(i));
-        let same_socket = old
-            .as_ref()
-            .is_some_and(|p| p.spec.listen == spec.listen && p.spec.workers == spec.workers);
-        let sockets = match old
-            .as_mut()
-            .and_then(|p| p.sockets.take())
-            .filter(|_| same_socket)
-        {
-            Some(s) => Ok(s),
-            None => bind(spec),
-        };
-        match sockets {
-            Ok(s) => match spawn(spec, &s).await {
-                Ok(child) => {
-                    if let Some(o) = old.take() {
-                        if let Some(c) = o.child {
-                            let spec = o.spec.clone();
-                            tokio::task::spawn_local(async move { stop_child(&spec, c).await });
-                        }
-                    }
-                    next.push(Proc {
-                        spec: spec.clone(),
-                        sockets: Some(s),
-                        child: Some(child),
-                        started: Instant::now(),
-                        restarts: 0,
-                        backoff: BACKOFF_START,
-                        restart_at: None,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "reload: new frontend did not start; the old one keeps serving");
-                    if let Some(mut o) = old.take() {
-                        o.sockets = Some(s);
-                        next.push(o);
-                    }
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "reload: the old frontend keeps serving");
-                if let Some(o) = old.take() {
-                    next.push(o);
-                }
-            }
+    if let Some(spec) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
+        let pos = procs
+            .iter()
+            .position(|p| p.spec.kind == Component::Frontend);
+        if let Some(p) = replace_frontend(pos.map(|i| procs.remove(i)), spec).await {
+            next.push(p);
         }
     }
     // whatever the new config no longer has
@@ -481,4 +393,103 @@ async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
     }
     *procs = next;
     tracing::info!("reload done");
+}
+
+impl Proc {
+    /// `spec` running as `child` (or to be restarted soon when `None`) on
+    /// `sockets`, after `restarts` restarts.
+    fn on(spec: &Spec, sockets: Vec<socket2::Socket>, child: Option<Child>, restarts: u32) -> Proc {
+        Proc {
+            spec: spec.clone(),
+            sockets: Some(sockets),
+            restart_at: child.is_none().then(|| Instant::now() + BACKOFF_START),
+            child,
+            started: Instant::now(),
+            restarts,
+            backoff: BACKOFF_START,
+        }
+    }
+
+    /// Its listening sockets if they fit `spec` (same address and
+    /// workers), else new ones.
+    fn sockets_for(&mut self, spec: &Spec) -> Result<Vec<socket2::Socket>> {
+        let same = self.spec.listen == spec.listen && self.spec.workers == spec.workers;
+        match self.sockets.take().filter(|_| same) {
+            Some(s) => Ok(s),
+            None => bind(spec),
+        }
+    }
+}
+
+/// A cache in the new config: kept when unchanged; else the old one
+/// (`old`) stopped and the new one started on the sockets it had
+/// (connections wait in the backlog meanwhile).
+async fn reload_cache(old: Option<Proc>, spec: &Spec) -> Option<Proc> {
+    let mut p = match old {
+        Some(p) if p.spec == *spec => return Some(p),
+        Some(p) => p,
+        None => match Proc::start(spec.clone()).await {
+            Ok(p) => return Some(p),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload: new cache not started");
+                return None;
+            }
+        },
+    };
+    if let Some(c) = p.child.take() {
+        stop_child(&p.spec, c).await;
+    }
+    let sockets = match p.sockets_for(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload: cache not started");
+            return None;
+        }
+    };
+    let child = match spawn(spec, &sockets).await {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::error!(component = %spec.name, error = %format!("{e:#}"), "reload: cache did not start; retrying");
+            None
+        }
+    };
+    Some(Proc::on(spec, sockets, child, p.restarts))
+}
+
+/// The frontend of the new config: the new one first, on the same sockets;
+/// then the old one drains. When the new one cannot start, the old one
+/// keeps serving.
+async fn replace_frontend(old: Option<Proc>, spec: &Spec) -> Option<Proc> {
+    let mut old = old;
+    let sockets = match old.as_mut() {
+        Some(o) => o.sockets_for(spec),
+        None => bind(spec),
+    };
+    let sockets = match sockets {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload: the old frontend keeps serving");
+            return old;
+        }
+    };
+    match spawn(spec, &sockets).await {
+        Ok(child) => {
+            if let Some(Proc {
+                spec: old_spec,
+                child: Some(c),
+                ..
+            }) = old
+            {
+                tokio::task::spawn_local(async move { stop_child(&old_spec, c).await });
+            }
+            Some(Proc::on(spec, sockets, Some(child), 0))
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload: new frontend did not start; the old one keeps serving");
+            old.map(|mut o| {
+                o.sockets = Some(sockets);
+                o
+            })
+        }
+    }
 }

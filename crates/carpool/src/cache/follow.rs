@@ -87,7 +87,7 @@ pub(super) async fn follow(
     if head.method() == b"HEAD" {
         return Followed::Done(Next::keep_if(keep));
     }
-    let idle = w.cache.settings.body_idle_timeout;
+    let idle = w.cache.settings.server.body_idle_timeout;
     match stream_body(s, &mut rx, &object.1, framing == Framing::Chunked, idle).await {
         Ok(()) => Followed::Done(Next::keep_if(keep)),
         Err(reason) => {

@@ -112,7 +112,7 @@ async fn ranged(
     if !s.send(out).await {
         return Some(Next::Close);
     }
-    let idle = w.cache.settings.body_idle_timeout;
+    let idle = w.cache.settings.server.body_idle_timeout;
     let sent = respond::send_ranges(
         &mut s.client.stream,
         obj.meta,
@@ -149,7 +149,7 @@ async fn whole(
         Body::Memory(b) => body::write_head_and_body(stream, &mut out, b).await,
         Body::Disk(_) => match tokio::io::AsyncWriteExt::write_all(stream, &out).await {
             Ok(()) => {
-                let idle = w.cache.settings.body_idle_timeout;
+                let idle = w.cache.settings.server.body_idle_timeout;
                 respond::send_body(stream, obj.body, 0, total, idle).await
             }
             Err(e) => Err(e),

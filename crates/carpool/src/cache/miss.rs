@@ -406,7 +406,7 @@ impl FillTask {
             mut writer,
             leader,
         } = self;
-        let idle = w.cache.settings.body_idle_timeout;
+        let idle = w.cache.settings.server.body_idle_timeout;
         let on_disk = w.cache.settings.dir.is_some();
         let mut dec = Decoder::new(len);
         loop {

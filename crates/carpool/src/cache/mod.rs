@@ -31,9 +31,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cache_store::{DiskConfig, Store, StoreConfig};
-use httpx::accesslog::Sink;
 
-use crate::config::settings::{CacheSettings, HostPort};
+use crate::config::settings::{CacheSettings, HostPort, RoleRules};
 use fill::InFlight;
 use origin::Pools;
 
@@ -78,24 +77,15 @@ impl Worker {
     }
 }
 
-/// The request layer's settings for a cache named `via` in `Via`.
-fn layer_settings(s: &CacheSettings, via: proxy::Via) -> proxy::Settings {
-    proxy::Settings {
-        limits: s.limits.clone(),
-        max_client_connections: s.max_client_connections,
-        allow_clients: s.allow_clients.clone(),
-        connect_ports: s.connect_ports.clone(),
+/// What the request layer needs of a cache beyond its server settings.
+fn rules(s: &CacheSettings) -> RoleRules {
+    RoleRules {
         origin_form: proxy::OriginForm::Host { default_site: None },
         schemes: SCHEMES,
-        via,
-        x_forwarded_for: s.x_forwarded_for,
         upstream: proxy::Timeouts {
             connect: s.origin_connect_timeout,
             first_byte: s.origin_first_byte_timeout,
         },
-        body_idle_timeout: s.body_idle_timeout,
-        tunnel_idle_timeout: s.tunnel_idle_timeout,
-        shutdown_timeout: s.shutdown_timeout,
     }
 }
 
@@ -145,16 +135,9 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
 pub fn run(settings: CacheSettings) -> Result<()> {
     let mut settings = settings;
     let store = open_store(&mut settings)?;
-    let via =
-        proxy::Via::new(settings.visible_hostname.clone().unwrap_or_else(|| {
-            format!("{}:{}", crate::process::hostname(), settings.listen.port())
-        }));
-    let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
-        .with_context(|| format!("opening access log {:?}", settings.access_log))?;
-    let listeners = crate::process::listeners(settings.listen, settings.workers)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let layer = settings.server.layer(rules(&settings));
+    let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
-    let server = proxy::Server::new(layer_settings(&settings, via), sink);
     let cache = Arc::new(Cache {
         layer: server.settings().clone(),
         store,
@@ -162,7 +145,7 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         upstream: settings.upstream_proxy.clone(),
         settings,
     });
-    tracing::info!(listen = %cache.settings.listen, workers, "carpool cache started");
+    tracing::info!(listen = %cache.settings.server.listen, workers, "carpool cache started");
     let for_workers = cache.clone();
     server
         .start("cache", listeners, move || Worker::new(for_workers.clone()))

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, Source};
-use crate::config::{self, Config, Kind};
+use crate::config::{self, Config, FileKind};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -57,13 +57,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut settings = match (&config, &name) {
                 (Some(path), Some(name)) => {
-                    let c = load_reporting(path, Some(Kind::Toml))?;
+                    let c = load_reporting(path, Some(FileKind::Toml))?;
                     c.cache_settings(name)?
                 }
                 _ => crate::config::settings::CacheSettings::default(),
             };
             if let Some(l) = listen {
-                settings.listen = l;
+                settings.server.listen = l;
             }
             if dir.is_some() {
                 settings.dir = dir;
@@ -75,10 +75,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 settings.disk = d;
             }
             if let Some(n) = workers {
-                settings.workers = n;
+                settings.server.workers = n;
             }
             if access_log.is_some() {
-                settings.access_log = access_log;
+                settings.server.access_log = access_log;
             }
             crate::cache::run(settings)?;
             Ok(ExitCode::SUCCESS)
@@ -104,7 +104,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 config.source.display(),
                 table.mode(),
                 table.len(),
-                config.frontend.listen
+                config.frontend.server.listen
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -131,14 +131,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn load_source(source: &Source) -> Result<Config> {
     match (&source.config, &source.squid_conf) {
-        (Some(p), _) => load_reporting(p, Some(Kind::Toml)),
-        (_, Some(p)) => load_reporting(p, Some(Kind::Squid)),
+        (Some(p), _) => load_reporting(p, Some(FileKind::Toml)),
+        (_, Some(p)) => load_reporting(p, Some(FileKind::Squid)),
         (None, None) => anyhow::bail!("give -c carpool.toml or --squid-conf squid.conf"),
     }
 }
 
 /// Loads a configuration and prints its warnings to stderr.
-fn load_reporting(path: &std::path::Path, kind: Option<Kind>) -> Result<Config> {
+fn load_reporting(path: &std::path::Path, kind: Option<FileKind>) -> Result<Config> {
     let c = match kind {
         Some(k) => config::load(path, k)?,
         None => config::load_any(path)?,

@@ -109,7 +109,7 @@ impl Config {
         };
         let mut s = self.cache.clone();
         let host = p.host.trim_start_matches('[').trim_end_matches(']');
-        s.listen = std::net::ToSocketAddrs::to_socket_addrs(&(host, p.port))
+        s.server.listen = std::net::ToSocketAddrs::to_socket_addrs(&(host, p.port))
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| ConfigError {
@@ -129,8 +129,8 @@ impl Config {
         if let Some(d) = p.store.disk {
             s.disk = d;
         }
-        if s.visible_hostname.is_none() {
-            s.visible_hostname = Some(p.name.clone());
+        if s.server.visible_hostname.is_none() {
+            s.server.visible_hostname = Some(p.name.clone());
         }
         Ok(s)
     }
@@ -164,7 +164,7 @@ impl fmt::Display for ConfigError {
 
 /// Which kind of file a path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum FileKind {
     /// carpool.toml
     Toml,
     /// squid.conf
@@ -172,7 +172,7 @@ pub enum Kind {
 }
 
 /// Reads a file of the given kind.
-pub fn load(path: &Path, kind: Kind) -> Result<Config, ConfigError> {
+pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigError> {
     let text = std::fs::read(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
@@ -180,7 +180,7 @@ pub fn load(path: &Path, kind: Kind) -> Result<Config, ConfigError> {
         message: format!("cannot read: {e}"),
     })?;
     match kind {
-        Kind::Toml => {
+        FileKind::Toml => {
             let text = String::from_utf8(text).map_err(|e| ConfigError {
                 file: path.to_path_buf(),
                 line: line_of_offset(
@@ -192,7 +192,7 @@ pub fn load(path: &Path, kind: Kind) -> Result<Config, ConfigError> {
             })?;
             parse_toml(path, &text)
         }
-        Kind::Squid => parse_squid_conf(path, &text),
+        FileKind::Squid => parse_squid_conf(path, &text),
     }
 }
 
@@ -200,18 +200,18 @@ pub fn load(path: &Path, kind: Kind) -> Result<Config, ConfigError> {
 /// (a `cache_peer` line means squid.conf).
 pub fn load_any(path: &Path) -> Result<Config, ConfigError> {
     let kind = if path.extension().is_some_and(|e| e == "toml") {
-        Kind::Toml
+        FileKind::Toml
     } else if path.extension().is_some_and(|e| e == "conf") {
-        Kind::Squid
+        FileKind::Squid
     } else {
         let text = std::fs::read(path).unwrap_or_default();
         let squid = text
             .split(|&b| b == b'\n')
             .any(|l| l.trim_ascii_start().starts_with(b"cache_peer"));
         if squid {
-            Kind::Squid
+            FileKind::Squid
         } else {
-            Kind::Toml
+            FileKind::Toml
         }
     };
     load(path, kind)

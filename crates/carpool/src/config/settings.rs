@@ -1,5 +1,6 @@
-//! Frontend and health settings: every limit and timeout as a named value with
-//! a default a production proxy would want.
+//! The settings of the array's servers (what every server has, then the
+//! frontend's and the cache's own) and of parent health: every limit and
+//! timeout as a named value with a default a production proxy would want.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,18 +20,17 @@ pub enum ListenMode {
     Accel,
 }
 
-/// The frontend's settings (`[frontend]` in carpool.toml).
+/// What every server (a frontend, a cache) is set up with: its listener
+/// and workers, who may use it, its client limits, its `Via` and
+/// `X-Forwarded-For`, its access log, and the timeouts of bodies, tunnels
+/// and shutdown.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FrontendSettings {
+pub struct ServerSettings {
     /// Client listener.
     pub listen: SocketAddr,
     /// Worker threads, each with its own SO_REUSEPORT listener (0: one per core).
     pub workers: usize,
-    /// Forward proxy or accelerator.
-    pub mode: ListenMode,
-    /// Accelerator: site used when a request has no `Host`.
-    pub default_site: Option<String>,
-    /// Clients allowed to use the proxy; others get 403.
+    /// Clients allowed to use the server; others get 403.
     pub allow_clients: Vec<IpNet>,
     /// Ports CONNECT may reach; others get 403.
     pub connect_ports: Vec<u16>,
@@ -46,21 +46,90 @@ pub struct FrontendSettings {
     pub max_client_connections: usize,
     /// Request head limits and client timeouts.
     pub limits: httpx::Limits,
-    /// Time to connect to a parent.
-    pub parent_connect_timeout: Duration,
-    /// Time from sending a request to a parent's first response byte.
-    pub parent_first_byte_timeout: Duration,
     /// Longest pause inside a body (either direction).
     pub body_idle_timeout: Duration,
-    /// Idle keep-alive connections kept per parent and worker.
-    pub parent_idle_connections: usize,
-    /// How long an idle parent connection is kept.
-    pub parent_idle_timeout: Duration,
     /// Longest silence in both directions of a CONNECT tunnel before it is closed.
     pub tunnel_idle_timeout: Duration,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish
     /// after the listeners close.
     pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3128)),
+            workers: 0,
+            allow_clients: default_allow_clients(),
+            connect_ports: vec![443],
+            x_forwarded_for: Xff::Append,
+            visible_hostname: None,
+            access_log: None,
+            access_log_format: Format::Squid,
+            max_client_connections: 16_384,
+            limits: httpx::Limits::default(),
+            body_idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a role decides about requests that the server settings do not.
+pub struct RoleRules {
+    /// How origin-form requests are read.
+    pub origin_form: proxy::OriginForm,
+    /// URL schemes forwarded.
+    pub schemes: &'static [&'static str],
+    /// Timeouts towards its upstreams.
+    pub upstream: proxy::Timeouts,
+}
+
+impl ServerSettings {
+    /// Our `Via` name: `visible_hostname`, else the host name and port.
+    pub fn via(&self) -> proxy::Via {
+        proxy::Via::new(match &self.visible_hostname {
+            Some(name) => name.clone(),
+            None => format!("{}:{}", crate::process::hostname(), self.listen.port()),
+        })
+    }
+
+    /// The request layer's settings for a server of a role with `rules`.
+    pub fn layer(&self, rules: RoleRules) -> proxy::Settings {
+        proxy::Settings {
+            limits: self.limits.clone(),
+            max_client_connections: self.max_client_connections,
+            allow_clients: self.allow_clients.clone(),
+            connect_ports: self.connect_ports.clone(),
+            origin_form: rules.origin_form,
+            schemes: rules.schemes,
+            via: self.via(),
+            x_forwarded_for: self.x_forwarded_for,
+            upstream: rules.upstream,
+            body_idle_timeout: self.body_idle_timeout,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+/// The frontend's settings (`[frontend]` in carpool.toml).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrontendSettings {
+    /// What every server has.
+    pub server: ServerSettings,
+    /// Forward proxy or accelerator.
+    pub mode: ListenMode,
+    /// Accelerator: site used when a request has no `Host`.
+    pub default_site: Option<String>,
+    /// Time to connect to a parent.
+    pub parent_connect_timeout: Duration,
+    /// Time from sending a request to a parent's first response byte.
+    pub parent_first_byte_timeout: Duration,
+    /// Idle keep-alive connections kept per parent and worker.
+    pub parent_idle_connections: usize,
+    /// How long an idle parent connection is kept.
+    pub parent_idle_timeout: Duration,
 }
 
 /// Private and loopback ranges: the default `allow_clients` (not an open proxy).
@@ -82,25 +151,13 @@ pub fn default_allow_clients() -> Vec<IpNet> {
 impl Default for FrontendSettings {
     fn default() -> Self {
         FrontendSettings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 3128)),
-            workers: 0,
+            server: ServerSettings::default(),
             mode: ListenMode::Forward,
             default_site: None,
-            allow_clients: default_allow_clients(),
-            connect_ports: vec![443],
-            x_forwarded_for: Xff::Append,
-            visible_hostname: None,
-            access_log: None,
-            access_log_format: Format::Squid,
-            max_client_connections: 16_384,
-            limits: httpx::Limits::default(),
             parent_connect_timeout: Duration::from_secs(5),
             parent_first_byte_timeout: Duration::from_secs(60),
-            body_idle_timeout: Duration::from_secs(60),
             parent_idle_connections: 1024,
             parent_idle_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(10),
-            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -143,10 +200,8 @@ impl Default for HealthSettings {
 /// its `[[parent]]` entry and by `carpool cache` flags).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheSettings {
-    /// Client listener (the frontends connect here).
-    pub listen: SocketAddr,
-    /// Worker threads, each with its own SO_REUSEPORT listener (0: one per core).
-    pub workers: usize,
+    /// What every server has (the frontends connect to its listener).
+    pub server: ServerSettings,
     /// Directory of the disk tier (none: memory only).
     pub dir: Option<PathBuf>,
     /// Memory tier size.
@@ -157,41 +212,18 @@ pub struct CacheSettings {
     pub mem_max_object: u64,
     /// Largest object stored at all; bigger ones pass through uncached.
     pub max_object_size: u64,
-    /// Clients allowed to use the cache (default: loopback; caches sit behind
-    /// the frontends); others get 403.
-    pub allow_clients: Vec<IpNet>,
     /// Clients allowed to send PURGE; others get 403.
     pub purge_clients: Vec<IpNet>,
-    /// Ports CONNECT may reach; others get 403.
-    pub connect_ports: Vec<u16>,
     /// Misses go through this HTTP proxy instead of straight to the origin.
     pub upstream_proxy: Option<HostPort>,
-    /// `X-Forwarded-For` handling on requests to origins.
-    pub x_forwarded_for: Xff,
-    /// Name in our `Via` entries; default: host name and port.
-    pub visible_hostname: Option<String>,
-    /// Access log file (none: no access log).
-    pub access_log: Option<PathBuf>,
-    /// Access log line format.
-    pub access_log_format: Format,
-    /// Simultaneous client connections, all workers together (503 beyond).
-    pub max_client_connections: usize,
-    /// Request head limits and client timeouts.
-    pub limits: httpx::Limits,
     /// Time to connect to an origin.
     pub origin_connect_timeout: Duration,
     /// Time from sending a request to an origin's first response byte.
     pub origin_first_byte_timeout: Duration,
-    /// Longest pause inside a body (either direction).
-    pub body_idle_timeout: Duration,
     /// Idle keep-alive connections kept per origin and worker.
     pub origin_idle_connections: usize,
     /// How long an idle origin connection is kept.
     pub origin_idle_timeout: Duration,
-    /// Longest silence in both directions of a CONNECT tunnel before it is closed.
-    pub tunnel_idle_timeout: Duration,
-    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
-    pub shutdown_timeout: Duration,
 }
 
 /// A `host:port` (`[v6]:port` too), checked when the config is read.
@@ -235,30 +267,23 @@ pub const MIB: u64 = 1024 * 1024;
 impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3129)),
-            workers: 0,
+            server: ServerSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 3129)),
+                // caches sit behind the frontends
+                allow_clients: loopback_clients(),
+                ..ServerSettings::default()
+            },
             dir: None,
             mem: Budget::Auto,
             disk: Budget::Auto,
             mem_max_object: 4 * MIB,
             max_object_size: 8 * 1024 * MIB,
-            allow_clients: loopback_clients(),
             purge_clients: loopback_clients(),
-            connect_ports: vec![443],
             upstream_proxy: None,
-            x_forwarded_for: Xff::Append,
-            visible_hostname: None,
-            access_log: None,
-            access_log_format: Format::Squid,
-            max_client_connections: 16_384,
-            limits: httpx::Limits::default(),
             origin_connect_timeout: Duration::from_secs(5),
             origin_first_byte_timeout: Duration::from_secs(60),
-            body_idle_timeout: Duration::from_secs(60),
             origin_idle_connections: 32,
             origin_idle_timeout: Duration::from_secs(30),
-            tunnel_idle_timeout: Duration::from_secs(300),
-            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

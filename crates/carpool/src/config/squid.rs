@@ -12,6 +12,9 @@ use super::settings::{FrontendSettings, ListenMode};
 use super::{Config, ConfigError, Parent};
 use carp::{KeySpec, Mode};
 
+/// A configuration error at a line, about a key.
+type ErrFn<'a> = dyn Fn(usize, &str, String) -> ConfigError + 'a;
+
 /// Parses squid.conf bytes into a `hash = "squid"` configuration.
 pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let mut parents: Vec<Parent> = Vec::new();
@@ -30,143 +33,38 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         let Some(directive) = tokens.next() else {
             continue;
         };
-        if directive.starts_with('#') {
-            continue;
-        }
-        if directive == "include" {
-            warnings.push(format!(
-                "{}:{line_no}: include not followed: put the cache_peer lines in this file",
-                path.display()
-            ));
-            continue;
-        }
-        if directive == "http_port" {
-            if http_port.is_none() {
-                http_port =
-                    Some(parse_http_port(tokens).map_err(|m| err(line_no, "http_port", m))?);
-            } else {
-                warnings.push(format!(
-                    "{}:{line_no}: only the first http_port is used (give carpool frontend --listen for another)",
-                    path.display()
-                ));
+        let at = format!("{}:{line_no}", path.display());
+        match directive {
+            "include" => warnings.push(format!(
+                "{at}: include not followed: put the cache_peer lines in this file"
+            )),
+            "http_port" if http_port.is_some() => warnings.push(format!(
+                "{at}: only the first http_port is used (give carpool frontend --listen for another)"
+            )),
+            "http_port" => {
+                let s = parse_http_port(tokens).map_err(|m| err(line_no, "http_port", m))?;
+                http_port = Some(s);
             }
-            continue;
-        }
-        if directive != "cache_peer" {
-            continue;
-        }
-        let host = tokens
-            .next()
-            .ok_or_else(|| err(line_no, "cache_peer", "missing hostname".into()))?;
-        let kind = tokens.next().ok_or_else(|| {
-            err(
-                line_no,
-                "cache_peer",
-                "missing peer type (parent, sibling, multicast)".into(),
-            )
-        })?;
-        if !matches!(kind, "parent" | "sibling" | "multicast") {
-            return Err(err(
-                line_no,
-                "cache_peer",
-                format!("unknown peer type {kind:?}"),
-            ));
-        }
-        let port_text = tokens
-            .next()
-            .ok_or_else(|| err(line_no, "cache_peer", "missing http port".into()))?;
-        let port = port_text
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| {
-                err(
-                    line_no,
-                    "cache_peer",
-                    format!("http port {port_text:?} is not a TCP port"),
-                )
-            })?;
-        if tokens.next().is_none() {
-            return Err(err(
-                line_no,
-                "cache_peer",
-                "missing icp port (use 0)".into(),
-            ));
-        }
-        let mut name = host.to_string();
-        let mut weight: i64 = 0;
-        let mut carp = false;
-        let mut key: Option<KeySpec> = None;
-        let mut max_conn: u32 = 0;
-        for opt in tokens {
-            if opt.starts_with('#') {
-                break;
-            } else if let Some(w) = opt.strip_prefix("weight=") {
-                weight = w
-                    .parse::<i32>()
-                    .map_err(|_| err(line_no, "weight", format!("{w:?} is not an integer")))?
-                    .into();
-            } else if opt == "carp" {
-                if kind != "parent" {
-                    return Err(err(
-                        line_no,
-                        "carp",
-                        format!("carp on a non-parent peer {host}"),
+            "cache_peer" => {
+                let (p, carp) = cache_peer(tokens, line_no, &err)?;
+                if let Some(prev) = parents.iter().find(|q| q.name.eq_ignore_ascii_case(&p.name)) {
+                    let message = format!(
+                        "cache_peer {} specified twice (first on line {})",
+                        p.name, prev.line
+                    );
+                    return Err(err(line_no, "name", message));
+                }
+                if carp {
+                    parents.push(p);
+                } else {
+                    warnings.push(format!(
+                        "{at}: cache_peer {} ignored: not a parent with the carp option",
+                        p.name
                     ));
                 }
-                carp = true;
-            } else if let Some(k) = opt.strip_prefix("carp-key=") {
-                if !carp {
-                    return Err(err(
-                        line_no,
-                        "carp-key",
-                        "carp-key before (or without) the carp option".into(),
-                    ));
-                }
-                key = Some(
-                    KeySpec::parse_squid(k).map_err(|e| err(line_no, "carp-key", e.to_string()))?,
-                );
-            } else if let Some(m) = opt.strip_prefix("max-conn=") {
-                max_conn = m.parse::<u32>().map_err(|_| {
-                    err(
-                        line_no,
-                        "max-conn",
-                        format!("{m:?} is not a connection count"),
-                    )
-                })?;
-            } else if let Some(n) = opt.strip_prefix("name=") {
-                if !n.is_empty() {
-                    name = n.to_string();
-                }
             }
+            _ => {} // comments, and what carpool does not read yet
         }
-        if let Some(prev) = parents.iter().find(|p| p.name.eq_ignore_ascii_case(&name)) {
-            return Err(err(
-                line_no,
-                "name",
-                format!(
-                    "cache_peer {name} specified twice (first on line {})",
-                    prev.line
-                ),
-            ));
-        }
-        if !carp {
-            warnings.push(format!(
-                "{}:{line_no}: cache_peer {name} ignored: not a parent with the carp option",
-                path.display()
-            ));
-            continue;
-        }
-        parents.push(Parent {
-            name,
-            host: host.to_ascii_lowercase(),
-            port,
-            weight: weight.clamp(1, i32::MAX as i64) as u32,
-            carp_key: key,
-            max_conn,
-            line: line_no,
-            store: Default::default(),
-        });
     }
     if parents.is_empty() {
         return Err(err(
@@ -194,6 +92,100 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
     })
 }
 
+/// `cache_peer host type http-port icp-port [options]` on line `line`:
+/// the peer, and whether it is a CARP parent (carpool uses no other).
+fn cache_peer<'a>(
+    mut tokens: impl Iterator<Item = &'a str>,
+    line: usize,
+    err: &ErrFn<'_>,
+) -> Result<(Parent, bool), ConfigError> {
+    let missing = |what: &str| err(line, "cache_peer", format!("missing {what}"));
+    let host = tokens.next().ok_or_else(|| missing("hostname"))?;
+    let kind = tokens
+        .next()
+        .ok_or_else(|| missing("peer type (parent, sibling, multicast)"))?;
+    if !matches!(kind, "parent" | "sibling" | "multicast") {
+        return Err(err(
+            line,
+            "cache_peer",
+            format!("unknown peer type {kind:?}"),
+        ));
+    }
+    let port_text = tokens.next().ok_or_else(|| missing("http port"))?;
+    let port = port_text
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| {
+            err(
+                line,
+                "cache_peer",
+                format!("http port {port_text:?} is not a TCP port"),
+            )
+        })?;
+    if tokens.next().is_none() {
+        return Err(missing("icp port (use 0)"));
+    }
+    let mut p = Parent {
+        name: host.to_string(),
+        host: host.to_ascii_lowercase(),
+        port,
+        weight: 1,
+        carp_key: None,
+        max_conn: 0,
+        line,
+        store: Default::default(),
+    };
+    let carp = peer_options(&mut p, kind == "parent", tokens, err)?;
+    Ok((p, carp))
+}
+
+/// The options of a `cache_peer` line into `p` (`weight=`, below 1 counting
+/// as 1; `carp`, on a `parent` only; `carp-key=`, after `carp`;
+/// `max-conn=`; `name=`); true when it has `carp`.
+fn peer_options<'a>(
+    p: &mut Parent,
+    parent: bool,
+    tokens: impl Iterator<Item = &'a str>,
+    err: &ErrFn<'_>,
+) -> Result<bool, ConfigError> {
+    let line = p.line;
+    let mut carp = false;
+    for opt in tokens {
+        if opt.starts_with('#') {
+            break;
+        } else if let Some(w) = opt.strip_prefix("weight=") {
+            let w = w
+                .parse::<i32>()
+                .map_err(|_| err(line, "weight", format!("{w:?} is not an integer")))?;
+            p.weight = w.max(1) as u32;
+        } else if opt == "carp" {
+            if !parent {
+                return Err(err(
+                    line,
+                    "carp",
+                    format!("carp on a non-parent peer {}", p.host),
+                ));
+            }
+            carp = true;
+        } else if let Some(k) = opt.strip_prefix("carp-key=") {
+            if !carp {
+                let message = "carp-key before (or without) the carp option".into();
+                return Err(err(line, "carp-key", message));
+            }
+            let key = KeySpec::parse_squid(k).map_err(|e| err(line, "carp-key", e.to_string()))?;
+            p.carp_key = Some(key);
+        } else if let Some(m) = opt.strip_prefix("max-conn=") {
+            p.max_conn = m
+                .parse::<u32>()
+                .map_err(|_| err(line, "max-conn", format!("{m:?} is not a connection count")))?;
+        } else if let Some(n) = opt.strip_prefix("name=").filter(|n| !n.is_empty()) {
+            p.name = n.to_string();
+        }
+    }
+    Ok(carp)
+}
+
 /// `http_port [address:]port [accel] [defaultsite=host] ...`: the frontend's
 /// listener (all addresses when none is given, like Squid).
 fn parse_http_port<'a>(
@@ -206,10 +198,8 @@ fn parse_http_port<'a>(
         spec.parse()
             .map_err(|_| format!("{spec:?} is not PORT or ADDRESS:PORT"))?
     };
-    let mut s = FrontendSettings {
-        listen,
-        ..FrontendSettings::default()
-    };
+    let mut s = FrontendSettings::default();
+    s.server.listen = listen;
     for opt in tokens {
         if opt == "accel" {
             s.mode = ListenMode::Accel;
@@ -282,12 +272,12 @@ mod tests {
     #[test]
     fn http_port_sets_the_listener() {
         let c = parse("http_port 127.0.0.1:3130 accel defaultsite=www.example\nhttp_port 3131\ncache_peer a parent 1 0 carp\n").unwrap();
-        assert_eq!(c.frontend.listen, "127.0.0.1:3130".parse().unwrap());
+        assert_eq!(c.frontend.server.listen, "127.0.0.1:3130".parse().unwrap());
         assert_eq!(c.frontend.mode, ListenMode::Accel);
         assert_eq!(c.frontend.default_site.as_deref(), Some("www.example"));
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         let c = parse("http_port 3128\ncache_peer a parent 1 0 carp\n").unwrap();
-        assert_eq!(c.frontend.listen, "0.0.0.0:3128".parse().unwrap());
+        assert_eq!(c.frontend.server.listen, "0.0.0.0:3128".parse().unwrap());
         assert_eq!(
             parse("http_port nope\ncache_peer a parent 1 0 carp\n")
                 .unwrap_err()

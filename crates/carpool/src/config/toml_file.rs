@@ -2,18 +2,19 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
+use carp::{KeySpec, Mode};
+use httpx::accesslog::Format;
+use httpx::headers::Xff;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::settings::{
     parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
+    ServerSettings,
 };
 use super::{line_of_offset, Config, ConfigError, Parent, StoreOverrides};
-use carp::{KeySpec, Mode};
-use httpx::accesslog::Format;
-use httpx::headers::Xff;
-use std::time::Duration;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,59 +51,112 @@ impl Num {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FrontendEntry {
-    listen: Option<Spanned<String>>,
-    workers: Option<Spanned<i64>>,
-    mode: Option<Spanned<String>>,
-    default_site: Option<Spanned<String>>,
-    allow_clients: Option<Vec<Spanned<String>>>,
-    connect_ports: Option<Vec<Spanned<i64>>>,
-    x_forwarded_for: Option<Spanned<String>>,
-    visible_hostname: Option<Spanned<String>>,
-    access_log: Option<Spanned<String>>,
-    access_log_format: Option<Spanned<String>>,
-    max_client_connections: Option<Spanned<i64>>,
-    max_header_bytes: Option<Spanned<i64>>,
-    max_headers: Option<Spanned<i64>>,
-    max_uri_bytes: Option<Spanned<i64>>,
-    client_header_timeout: Option<Spanned<Num>>,
-    client_idle_timeout: Option<Spanned<Num>>,
-    parent_connect_timeout: Option<Spanned<Num>>,
-    parent_first_byte_timeout: Option<Spanned<Num>>,
-    body_idle_timeout: Option<Spanned<Num>>,
-    parent_idle_connections: Option<Spanned<i64>>,
-    parent_idle_timeout: Option<Spanned<Num>>,
-    shutdown_timeout: Option<Spanned<Num>>,
-    tunnel_idle_timeout: Option<Spanned<Num>>,
+/// A server's section (`[frontend]`, `[cache]`): the keys every server has
+/// ([`ServerSettings`]), declared and read in one place, then the role's own.
+macro_rules! server_section {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            workers: Option<Spanned<i64>>,
+            allow_clients: Option<Vec<Spanned<String>>>,
+            connect_ports: Option<Vec<Spanned<i64>>>,
+            x_forwarded_for: Option<Spanned<String>>,
+            visible_hostname: Option<Spanned<String>>,
+            access_log: Option<Spanned<String>>,
+            access_log_format: Option<Spanned<String>>,
+            max_client_connections: Option<Spanned<i64>>,
+            max_header_bytes: Option<Spanned<i64>>,
+            max_headers: Option<Spanned<i64>>,
+            max_uri_bytes: Option<Spanned<i64>>,
+            client_header_timeout: Option<Spanned<Num>>,
+            client_idle_timeout: Option<Spanned<Num>>,
+            body_idle_timeout: Option<Spanned<Num>>,
+            tunnel_idle_timeout: Option<Spanned<Num>>,
+            shutdown_timeout: Option<Spanned<Num>>,
+            $($field: $ty,)*
+        }
+
+        impl $name {
+            /// Sets the server keys this section has in `s`.
+            fn server(&self, s: &mut ServerSettings, err: &ErrFn<'_>) -> Result<(), ConfigError> {
+                if let Some(v) = &self.workers {
+                    s.workers = int_in(v, "workers", 0, 256, err)? as usize;
+                }
+                if let Some(list) = &self.allow_clients {
+                    s.allow_clients = cidrs(list, "allow_clients", err)?;
+                }
+                if let Some(list) = &self.connect_ports {
+                    s.connect_ports = ports(list, "connect_ports", err)?;
+                }
+                if let Some(v) = &self.x_forwarded_for {
+                    s.x_forwarded_for = xff(v, err)?;
+                }
+                if let Some(v) = &self.visible_hostname {
+                    s.visible_hostname = Some(v.get_ref().clone());
+                }
+                if let Some(v) = &self.access_log {
+                    s.access_log = Some(v.get_ref().into());
+                }
+                if let Some(v) = &self.access_log_format {
+                    let formats = [("squid", Format::Squid), ("json", Format::Json)];
+                    s.access_log_format = choice(v, "access_log_format", &formats, err)?;
+                }
+                let counts: [(&Option<Spanned<i64>>, &str, i64, i64, &mut usize); 4] = [
+                    (&self.max_client_connections, "max_client_connections", 1, 10_000_000, &mut s.max_client_connections),
+                    (&self.max_header_bytes, "max_header_bytes", 1024, 1 << 20, &mut s.limits.max_head_bytes),
+                    (&self.max_headers, "max_headers", 8, 10_000, &mut s.limits.max_headers),
+                    (&self.max_uri_bytes, "max_uri_bytes", 64, 65535, &mut s.limits.max_uri_bytes),
+                ];
+                for (value, key, lo, hi, slot) in counts {
+                    if let Some(v) = value {
+                        *slot = int_in(v, key, lo, hi, err)? as usize;
+                    }
+                }
+                set_secs(
+                    [
+                        (&self.client_header_timeout, "client_header_timeout", &mut s.limits.header_timeout),
+                        (&self.client_idle_timeout, "client_idle_timeout", &mut s.limits.idle_timeout),
+                        (&self.body_idle_timeout, "body_idle_timeout", &mut s.body_idle_timeout),
+                        (&self.tunnel_idle_timeout, "tunnel_idle_timeout", &mut s.tunnel_idle_timeout),
+                        (&self.shutdown_timeout, "shutdown_timeout", &mut s.shutdown_timeout),
+                    ],
+                    err,
+                )
+            }
+        }
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheEntry {
-    workers: Option<Spanned<i64>>,
-    dir: Option<Spanned<String>>,
-    mem: Option<Spanned<String>>,
-    disk: Option<Spanned<String>>,
-    mem_max_object: Option<Spanned<String>>,
-    max_object_size: Option<Spanned<String>>,
-    allow_clients: Option<Vec<Spanned<String>>>,
-    purge_clients: Option<Vec<Spanned<String>>>,
-    connect_ports: Option<Vec<Spanned<i64>>>,
-    upstream_proxy: Option<Spanned<String>>,
-    x_forwarded_for: Option<Spanned<String>>,
-    visible_hostname: Option<Spanned<String>>,
-    access_log: Option<Spanned<String>>,
-    access_log_format: Option<Spanned<String>>,
-    max_client_connections: Option<Spanned<i64>>,
-    origin_connect_timeout: Option<Spanned<Num>>,
-    origin_first_byte_timeout: Option<Spanned<Num>>,
-    body_idle_timeout: Option<Spanned<Num>>,
-    origin_idle_connections: Option<Spanned<i64>>,
-    origin_idle_timeout: Option<Spanned<Num>>,
-    tunnel_idle_timeout: Option<Spanned<Num>>,
-    shutdown_timeout: Option<Spanned<Num>>,
+server_section! {
+    /// `[frontend]`.
+    FrontendEntry {
+        listen: Option<Spanned<String>>,
+        mode: Option<Spanned<String>>,
+        default_site: Option<Spanned<String>>,
+        parent_connect_timeout: Option<Spanned<Num>>,
+        parent_first_byte_timeout: Option<Spanned<Num>>,
+        parent_idle_connections: Option<Spanned<i64>>,
+        parent_idle_timeout: Option<Spanned<Num>>,
+    }
+}
+
+server_section! {
+    /// `[cache]`: the array's caches (each listens on its `[[parent]]` address).
+    CacheEntry {
+        dir: Option<Spanned<String>>,
+        mem: Option<Spanned<String>>,
+        disk: Option<Spanned<String>>,
+        mem_max_object: Option<Spanned<String>>,
+        max_object_size: Option<Spanned<String>>,
+        purge_clients: Option<Vec<Spanned<String>>>,
+        upstream_proxy: Option<Spanned<String>>,
+        origin_connect_timeout: Option<Spanned<Num>>,
+        origin_first_byte_timeout: Option<Spanned<Num>>,
+        origin_idle_connections: Option<Spanned<i64>>,
+        origin_idle_timeout: Option<Spanned<Num>>,
+    }
 }
 
 #[derive(Deserialize)]
@@ -151,96 +205,7 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .parse::<Mode>()
             .map_err(|e| err(h.span(), "hash", e.to_string()))?,
     };
-    let mut parents: Vec<Parent> = Vec::new();
-    for entry in &file.parent {
-        let line = line_of_offset(text, entry.span().start);
-        let p = entry.get_ref();
-        let host = p.host.get_ref().trim().to_string();
-        if host.is_empty() {
-            return Err(err(p.host.span(), "host", "must not be empty".into()));
-        }
-        let port = u16::try_from(*p.port.get_ref())
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or_else(|| {
-                err(
-                    p.port.span(),
-                    "port",
-                    format!("{} is not a TCP port (1-65535)", p.port.get_ref()),
-                )
-            })?;
-        let weight = match &p.weight {
-            None => 1,
-            Some(w) => u32::try_from(*w.get_ref())
-                .ok()
-                .filter(|&v| (1..=1_000_000).contains(&v))
-                .ok_or_else(|| {
-                    err(
-                        w.span(),
-                        "weight",
-                        format!("{} is not a weight from 1 to 1000000", w.get_ref()),
-                    )
-                })?,
-        };
-        let carp_key = match &p.carp_key {
-            None => None,
-            Some(k) => Some(
-                KeySpec::parse(k.get_ref())
-                    .map_err(|e| err(k.span(), "carp_key", e.to_string()))?,
-            ),
-        };
-        let (name, name_span) = match &p.name {
-            Some(n) if n.get_ref().trim().is_empty() => {
-                return Err(err(n.span(), "name", "must not be empty".into()));
-            }
-            Some(n) => (n.get_ref().clone(), n.span()),
-            None => (host.clone(), p.host.span()),
-        };
-        if let Some(prev) = parents.iter().find(|q| q.name == name) {
-            return Err(err(
-                name_span,
-                "name",
-                format!("parent name {name:?} is already used on line {} (names are hashed: give each parent its own `name`)", prev.line),
-            ));
-        }
-        let max_conn = match &p.max_conn {
-            None => 0,
-            Some(v) => int_in(v, "max_conn", 0, 1_000_000, &err)? as u32,
-        };
-        parents.push(Parent {
-            name,
-            host,
-            port,
-            weight,
-            carp_key,
-            max_conn,
-            line,
-            store: StoreOverrides {
-                dir: p.dir.as_ref().map(|d| d.get_ref().into()),
-                mem: p.mem.as_ref().map(|v| budget(v, "mem", &err)).transpose()?,
-                disk: p
-                    .disk
-                    .as_ref()
-                    .map(|v| budget(v, "disk", &err))
-                    .transpose()?,
-            },
-        });
-    }
-    if parents.is_empty() {
-        return Err(ConfigError {
-            file: path.to_path_buf(),
-            line: 1,
-            key: "parent".into(),
-            message: "no [[parent]] entries: at least one parent cache is needed".into(),
-        });
-    }
-    if parents.len() > carp::MAX_MEMBERS {
-        return Err(err(
-            file.parent[carp::MAX_MEMBERS].span(),
-            "parent",
-            format!("at most {} parents are supported", carp::MAX_MEMBERS),
-        ));
-    }
+    let parents = parents(&file.parent, text, &err)?;
     let frontend = match &file.frontend {
         Some(f) => frontend_settings(f, &err)?,
         None => FrontendSettings::default(),
@@ -255,16 +220,7 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
     };
     let admin = match file.admin.as_ref().and_then(|a| a.listen.as_ref()) {
         None => None,
-        Some(v) => Some(v.get_ref().parse().map_err(|_| {
-            err(
-                v.span(),
-                "listen",
-                format!(
-                    "{:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:3180\")",
-                    v.get_ref()
-                ),
-            )
-        })?),
+        Some(v) => Some(address(v, "listen", "127.0.0.1:3180", &err)?),
     };
     Ok(Config {
         source: path.to_path_buf(),
@@ -276,6 +232,135 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         admin,
         warnings: Vec::new(),
     })
+}
+
+/// The `[[parent]]` entries: at least one, at most [`carp::MAX_MEMBERS`],
+/// each name once.
+fn parents(
+    entries: &[Spanned<ParentEntry>],
+    text: &str,
+    err: &ErrFn<'_>,
+) -> Result<Vec<Parent>, ConfigError> {
+    let mut parents: Vec<Parent> = Vec::new();
+    for entry in entries {
+        let p = parent(
+            entry.get_ref(),
+            line_of_offset(text, entry.span().start),
+            err,
+        )?;
+        if let Some(prev) = parents.iter().find(|q| q.name == p.name) {
+            let span = entry
+                .get_ref()
+                .name
+                .as_ref()
+                .map_or(entry.get_ref().host.span(), Spanned::span);
+            return Err(err(
+                span,
+                "name",
+                format!("parent name {:?} is already used on line {} (names are hashed: give each parent its own `name`)", p.name, prev.line),
+            ));
+        }
+        parents.push(p);
+    }
+    if parents.is_empty() {
+        return Err(err(
+            0..0,
+            "parent",
+            "no [[parent]] entries: at least one parent cache is needed".into(),
+        ));
+    }
+    if parents.len() > carp::MAX_MEMBERS {
+        return Err(err(
+            entries[carp::MAX_MEMBERS].span(),
+            "parent",
+            format!("at most {} parents are supported", carp::MAX_MEMBERS),
+        ));
+    }
+    Ok(parents)
+}
+
+/// One `[[parent]]` entry, which starts on `line`.
+fn parent(p: &ParentEntry, line: usize, err: &ErrFn<'_>) -> Result<Parent, ConfigError> {
+    let host = p.host.get_ref().trim().to_string();
+    if host.is_empty() {
+        return Err(err(p.host.span(), "host", "must not be empty".into()));
+    }
+    let port = u16::try_from(*p.port.get_ref())
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| {
+            let message = format!("{} is not a TCP port (1-65535)", p.port.get_ref());
+            err(p.port.span(), "port", message)
+        })?;
+    let weight = match &p.weight {
+        None => 1,
+        Some(w) => int_in(w, "weight", 1, 1_000_000, err)? as u32,
+    };
+    let carp_key = match &p.carp_key {
+        None => None,
+        Some(k) => Some(
+            KeySpec::parse(k.get_ref()).map_err(|e| err(k.span(), "carp_key", e.to_string()))?,
+        ),
+    };
+    let name = match &p.name {
+        Some(n) if n.get_ref().trim().is_empty() => {
+            return Err(err(n.span(), "name", "must not be empty".into()));
+        }
+        Some(n) => n.get_ref().clone(),
+        None => host.clone(),
+    };
+    let max_conn = match &p.max_conn {
+        None => 0,
+        Some(v) => int_in(v, "max_conn", 0, 1_000_000, err)? as u32,
+    };
+    let store = StoreOverrides {
+        dir: p.dir.as_ref().map(|d| d.get_ref().into()),
+        mem: p.mem.as_ref().map(|v| budget(v, "mem", err)).transpose()?,
+        disk: p
+            .disk
+            .as_ref()
+            .map(|v| budget(v, "disk", err))
+            .transpose()?,
+    };
+    Ok(Parent {
+        name,
+        host,
+        port,
+        weight,
+        carp_key,
+        max_conn,
+        line,
+        store,
+    })
+}
+
+/// An `ADDRESS:PORT` value (`example`: what to suggest).
+fn address(
+    v: &Spanned<String>,
+    key: &str,
+    example: &str,
+    err: &ErrFn<'_>,
+) -> Result<std::net::SocketAddr, ConfigError> {
+    v.get_ref().parse().map_err(|_| {
+        err(
+            v.span(),
+            key,
+            format!("{:?} is not ADDRESS:PORT (e.g. \"{example}\")", v.get_ref()),
+        )
+    })
+}
+
+/// Sets each slot whose key has a value, in seconds.
+fn set_secs<const N: usize>(
+    keys: [(&Option<Spanned<Num>>, &str, &mut Duration); N],
+    err: &ErrFn<'_>,
+) -> Result<(), ConfigError> {
+    for (value, key, slot) in keys {
+        if let Some(v) = value {
+            *slot = secs(v, key, err)?;
+        }
+    }
+    Ok(())
 }
 
 fn size(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<u64, ConfigError> {
@@ -313,11 +398,49 @@ fn ports(list: &[Spanned<i64>], key: &str, err: &ErrFn<'_>) -> Result<Vec<u16>, 
         .collect()
 }
 
+fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSettings, ConfigError> {
+    let mut s = FrontendSettings::default();
+    f.server(&mut s.server, err)?;
+    if let Some(v) = &f.listen {
+        s.server.listen = address(v, "listen", "0.0.0.0:3128", err)?;
+    }
+    if let Some(v) = &f.mode {
+        let modes = [
+            ("forward", ListenMode::Forward),
+            ("accel", ListenMode::Accel),
+        ];
+        s.mode = choice(v, "mode", &modes, err)?;
+    }
+    s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
+    if let Some(v) = &f.parent_idle_connections {
+        s.parent_idle_connections = int_in(v, "parent_idle_connections", 0, 100_000, err)? as usize;
+    }
+    set_secs(
+        [
+            (
+                &f.parent_connect_timeout,
+                "parent_connect_timeout",
+                &mut s.parent_connect_timeout,
+            ),
+            (
+                &f.parent_first_byte_timeout,
+                "parent_first_byte_timeout",
+                &mut s.parent_first_byte_timeout,
+            ),
+            (
+                &f.parent_idle_timeout,
+                "parent_idle_timeout",
+                &mut s.parent_idle_timeout,
+            ),
+        ],
+        err,
+    )?;
+    Ok(s)
+}
+
 fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, ConfigError> {
     let mut s = CacheSettings::default();
-    if let Some(v) = &c.workers {
-        s.workers = int_in(v, "workers", 0, 256, err)? as usize;
-    }
+    c.server(&mut s.server, err)?;
     s.dir = c.dir.as_ref().map(|v| v.get_ref().into());
     if let Some(v) = &c.mem {
         s.mem = budget(v, "mem", err)?;
@@ -325,92 +448,45 @@ fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, Conf
     if let Some(v) = &c.disk {
         s.disk = budget(v, "disk", err)?;
     }
-    let sizes: [(&Option<Spanned<String>>, &str, &mut u64); 2] = [
-        (&c.mem_max_object, "mem_max_object", &mut s.mem_max_object),
-        (
-            &c.max_object_size,
-            "max_object_size",
-            &mut s.max_object_size,
-        ),
-    ];
-    for (value, key, slot) in sizes {
-        if let Some(v) = value {
-            *slot = size(v, key, err)?;
-        }
+    if let Some(v) = &c.mem_max_object {
+        s.mem_max_object = size(v, "mem_max_object", err)?;
     }
-    if let Some(list) = &c.allow_clients {
-        s.allow_clients = cidrs(list, "allow_clients", err)?;
+    if let Some(v) = &c.max_object_size {
+        s.max_object_size = size(v, "max_object_size", err)?;
     }
     if let Some(list) = &c.purge_clients {
         s.purge_clients = cidrs(list, "purge_clients", err)?;
     }
-    if let Some(list) = &c.connect_ports {
-        s.connect_ports = ports(list, "connect_ports", err)?;
-    }
     if let Some(v) = &c.upstream_proxy {
-        s.upstream_proxy = Some(
-            v.get_ref()
-                .parse()
-                .map_err(|e| err(v.span(), "upstream_proxy", e))?,
-        );
-    }
-    if let Some(v) = &c.x_forwarded_for {
-        s.x_forwarded_for = xff(v, err)?;
-    }
-    s.visible_hostname = c.visible_hostname.as_ref().map(|v| v.get_ref().clone());
-    s.access_log = c.access_log.as_ref().map(|v| v.get_ref().into());
-    if let Some(v) = &c.access_log_format {
-        s.access_log_format = choice(
-            v,
-            "access_log_format",
-            &[("squid", Format::Squid), ("json", Format::Json)],
-            err,
-        )?;
-    }
-    if let Some(v) = &c.max_client_connections {
-        s.max_client_connections =
-            int_in(v, "max_client_connections", 1, 10_000_000, err)? as usize;
-    }
-    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 6] = [
-        (
-            &c.tunnel_idle_timeout,
-            "tunnel_idle_timeout",
-            &mut s.tunnel_idle_timeout,
-        ),
-        (
-            &c.origin_connect_timeout,
-            "origin_connect_timeout",
-            &mut s.origin_connect_timeout,
-        ),
-        (
-            &c.origin_first_byte_timeout,
-            "origin_first_byte_timeout",
-            &mut s.origin_first_byte_timeout,
-        ),
-        (
-            &c.body_idle_timeout,
-            "body_idle_timeout",
-            &mut s.body_idle_timeout,
-        ),
-        (
-            &c.origin_idle_timeout,
-            "origin_idle_timeout",
-            &mut s.origin_idle_timeout,
-        ),
-        (
-            &c.shutdown_timeout,
-            "shutdown_timeout",
-            &mut s.shutdown_timeout,
-        ),
-    ];
-    for (value, key, slot) in timeouts {
-        if let Some(v) = value {
-            *slot = secs(v, key, err)?;
-        }
+        let hp = v
+            .get_ref()
+            .parse()
+            .map_err(|e| err(v.span(), "upstream_proxy", e))?;
+        s.upstream_proxy = Some(hp);
     }
     if let Some(v) = &c.origin_idle_connections {
         s.origin_idle_connections = int_in(v, "origin_idle_connections", 0, 100_000, err)? as usize;
     }
+    set_secs(
+        [
+            (
+                &c.origin_connect_timeout,
+                "origin_connect_timeout",
+                &mut s.origin_connect_timeout,
+            ),
+            (
+                &c.origin_first_byte_timeout,
+                "origin_first_byte_timeout",
+                &mut s.origin_first_byte_timeout,
+            ),
+            (
+                &c.origin_idle_timeout,
+                "origin_idle_timeout",
+                &mut s.origin_idle_timeout,
+            ),
+        ],
+        err,
+    )?;
     Ok(s)
 }
 
@@ -479,120 +555,6 @@ fn xff(v: &Spanned<String>, err: &ErrFn<'_>) -> Result<Xff, ConfigError> {
     )
 }
 
-fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSettings, ConfigError> {
-    let mut s = FrontendSettings::default();
-    if let Some(v) = &f.listen {
-        s.listen = v.get_ref().parse().map_err(|_| {
-            err(
-                v.span(),
-                "listen",
-                format!(
-                    "{:?} is not ADDRESS:PORT (e.g. \"0.0.0.0:3128\")",
-                    v.get_ref()
-                ),
-            )
-        })?;
-    }
-    if let Some(v) = &f.workers {
-        s.workers = int_in(v, "workers", 0, 256, err)? as usize;
-    }
-    if let Some(v) = &f.mode {
-        s.mode = choice(
-            v,
-            "mode",
-            &[
-                ("forward", ListenMode::Forward),
-                ("accel", ListenMode::Accel),
-            ],
-            err,
-        )?;
-    }
-    s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
-    if let Some(list) = &f.allow_clients {
-        s.allow_clients = cidrs(list, "allow_clients", err)?;
-    }
-    if let Some(list) = &f.connect_ports {
-        s.connect_ports = ports(list, "connect_ports", err)?;
-    }
-    if let Some(v) = &f.x_forwarded_for {
-        s.x_forwarded_for = xff(v, err)?;
-    }
-    s.visible_hostname = f.visible_hostname.as_ref().map(|v| v.get_ref().clone());
-    s.access_log = f.access_log.as_ref().map(|v| v.get_ref().into());
-    if let Some(v) = &f.access_log_format {
-        s.access_log_format = choice(
-            v,
-            "access_log_format",
-            &[("squid", Format::Squid), ("json", Format::Json)],
-            err,
-        )?;
-    }
-    if let Some(v) = &f.max_client_connections {
-        s.max_client_connections =
-            int_in(v, "max_client_connections", 1, 10_000_000, err)? as usize;
-    }
-    if let Some(v) = &f.max_header_bytes {
-        s.limits.max_head_bytes = int_in(v, "max_header_bytes", 1024, 1 << 20, err)? as usize;
-    }
-    if let Some(v) = &f.max_headers {
-        s.limits.max_headers = int_in(v, "max_headers", 8, 10_000, err)? as usize;
-    }
-    if let Some(v) = &f.max_uri_bytes {
-        s.limits.max_uri_bytes = int_in(v, "max_uri_bytes", 64, 65535, err)? as usize;
-    }
-    let timeouts: [(&Option<Spanned<Num>>, &str, &mut Duration); 8] = [
-        (
-            &f.tunnel_idle_timeout,
-            "tunnel_idle_timeout",
-            &mut s.tunnel_idle_timeout,
-        ),
-        (
-            &f.shutdown_timeout,
-            "shutdown_timeout",
-            &mut s.shutdown_timeout,
-        ),
-        (
-            &f.client_header_timeout,
-            "client_header_timeout",
-            &mut s.limits.header_timeout,
-        ),
-        (
-            &f.client_idle_timeout,
-            "client_idle_timeout",
-            &mut s.limits.idle_timeout,
-        ),
-        (
-            &f.parent_connect_timeout,
-            "parent_connect_timeout",
-            &mut s.parent_connect_timeout,
-        ),
-        (
-            &f.parent_first_byte_timeout,
-            "parent_first_byte_timeout",
-            &mut s.parent_first_byte_timeout,
-        ),
-        (
-            &f.body_idle_timeout,
-            "body_idle_timeout",
-            &mut s.body_idle_timeout,
-        ),
-        (
-            &f.parent_idle_timeout,
-            "parent_idle_timeout",
-            &mut s.parent_idle_timeout,
-        ),
-    ];
-    for (value, key, slot) in timeouts {
-        if let Some(v) = value {
-            *slot = secs(v, key, err)?;
-        }
-    }
-    if let Some(v) = &f.parent_idle_connections {
-        s.parent_idle_connections = int_in(v, "parent_idle_connections", 0, 100_000, err)? as usize;
-    }
-    Ok(s)
-}
-
 fn health_settings(h: &HealthEntry, err: &ErrFn<'_>) -> Result<HealthSettings, ConfigError> {
     let mut s = HealthSettings::default();
     if let Some(v) = &h.fail_limit {
@@ -635,6 +597,37 @@ mod tests {
         assert_eq!(c.parents[1].name, "b.example");
         assert_eq!(c.parents[1].line, 9);
         assert_eq!(c.parents[0].weight, 2);
+    }
+
+    #[test]
+    fn server_keys_mean_the_same_in_frontend_and_cache() {
+        let keys = "workers = 2\nx_forwarded_for = \"delete\"\nmax_header_bytes = 2048\nclient_idle_timeout = 7\ntunnel_idle_timeout = 9\nconnect_ports = [443, 8443]\n";
+        let c = parse(&format!(
+            "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\n{keys}[cache]\n{keys}"
+        ))
+        .unwrap();
+        for s in [&c.frontend.server, &c.cache.server] {
+            assert_eq!(s.workers, 2);
+            assert_eq!(s.x_forwarded_for, Xff::Delete);
+            assert_eq!(s.limits.max_head_bytes, 2048);
+            assert_eq!(s.limits.idle_timeout, Duration::from_secs(7));
+            assert_eq!(s.tunnel_idle_timeout, Duration::from_secs(9));
+            assert_eq!(s.connect_ports, [443, 8443]);
+        }
+        // the roles' own defaults stay their own
+        assert_eq!(c.frontend.server.listen.port(), 3128);
+        assert_eq!(c.cache.server.listen.port(), 3129);
+        assert!(c.cache.server.allow_clients.len() < c.frontend.server.allow_clients.len());
+        let e =
+            parse("[[parent]]\nhost = \"a\"\nport = 1\n[cache]\nmax_headers = 3\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "max_headers"));
+        let e = parse("[[parent]]\nhost = \"a\"\nport = 1\n[cache]\nlisten = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "listen"),
+            "a cache listens on its [[parent]] address"
+        );
     }
 
     #[test]

@@ -14,10 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use carp::Table;
-use httpx::accesslog::Sink;
 use httpx::pool::Pool;
 
-use crate::config::settings::{FrontendSettings, ListenMode};
+use crate::config::settings::{FrontendSettings, ListenMode, RoleRules};
 use crate::config::Config;
 use health::Health;
 
@@ -85,13 +84,9 @@ pub struct Overrides {
 /// URL schemes a frontend forwards to its parents.
 const SCHEMES: &[&str] = &["http", "https", "ftp"];
 
-/// The request layer's settings for a frontend named `via` in `Via`.
-fn layer_settings(s: &FrontendSettings, via: proxy::Via) -> proxy::Settings {
-    proxy::Settings {
-        limits: s.limits.clone(),
-        max_client_connections: s.max_client_connections,
-        allow_clients: s.allow_clients.clone(),
-        connect_ports: s.connect_ports.clone(),
+/// What the request layer needs of a frontend beyond its server settings.
+fn rules(s: &FrontendSettings) -> RoleRules {
+    RoleRules {
         origin_form: match s.mode {
             ListenMode::Forward => proxy::OriginForm::Refuse,
             ListenMode::Accel => proxy::OriginForm::Host {
@@ -99,15 +94,10 @@ fn layer_settings(s: &FrontendSettings, via: proxy::Via) -> proxy::Settings {
             },
         },
         schemes: SCHEMES,
-        via,
-        x_forwarded_for: s.x_forwarded_for,
         upstream: proxy::Timeouts {
             connect: s.parent_connect_timeout,
             first_byte: s.parent_first_byte_timeout,
         },
-        body_idle_timeout: s.body_idle_timeout,
-        tunnel_idle_timeout: s.tunnel_idle_timeout,
-        shutdown_timeout: s.shutdown_timeout,
     }
 }
 
@@ -151,29 +141,22 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     let table = config.table()?;
     let mut settings = config.frontend.clone();
     if let Some(l) = over.listen {
-        settings.listen = l;
+        settings.server.listen = l;
     }
     if let Some(n) = over.workers {
-        settings.workers = n;
+        settings.server.workers = n;
     }
     if over.access_log.is_some() {
-        settings.access_log = over.access_log;
+        settings.server.access_log = over.access_log;
     }
-    let listeners = crate::process::listeners(settings.listen, settings.workers)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let layer = settings.server.layer(rules(&settings));
+    let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
     let parents = parents(&config, workers)?;
-    let via =
-        proxy::Via::new(settings.visible_hostname.clone().unwrap_or_else(|| {
-            format!("{}:{}", crate::process::hostname(), settings.listen.port())
-        }));
     let health = Arc::new(Health::new(
         parents.iter().map(|p| p.name.clone()).collect(),
         config.health.fail_limit,
     ));
-    let sink = Sink::open(settings.access_log.as_deref(), settings.access_log_format)
-        .with_context(|| format!("opening access log {:?}", settings.access_log))?;
-    let server = proxy::Server::new(layer_settings(&settings, via), sink);
     let shared = Arc::new(Shared {
         table,
         parents,
@@ -181,7 +164,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         settings,
     });
     tracing::info!(
-        listen = %shared.settings.listen,
+        listen = %shared.settings.server.listen,
         workers,
         parents = shared.parents.len(),
         hash = %shared.table.mode(),
