@@ -92,34 +92,7 @@ pub enum Command {
     /// `-c carpool.toml --name NAME` runs the cache that the array config
     /// lists as `[[parent]] name = NAME` (its address, `[cache]` settings and
     /// the entry's own `dir`/`mem`/`disk`); without `-c`, flags and defaults.
-    Cache {
-        /// carpool.toml describing the array.
-        #[arg(short = 'c', long = "config", value_name = "FILE", requires = "name")]
-        config: Option<PathBuf>,
-        /// Which `[[parent]]` of the config this cache is.
-        #[arg(long, requires = "config")]
-        name: Option<String>,
-        /// Listen address (default 127.0.0.1:3129, or the parent's host:port).
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: Option<std::net::SocketAddr>,
-        /// Disk tier directory (default: none, memory only).
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Memory tier size, e.g. 256M, or `auto` (the default: an eighth
-        /// of the memory available at start).
-        #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
-        mem: Option<crate::config::settings::Budget>,
-        /// Disk tier size, e.g. 10G, or `auto` (the default: a quarter of
-        /// the free space in --dir).
-        #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
-        disk: Option<crate::config::settings::Budget>,
-        /// Worker threads (0: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Access log file.
-        #[arg(long, value_name = "FILE")]
-        access_log: Option<PathBuf>,
-    },
+    Cache(CacheArgs),
     /// Print (or apply) kernel NAT rules that spread new connections to PORT
     /// evenly (or by weight) over separately run instances: layer 1 of the
     /// array without a load balancer, like the Squid wiki's iptables rules,
@@ -179,6 +152,37 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+}
+
+/// `carpool cache` options.
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// carpool.toml describing the array.
+    #[arg(short = 'c', long = "config", value_name = "FILE", requires = "name")]
+    pub config: Option<PathBuf>,
+    /// Which `[[parent]]` of the config this cache is.
+    #[arg(long, requires = "config")]
+    pub name: Option<String>,
+    /// Listen address (default 127.0.0.1:3129, or the parent's host:port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Disk tier directory (default: none, memory only).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Memory tier size, e.g. 256M, or `auto` (the default: an eighth
+    /// of the memory available at start).
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
+    pub mem: Option<crate::config::settings::Budget>,
+    /// Disk tier size, e.g. 10G, or `auto` (the default: a quarter of
+    /// the free space in --dir).
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::settings::Budget::parse)]
+    pub disk: Option<crate::config::settings::Budget>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Access log file.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 /// `carpool config ...`

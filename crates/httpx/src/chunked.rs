@@ -104,93 +104,101 @@ impl ChunkedChecker {
             }
             let b = data[i];
             i += 1;
-            self.state = match self.state {
-                State::Size { digits } => match (b as char).to_digit(16) {
-                    Some(d) => {
-                        if digits >= 15 {
-                            return Err(ChunkError("chunk size too large"));
-                        }
-                        self.size = self.size * 16 + d as u64;
-                        State::Size { digits: digits + 1 }
-                    }
-                    None if digits == 0 => return Err(ChunkError("chunk size is not hexadecimal")),
-                    None => match b {
-                        b'\r' => State::SizeLf,
-                        b';' | b' ' | b'\t' => {
-                            self.line_len = 0;
-                            State::Ext
-                        }
-                        _ => return Err(ChunkError("invalid character after chunk size")),
-                    },
-                },
-                State::Ext => {
-                    self.line_len += 1;
-                    if self.line_len > MAX_LINE {
-                        return Err(ChunkError("chunk extension too long"));
-                    }
-                    match b {
-                        b'\r' => State::SizeLf,
-                        b'\n' => return Err(ChunkError("bare LF in chunk size line")),
-                        _ => State::Ext,
-                    }
-                }
-                State::SizeLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("CR without LF in chunk size line"));
-                    }
-                    if self.size == 0 {
-                        self.last_chunk = true;
-                        State::TrailerStart
-                    } else {
-                        let s = self.size;
-                        self.size = 0;
-                        State::Data(s)
-                    }
-                }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(ChunkError("chunk data longer than its size"));
-                    }
-                    State::DataLf
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("CR without LF after chunk data"));
-                    }
-                    State::Size { digits: 0 }
-                }
-                State::TrailerStart => match b {
-                    b'\r' => State::FinalLf,
-                    b'\n' => return Err(ChunkError("bare LF in trailer section")),
-                    _ => {
-                        self.bump_trailers()?;
-                        State::TrailerLine
-                    }
-                },
-                State::TrailerLine => {
-                    self.bump_trailers()?;
-                    match b {
-                        b'\r' => State::TrailerLf,
-                        b'\n' => return Err(ChunkError("bare LF in trailer section")),
-                        _ => State::TrailerLine,
-                    }
-                }
-                State::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("CR without LF in trailer section"));
-                    }
-                    State::TrailerStart
-                }
-                State::FinalLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("CR without LF at end of chunked body"));
-                    }
-                    State::Done
-                }
-                State::Data(_) | State::Done => unreachable!("handled above"),
-            };
+            self.state = self.step(b)?;
         }
         Ok(i)
+    }
+
+    /// The state after byte `b` of the framing (sizes, extensions, CRLFs,
+    /// trailers: everything but chunk data).
+    #[inline]
+    fn step(&mut self, b: u8) -> Result<State, ChunkError> {
+        Ok(match self.state {
+            State::Size { digits } => match (b as char).to_digit(16) {
+                Some(d) => {
+                    if digits >= 15 {
+                        return Err(ChunkError("chunk size too large"));
+                    }
+                    self.size = self.size * 16 + d as u64;
+                    State::Size { digits: digits + 1 }
+                }
+                None if digits == 0 => return Err(ChunkError("chunk size is not hexadecimal")),
+                None => match b {
+                    b'\r' => State::SizeLf,
+                    b';' | b' ' | b'\t' => {
+                        self.line_len = 0;
+                        State::Ext
+                    }
+                    _ => return Err(ChunkError("invalid character after chunk size")),
+                },
+            },
+            State::Ext => {
+                self.line_len += 1;
+                if self.line_len > MAX_LINE {
+                    return Err(ChunkError("chunk extension too long"));
+                }
+                match b {
+                    b'\r' => State::SizeLf,
+                    b'\n' => return Err(ChunkError("bare LF in chunk size line")),
+                    _ => State::Ext,
+                }
+            }
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err(ChunkError("CR without LF in chunk size line"));
+                }
+                if self.size == 0 {
+                    self.last_chunk = true;
+                    State::TrailerStart
+                } else {
+                    let s = self.size;
+                    self.size = 0;
+                    State::Data(s)
+                }
+            }
+            State::DataCr => {
+                if b != b'\r' {
+                    return Err(ChunkError("chunk data longer than its size"));
+                }
+                State::DataLf
+            }
+            State::DataLf => {
+                if b != b'\n' {
+                    return Err(ChunkError("CR without LF after chunk data"));
+                }
+                State::Size { digits: 0 }
+            }
+            State::TrailerStart => match b {
+                b'\r' => State::FinalLf,
+                b'\n' => return Err(ChunkError("bare LF in trailer section")),
+                _ => {
+                    self.bump_trailers()?;
+                    State::TrailerLine
+                }
+            },
+            State::TrailerLine => {
+                self.bump_trailers()?;
+                match b {
+                    b'\r' => State::TrailerLf,
+                    b'\n' => return Err(ChunkError("bare LF in trailer section")),
+                    _ => State::TrailerLine,
+                }
+            }
+            State::TrailerLf => {
+                if b != b'\n' {
+                    return Err(ChunkError("CR without LF in trailer section"));
+                }
+                State::TrailerStart
+            }
+            State::FinalLf => {
+                if b != b'\n' {
+                    return Err(ChunkError("CR without LF at end of chunked body"));
+                }
+                State::Done
+            }
+            // feed_with handles data runs and the end itself
+            s @ (State::Data(_) | State::Done) => s,
+        })
     }
 
     fn bump_trailers(&mut self) -> Result<(), ChunkError> {

@@ -102,6 +102,8 @@ pub enum Known {
     XForwardedFor,
     /// `Expect`.
     Expect,
+    /// `Content-Type` (logged with every response).
+    ContentType,
 }
 
 impl Known {
@@ -121,6 +123,7 @@ impl Known {
             (7, b'u') => Known::Upgrade,
             (10, b'c') => Known::Connection,
             (10, b'k') => Known::KeepAlive,
+            (12, b'c') => Known::ContentType,
             (14, b'c') => Known::ContentLength,
             (15, b'x') => Known::XForwardedFor,
             (16, b'p') => Known::ProxyConnection,
@@ -129,7 +132,7 @@ impl Known {
             (19, b'p') => Known::ProxyAuthorization,
             _ => return Known::Other,
         };
-        if name.eq_ignore_ascii_case(candidate.name().as_bytes()) {
+        if eq_lower(name, candidate.name().as_bytes()) {
             candidate
         } else {
             Known::Other
@@ -154,6 +157,7 @@ impl Known {
             Known::Via => "via",
             Known::XForwardedFor => "x-forwarded-for",
             Known::Expect => "expect",
+            Known::ContentType => "content-type",
         }
     }
 
@@ -178,6 +182,29 @@ impl Known {
     fn bit(self) -> u32 {
         1 << self as u8
     }
+}
+
+/// True when `name` is `lower` (lower-case letters and `-`) in any ASCII
+/// case, compared eight bytes at a time: OR-ing 0x20 into a byte maps an
+/// upper-case letter to its lower case and leaves lower-case letters and
+/// `-` as they are. (Only a CR could pass for `-` that way, and httparse
+/// admits no CR in a header name.)
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    if name.len() != lower.len() {
+        return false;
+    }
+    let (mut a, mut b) = (name.chunks_exact(8), lower.chunks_exact(8));
+    for (x, y) in (&mut a).zip(&mut b) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        if word(x) | CASE != word(y) {
+            return false;
+        }
+    }
+    a.remainder()
+        .iter()
+        .zip(b.remainder())
+        .all(|(x, y)| x | 0x20 == *y)
 }
 
 /// A header name to look up: any `&str` (a [`Known`] one is recognised),
@@ -346,9 +373,15 @@ impl Fields {
 
     /// True if any field `name` holds `token` in its comma-separated list.
     pub fn has_token<N: FieldName>(&self, name: N, token: &str) -> bool {
-        self.get_all(name)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        let token = token.as_bytes();
+        for value in self.get_all(name) {
+            for t in value.split(|&b| b == b',') {
+                if t.trim_ascii().eq_ignore_ascii_case(token) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Appends the fields `keep` accepts (given kind, name and value), as
@@ -584,6 +617,7 @@ mod tests {
             Known::Via,
             Known::XForwardedFor,
             Known::Expect,
+            Known::ContentType,
         ];
         for k in all {
             assert_eq!(Known::of(k.name().as_bytes()), k);
@@ -600,7 +634,9 @@ mod tests {
             "",
             "x",
             "Date",
-            "Content-Type",
+            "Content-Encoding",
+            "content_type",
+            "content-typ\u{7f}",
             "X-Cache-Lookup",
             "Proxy-Status",
         ] {

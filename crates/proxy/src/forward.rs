@@ -22,7 +22,9 @@ use crate::worker::Worker;
 /// The interim answer to a client that expects `100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Forwards `req` to the role's peers in turn and answers the client.
+/// Forwards `req` to the role's peers in turn and answers the client: the
+/// interim responses relayed, the final one through the role's response
+/// filter, then relayed.
 pub(crate) async fn forward<R: Role>(
     w: &Worker<R>,
     s: &mut Session,
@@ -39,9 +41,20 @@ pub(crate) async fn forward<R: Role>(
         let attempt = attempt(w, s, req, &peer, &out).await;
         s.keep_buffer(out);
         match attempt {
-            Ok(response) => {
+            Ok(mut response) => {
                 w.role.upstream_ok(&peer);
-                return respond(w, s, req, ctx, &peer, response, asked_head).await;
+                if response.head.status < 200 {
+                    if let Err(next) = interim(w, s, req, info_kind(w, &peer), &mut response).await
+                    {
+                        return next;
+                    }
+                }
+                return match w.role.upstream_response(s, req, ctx, &peer, response).await {
+                    Proceed::Answered(next) => next,
+                    Proceed::Relay(response, fields) => {
+                        crate::respond::relay(w, s, req, &peer, response, fields, asked_head).await
+                    }
+                };
             }
             Err(Failure::Client(e)) => return client_failed(s, e).await,
             Err(f) => {
@@ -79,7 +92,7 @@ fn write_head<R: Role>(
     peer: &R::Peer,
     out: &mut Vec<u8>,
 ) -> bool {
-    let kind = w.role.describe(peer).kind;
+    let kind = info_kind(w, peer);
     let mut authority = Vec::new();
     let mut o = upstream::outgoing(req, kind, &w.settings, &mut authority);
     w.role.upstream_request(req, ctx, &mut o);
@@ -173,27 +186,9 @@ async fn client_failed(s: &mut Session, e: HttpError) -> Next {
     s.reject(e).await
 }
 
-/// Interim responses, the response filter, then the relay.
-async fn respond<R: Role>(
-    w: &Worker<R>,
-    s: &mut Session,
-    req: &Request,
-    ctx: &mut R::Ctx,
-    peer: &R::Peer,
-    response: Response,
-    asked_head: bool,
-) -> Next {
-    let kind = w.role.describe(peer).kind;
-    let response = match interim(w, s, req, kind, response).await {
-        Ok(r) => r,
-        Err(next) => return next,
-    };
-    match w.role.upstream_response(s, req, ctx, peer, response).await {
-        Proceed::Answered(next) => next,
-        Proceed::Relay(response, fields) => {
-            crate::respond::relay(w, s, req, peer, response, fields, asked_head).await
-        }
-    }
+/// What kind of hop `peer` is.
+fn info_kind<R: Role>(w: &Worker<R>, peer: &R::Peer) -> PeerKind {
+    w.role.describe(peer).kind
 }
 
 /// Relays interim (1xx) responses to an HTTP/1.1 client until the final
@@ -203,8 +198,8 @@ async fn interim<R: Role>(
     s: &mut Session,
     req: &Request,
     kind: PeerKind,
-    mut response: Response,
-) -> Result<Response, Next> {
+    response: &mut Response,
+) -> Result<(), Next> {
     while response.head.status < 200 {
         if response.head.status == 101 {
             s.log.status = 101;
@@ -239,5 +234,5 @@ async fn interim<R: Role>(
                 Err(_) => return Err(s.reject(kind.error(Problem::BrokeAfterInterim)).await),
             };
     }
-    Ok(response)
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use httpx::body::{self, RelayError};
 use httpx::conn::Conn;
 use httpx::framing::{self, BodyLen};
+use httpx::head::Known;
 use httpx::headers::{self, Framing};
 
 use crate::peer::{PeerKind, Problem};
@@ -37,7 +38,7 @@ pub(crate) async fn relay<R: Role>(
     let kind = w.role.describe(peer).kind;
     s.log.status = head.status;
     s.log
-        .set_content_type(head.fields.get("content-type").unwrap_or_default());
+        .set_content_type(head.fields.get(Known::ContentType).unwrap_or_default());
     let asked: &[u8] = if asked_head { b"HEAD" } else { b"GET" };
     let len = match framing::response_body(asked, &head) {
         Ok(l) => l,
@@ -66,7 +67,12 @@ pub(crate) async fn relay<R: Role>(
         Ok(rest) => rest,
         Err(next) => return next,
     };
-    match body::relay(&mut up, &mut s.client.stream, rest, out_mode, idle).await {
+    // (a small body went whole with its head: nothing is left to relay)
+    let relayed = match rest {
+        BodyLen::Empty => Ok(0),
+        rest => body::relay(&mut up, &mut s.client.stream, rest, out_mode, idle).await,
+    };
+    match relayed {
         Ok(n) => s.log.bytes += n,
         Err(e) => {
             // The head is out: the only honest signal left is closing.

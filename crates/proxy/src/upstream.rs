@@ -176,25 +176,28 @@ fn connect_problem(e: &std::io::Error) -> Problem {
     }
 }
 
-/// Writes a request head on `conn`. On a pooled (`reused`) connection a
-/// failed write means the peer had closed it: [`Failure::Stale`].
+/// Writes a request head on `conn` (see [`sent`]).
 pub(crate) async fn send_head(
     conn: &mut Conn,
     kind: PeerKind,
     head: &[u8],
     reused: bool,
 ) -> Result<(), Failure> {
-    match conn.stream.write_all(head).await {
+    sent(conn.stream.write_all(head).await, kind, reused)
+}
+
+/// What writing a request head came to. On a pooled (`reused`)
+/// connection a failed write means the peer had closed it:
+/// [`Failure::Stale`].
+fn sent(written: std::io::Result<()>, kind: PeerKind, reused: bool) -> Result<(), Failure> {
+    match written {
         Ok(()) => Ok(()),
         Err(_) if reused => Err(Failure::Stale),
         Err(e) => Err(Failure::NotSent(kind.error(connect_problem(&e)))),
     }
 }
 
-/// Reads a response head within `first_byte`, after a request whose body
-/// was sent or not (`body_sent`). Nothing at all on a pooled (`reused`)
-/// connection is [`Failure::Stale`] (requests with a body never ride a
-/// pooled connection: it could not be sent again).
+/// Reads a response head within `first_byte` (see [`received`]).
 pub(crate) async fn read_head(
     conn: &mut Conn,
     kind: PeerKind,
@@ -202,11 +205,25 @@ pub(crate) async fn read_head(
     reused: bool,
     body_sent: bool,
 ) -> Result<ResponseHead, Failure> {
+    let read = conn.read_response_head(first_byte, MAX_RESPONSE_HEAD).await;
+    received(read, kind, reused, body_sent)
+}
+
+/// What reading a response head came to, after a request whose body was
+/// sent or not (`body_sent`). Nothing at all on a pooled (`reused`)
+/// connection is [`Failure::Stale`] (requests with a body never ride a
+/// pooled connection: it could not be sent again).
+fn received(
+    read: Result<Option<ResponseHead>, ResponseReadError>,
+    kind: PeerKind,
+    reused: bool,
+    body_sent: bool,
+) -> Result<ResponseHead, Failure> {
     let sent = |problem| Failure::Sent {
         error: kind.error(problem),
         body_sent,
     };
-    match conn.read_response_head(first_byte, MAX_RESPONSE_HEAD).await {
+    match read {
         Ok(Some(h)) => Ok(h),
         Ok(None) | Err(ResponseReadError::NothingRead(_)) if reused => Err(Failure::Stale),
         Ok(None) | Err(ResponseReadError::NothingRead(_)) => {
@@ -235,11 +252,17 @@ pub async fn exchange(
             Some(c) => c,
             None => connect(peer, t.connect).await?,
         };
-        let answer = async {
-            send_head(&mut conn, peer.kind, head, reused).await?;
-            read_head(&mut conn, peer.kind, t.first_byte, reused, false).await
+        // the I/O awaited right here: no future of our own in between
+        let answer = match sent(conn.stream.write_all(head).await, peer.kind, reused) {
+            Ok(()) => {
+                let read = conn
+                    .read_response_head(t.first_byte, MAX_RESPONSE_HEAD)
+                    .await;
+                received(read, peer.kind, reused, false)
+            }
+            Err(f) => Err(f),
         };
-        match answer.await {
+        match answer {
             Ok(head) => {
                 return Ok(Response {
                     conn,

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, Source};
+use crate::cli::{CacheArgs, Cli, Command, Source};
+use crate::config::settings::CacheSettings;
 use crate::config::{self, Config, FileKind};
 
 /// Runs the parsed command line.
@@ -45,42 +46,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cache {
-            config,
-            name,
-            listen,
-            dir,
-            mem,
-            disk,
-            workers,
-            access_log,
-        } => {
-            let mut settings = match (&config, &name) {
-                (Some(path), Some(name)) => {
-                    let c = load_reporting(path, Some(FileKind::Toml))?;
-                    c.cache_settings(name)?
-                }
-                _ => crate::config::settings::CacheSettings::default(),
-            };
-            if let Some(l) = listen {
-                settings.server.listen = l;
-            }
-            if dir.is_some() {
-                settings.dir = dir;
-            }
-            if let Some(m) = mem {
-                settings.mem = m;
-            }
-            if let Some(d) = disk {
-                settings.disk = d;
-            }
-            if let Some(n) = workers {
-                settings.server.workers = n;
-            }
-            if access_log.is_some() {
-                settings.server.access_log = access_log;
-            }
-            crate::cache::run(settings)?;
+        Command::Cache(args) => {
+            crate::cache::run(cache_settings(args)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::LbRules {
@@ -127,6 +94,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A cache's settings: its entry of the array config (or the defaults), then
+/// the command line's.
+fn cache_settings(args: CacheArgs) -> Result<CacheSettings> {
+    let mut settings = match (&args.config, &args.name) {
+        (Some(path), Some(name)) => {
+            load_reporting(path, Some(FileKind::Toml))?.cache_settings(name)?
+        }
+        _ => CacheSettings::default(),
+    };
+    if let Some(l) = args.listen {
+        settings.server.listen = l;
+    }
+    if args.dir.is_some() {
+        settings.dir = args.dir;
+    }
+    if let Some(m) = args.mem {
+        settings.mem = m;
+    }
+    if let Some(d) = args.disk {
+        settings.disk = d;
+    }
+    if let Some(n) = args.workers {
+        settings.server.workers = n;
+    }
+    if args.access_log.is_some() {
+        settings.server.access_log = args.access_log;
+    }
+    Ok(settings)
 }
 
 fn load_source(source: &Source) -> Result<Config> {
