@@ -1,7 +1,7 @@
 //! What a carpool server process gets from its supervisor or makes itself:
 //! its listening sockets (inherited from `carpool up`, or bound with
-//! SO_REUSEPORT, one per worker), the readiness pipe back to the supervisor,
-//! and the host name its `Via` defaults to.
+//! SO_REUSEPORT, one per worker), its access log, and the readiness pipe
+//! back to the supervisor.
 
 use std::net::SocketAddr;
 
@@ -97,11 +97,4 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
-}
-
-/// This machine's host name (for `Via`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "carpool".into())
 }

@@ -2,8 +2,6 @@
 //! the fill has it, then the body as the fill writes it (chunked, or until
 //! close for an HTTP/1.0 client, when its length is not known yet).
 
-use std::time::SystemTime;
-
 use httpx::headers::Framing;
 use httpx::{RequestHead, Version};
 use proxy::{Next, Session};
@@ -54,10 +52,6 @@ pub(super) async fn follow(
         };
     };
     let m = &object.0;
-    s.log.code = served.code;
-    s.log.status = m.status;
-    s.log
-        .set_content_type(m.field("content-type").unwrap_or_default());
     let mut keep = s.keep_alive(head);
     let framing = match (p.len, p.end) {
         (Some(n), _) => Framing::Length(n),
@@ -68,14 +62,7 @@ pub(super) async fn follow(
             Framing::Close
         }
     };
-    let reply = Reply {
-        meta: m,
-        age: m.age(SystemTime::now()).as_secs(),
-        x_cache: served.x_cache,
-        via: w.cache.layer.via.entry(),
-        keep,
-        version: head.version,
-    };
+    let reply = Reply::start(s, head, m, served, w.cache.layer.via.entry(), keep);
     if m.status == 200 && policy::not_modified_for(m, &head.fields) {
         return Followed::Done(not_modified(s, &reply).await);
     }

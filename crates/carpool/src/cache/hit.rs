@@ -2,8 +2,6 @@
 //! satisfies, 206 or 416 for a `Range`, else the object itself (HEAD: its
 //! head), from memory or from disk.
 
-use std::time::SystemTime;
-
 use cache_store::Body;
 use httpx::body;
 use httpx::headers::Framing;
@@ -35,19 +33,8 @@ pub(super) async fn serve_hit(
     served: Served,
 ) -> Next {
     let m = obj.meta;
-    s.log.code = served.code;
-    s.log.status = m.status;
-    s.log
-        .set_content_type(m.field("content-type").unwrap_or_default());
     let keep = s.keep_alive(head);
-    let reply = Reply {
-        meta: m,
-        age: m.age(SystemTime::now()).as_secs(),
-        x_cache: served.x_cache,
-        via: w.cache.layer.via.entry(),
-        keep,
-        version: head.version,
-    };
+    let reply = Reply::start(s, head, m, served, w.cache.layer.via.entry(), keep);
     if m.status == 200 && policy::not_modified_for(m, &head.fields) {
         if served.code != Code::RefreshUnmodified {
             s.log.code = Code::ImsHit;

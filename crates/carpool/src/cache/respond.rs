@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use cache_store::Body;
 use httpx::headers::{push_field, push_u64, Framing};
-use httpx::{Fields, Version};
+use httpx::{Fields, RequestHead, Version};
 use proxy::log::Code;
+use proxy::Session;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -87,6 +88,32 @@ pub struct Reply<'a> {
     pub keep: bool,
     /// The client's protocol version (for `Via` and `Connection`).
     pub version: Version,
+}
+
+impl<'a> Reply<'a> {
+    /// The answer to the request `head` from the record `m`, logged in
+    /// `s` as `served`; `keep`: whether the client connection stays open.
+    pub fn start(
+        s: &mut Session,
+        head: &RequestHead,
+        m: &'a Meta,
+        served: Served,
+        via: &'a str,
+        keep: bool,
+    ) -> Reply<'a> {
+        s.log.code = served.code;
+        s.log.status = m.status;
+        s.log
+            .set_content_type(m.field("content-type").unwrap_or_default());
+        Reply {
+            meta: m,
+            age: m.age(std::time::SystemTime::now()).as_secs(),
+            x_cache: served.x_cache,
+            via,
+            keep,
+            version: head.version,
+        }
+    }
 }
 
 fn tail(out: &mut Vec<u8>, r: &Reply<'_>) {

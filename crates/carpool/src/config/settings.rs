@@ -90,7 +90,7 @@ impl ServerSettings {
     pub fn via(&self) -> proxy::Via {
         proxy::Via::new(match &self.visible_hostname {
             Some(name) => name.clone(),
-            None => format!("{}:{}", crate::process::hostname(), self.listen.port()),
+            None => format!("{}:{}", hostname(), self.listen.port()),
         })
     }
 
@@ -111,6 +111,13 @@ impl ServerSettings {
             shutdown_timeout: self.shutdown_timeout,
         }
     }
+}
+
+/// This machine's host name (the default `Via` name).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "carpool".into())
 }
 
 /// The frontend's settings (`[frontend]` in carpool.toml).
