@@ -647,37 +647,7 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
         Some(at) => (&authority[..at], &authority[at + 1..]),
         None => (&authority[..0], authority),
     };
-    let mut port: i64 = proto.default_port() as i64;
-    let host: &[u8];
-    if hostport.first() == Some(&b'[') {
-        // Squid copies up to ']' one place left, then scans the bytes after
-        // the copy for ':' — the ones from the ']' on.
-        let end = hostport[1..]
-            .iter()
-            .position(|&b| b == b']')
-            .map_or(hostport.len(), |p| p + 1);
-        host = &hostport[1..end];
-        if host.is_empty() {
-            return Err("missing host");
-        }
-        if let Some(p) = hostport[end..].iter().position(|&b| b == b':') {
-            port = atoi(&hostport[end + p + 1..]);
-        }
-    } else {
-        // Squid checks for an empty host before it cuts the port off.
-        if hostport.is_empty() {
-            return Err("missing host");
-        }
-        let first = hostport.iter().position(|&b| b == b':');
-        let last = hostport.iter().rposition(|&b| b == b':');
-        match first {
-            Some(p) if first == last => {
-                port = atoi(&hostport[p + 1..]);
-                host = &hostport[..p];
-            }
-            _ => host = hostport,
-        }
-    }
+    let (host, port) = host_and_port(hostport, proto.default_port() as i64)?;
     let mut text = Vec::with_capacity(raw.len() + 8);
     if proto == Proto::Unknown {
         text.extend_from_slice(scheme);
@@ -726,6 +696,39 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
         authority_form: false,
     };
     Ok(Parsed { proto, uri })
+}
+
+/// Splits an authority's `host[:port]` as Squid does: a bracketed IPv6
+/// literal, or a port only when there is exactly one colon; `default` when
+/// no port is given. The port is not checked here.
+fn host_and_port(hostport: &[u8], default: i64) -> Result<(&[u8], i64), &'static str> {
+    if hostport.first() == Some(&b'[') {
+        // Squid copies up to ']' one place left, then scans the bytes after
+        // the copy for ':' — the ones from the ']' on.
+        let end = hostport[1..]
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(hostport.len(), |p| p + 1);
+        let host = &hostport[1..end];
+        if host.is_empty() {
+            return Err("missing host");
+        }
+        let port = match hostport[end..].iter().position(|&b| b == b':') {
+            Some(p) => atoi(&hostport[end + p + 1..]),
+            None => default,
+        };
+        return Ok((host, port));
+    }
+    // Squid checks for an empty host before it cuts the port off.
+    if hostport.is_empty() {
+        return Err("missing host");
+    }
+    let first = hostport.iter().position(|&b| b == b':');
+    let last = hostport.iter().rposition(|&b| b == b':');
+    Ok(match first {
+        Some(p) if first == last => (&hostport[..p], atoi(&hostport[p + 1..])),
+        _ => (hostport, default),
+    })
 }
 
 /// Longest host name Squid stores (`SQUIDHOSTNAMELEN` − 1); longer ones are cut.
