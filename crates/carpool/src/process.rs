@@ -24,6 +24,19 @@ pub fn open_server(
     Ok((proxy::Server::new(layer, sink), listeners))
 }
 
+/// Signals that reload or reopen (SIGHUP, SIGUSR1) must never kill a
+/// long-running command, whose default action they are: ignored from the
+/// start, until the server's own handlers take them over (a cache may take
+/// seconds to load its disk tier first). `carpool up` starts its children
+/// with them ignored too, across exec.
+pub fn ignore_reload_signals() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+    }
+}
+
 /// Inherited listening sockets (`3,4`): a supervisor (`carpool up`) keeps
 /// the listeners open across restarts and reloads of its children, so
 /// connections wait in the backlog instead of being refused.

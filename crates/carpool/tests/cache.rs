@@ -626,3 +626,25 @@ fn a_late_joiner_streams_from_what_is_stored_so_far() {
         "the joiner did not make its own origin request"
     );
 }
+
+/// SIGHUP to a standalone cache keeps it running, with its memory tier; it
+/// used to kill it at once.
+#[test]
+fn sighup_to_a_standalone_cache_keeps_it_running_with_its_objects() {
+    let o = Origin::start();
+    let c = Cache::start("hup", &[]);
+    let url = o.url("/hup?cc=max-age%3D60");
+    assert_eq!(c.get(&url).status, 200);
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &c.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = c.get(&url);
+    assert_eq!(r.status, 200, "{}", c.stderr());
+    assert_eq!(r.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(o.count("/hup"), 1);
+    assert!(c.stderr().contains("SIGHUP"), "{}", c.stderr());
+}

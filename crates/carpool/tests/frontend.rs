@@ -785,3 +785,21 @@ fn body_tails_of_every_size_arrive_promptly() {
         );
     }
 }
+
+/// SIGHUP to a standalone frontend (the wiki page's layout runs several)
+/// keeps it running and says what it did; it used to kill it at once.
+#[test]
+fn sighup_to_a_standalone_frontend_keeps_it_running() {
+    let a = Parent::start("hup");
+    let f = Frontend::start("hup", &config(&[&a], ""));
+    assert_eq!(get(&f, "http://hup.example/1").status, 200);
+    unsafe_kill(f.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        get(&f, "http://hup.example/2").status,
+        200,
+        "{}",
+        f.stderr()
+    );
+    assert!(f.stderr().contains("SIGHUP"), "{}", f.stderr());
+}

@@ -36,11 +36,16 @@ fn config(fe: u16, admin: u16, caches: &[u16], extra_frontend: &str) -> String {
 
 impl Up {
     fn start(tag: &str) -> Up {
+        Up::start_with(tag, |_| String::new())
+    }
+
+    /// With `[frontend]` lines made from the test's directory.
+    fn start_with(tag: &str, extra_frontend: impl Fn(&std::path::Path) -> String) -> Up {
         let dir = temp_dir(tag);
         let (fe, admin) = (free_port(), free_port());
         let caches: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let conf = dir.join("carpool.toml");
-        std::fs::write(&conf, config(fe, admin, &caches, "")).unwrap();
+        std::fs::write(&conf, config(fe, admin, &caches, &extra_frontend(&dir))).unwrap();
         let stderr = dir.join("up.err");
         let child = Command::new(env!("CARGO_BIN_EXE_carpool"))
             .args(["up", "-c"])
@@ -409,4 +414,45 @@ fn wrk_across_reloads_sees_no_errors() {
         !report.contains("Non-2xx"),
         "non-2xx answers across reloads:\n{report}"
     );
+}
+
+/// SIGUSR1 to `carpool up` (what `squid -k rotate` and a logrotate
+/// postrotate send) reopens every component's logs and stops nothing; it
+/// used to kill the whole array without a word.
+#[test]
+fn sigusr1_to_up_reopens_the_logs_and_stops_nothing() {
+    let o = Origin::start();
+    let up = Up::start_with("up-usr1", |dir| {
+        format!("access_log = \"{}\"\n", dir.join("fe.log").display())
+    });
+    let log = up.dir.join("fe.log");
+    let wait_for = |path: &std::path::Path, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(path).map_or(true, |t| !t.contains(what)) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} not in {}: {}",
+                path.display(),
+                up.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(up.get(&o.url("/before?cc=max-age%3D60")).status, 200);
+    wait_for(&log, "/before");
+    let pids = up.pids();
+    std::fs::rename(&log, up.dir.join("fe.log.1")).unwrap();
+    up.signal("-USR1");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(up.child.id()), "the supervisor died: {}", up.log());
+    assert_eq!(
+        up.pids(),
+        pids,
+        "every component still runs, none restarted"
+    );
+    assert_eq!(up.get(&o.url("/after?cc=max-age%3D60")).status, 200);
+    wait_for(&log, "/after");
+    let old = std::fs::read_to_string(up.dir.join("fe.log.1")).unwrap();
+    assert!(!old.contains("/after"), "{old}");
+    assert!(up.log().contains("SIGUSR1"), "{}", up.log());
 }

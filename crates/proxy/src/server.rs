@@ -97,9 +97,11 @@ impl Server {
         Ok(())
     }
 
-    /// Handles SIGUSR1 (reopen the access log) until SIGTERM or SIGINT, then
-    /// closes the listeners and waits up to `shutdown_timeout` for the
-    /// connections in flight.
+    /// Handles signals until SIGTERM or SIGINT, then closes the listeners
+    /// and waits up to `shutdown_timeout` for the connections in flight.
+    /// SIGUSR1 reopens the access log (logrotate); SIGHUP does the same and
+    /// says that the rest of the configuration is not reloaded in place: the
+    /// server keeps running on what it started with.
     pub fn wait_for_signals(&self) -> io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -107,14 +109,19 @@ impl Server {
             .build()?;
         rt.block_on(async {
             let mut usr1 = signal(SignalKind::user_defined1())?;
+            let mut hup = signal(SignalKind::hangup())?;
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             loop {
                 tokio::select! {
-                    _ = usr1.recv() => match self.sink.reopen() {
-                        Ok(()) => tracing::info!("access log reopened (SIGUSR1)"),
-                        Err(e) => tracing::error!(error = %e, "cannot reopen the access log"),
-                    },
+                    _ = usr1.recv() => self.reopen_log("SIGUSR1"),
+                    _ = hup.recv() => {
+                        self.reopen_log("SIGHUP");
+                        tracing::warn!(
+                            "SIGHUP: this server does not reload its configuration in place; \
+                             it keeps running on the one it started with (restart it to apply a new one)"
+                        );
+                    }
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                 }
@@ -122,6 +129,14 @@ impl Server {
             self.drain().await;
             Ok(())
         })
+    }
+
+    /// Reopens the access log by its path (after logrotate moved it).
+    fn reopen_log(&self, signal: &str) {
+        match self.sink.reopen() {
+            Ok(()) => tracing::info!("access log reopened ({signal})"),
+            Err(e) => tracing::error!(error = %e, "{signal}: cannot reopen the access log"),
+        }
     }
 
     /// Stops accepting and waits for the open connections to finish.

@@ -11,6 +11,7 @@
 //!   the running array is untouched; a good one starts a new frontend on the
 //!   same sockets, then lets the old one finish its requests and exit, and
 //!   restarts the caches whose settings changed.
+//! - SIGUSR1 is passed on to every component: they reopen their logs.
 //! - SIGTERM/SIGINT stop the frontend first, then the caches, each within
 //!   its shutdown timeout.
 
@@ -86,8 +87,9 @@ async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let inherit: Vec<RawFd> = fds.iter().copied().chain([ready_w.as_raw_fd()]).collect();
-    // SAFETY: between fork and exec the closure only calls fcntl and prctl,
-    // which are async-signal-safe, on descriptors that exist in the child.
+    // SAFETY: between fork and exec the closure only calls fcntl, prctl and
+    // signal, which are async-signal-safe, on descriptors that exist in the
+    // child.
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &inherit {
@@ -99,6 +101,10 @@ async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // a reload or rotate signal must not kill a child that is still
+            // starting: ignored (across exec) until its handlers take over
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             Ok(())
         });
     }
@@ -279,6 +285,7 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     write_snapshot(&plan)?;
     let status: Status = Rc::default();
     if let Some(addr) = plan.admin {
@@ -316,6 +323,7 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
                 }
             }
             _ = hup.recv() => reload(&mut procs, &opts).await,
+            _ = usr1.recv() => reopen_logs(&procs),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -350,6 +358,17 @@ fn print_summary(plan: &Plan) {
             std::process::id()
         );
     }
+}
+
+/// SIGUSR1 (`squid -k rotate`, logrotate's postrotate): every running
+/// component reopens its access log.
+fn reopen_logs(procs: &[Proc]) {
+    let mut n = 0;
+    for child in procs.iter().filter_map(|p| p.child.as_ref()) {
+        signal_child(child, libc::SIGUSR1);
+        n += 1;
+    }
+    tracing::info!("SIGUSR1: asked {n} components to reopen their logs");
 }
 
 /// SIGHUP: validate the new config; replace the frontend on the same

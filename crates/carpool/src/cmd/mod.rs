@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             workers,
             access_log,
         } => {
+            crate::process::ignore_reload_signals();
             let config = load_source(&source)?;
             crate::frontend::run(
                 config,
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache(args) => {
+            crate::process::ignore_reload_signals();
             crate::cache::run(cache_settings(args)?)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -80,6 +82,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             data,
         } => {
+            crate::process::ignore_reload_signals();
             crate::array::run(crate::array::UpOptions {
                 config,
                 listen,
