@@ -64,7 +64,33 @@ pub fn listeners(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpLi
     } else {
         workers
     };
-    (0..workers).map(|_| bind_reuseport(addr)).collect()
+    bind_workers(addr, workers)
+}
+
+/// `n` listening sockets on `addr` with SO_REUSEPORT, one per worker, once
+/// it is sure that nothing listens there yet: SO_REUSEPORT would let this
+/// server share the port silently with any other (another array, an old
+/// instance) and take part of its clients.
+pub fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> {
+    ensure_unused(addr)?;
+    (0..n).map(|_| bind_reuseport(addr)).collect()
+}
+
+/// Fails when a socket listens on `addr` (bound by a probe without
+/// SO_REUSEPORT, which no listener admits beside it; leftovers of closed
+/// connections do not count).
+fn ensure_unused(addr: SocketAddr) -> Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "{addr} is already in use by another process (another carpool, or any server: \
+             `ss -ltnp 'sport = :{}'` shows which); refusing to share it",
+            addr.port()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot bind {addr}")),
+    }
 }
 
 fn inherited_listener(fd: std::os::fd::RawFd) -> Result<std::net::TcpListener> {
@@ -102,7 +128,7 @@ pub fn notify_ready() {
 }
 
 /// A listening socket with SO_REUSEPORT (one per worker, same address).
-pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
+fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;

@@ -803,3 +803,39 @@ fn sighup_to_a_standalone_frontend_keeps_it_running() {
     );
     assert!(f.stderr().contains("SIGHUP"), "{}", f.stderr());
 }
+
+/// A second frontend on a port another process listens on is refused with
+/// a clear error: with SO_REUSEPORT it used to share the port silently and
+/// take part of the clients.
+#[test]
+fn a_port_held_by_another_process_is_refused() {
+    let a = Parent::start("held");
+    let first = Frontend::start("held-1", &config(&[&a], ""));
+    let conf = first.dir.join("carpool.toml");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["frontend", "-c"])
+        .arg(&conf)
+        .args(["--listen", &format!("127.0.0.1:{}", first.port)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second frontend started on a port the first one holds");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    // the first one was not disturbed
+    assert_eq!(get(&first, "http://held.example/").status, 200);
+}

@@ -456,3 +456,42 @@ fn sigusr1_to_up_reopens_the_logs_and_stops_nothing() {
     assert!(!old.contains("/after"), "{old}");
     assert!(up.log().contains("SIGUSR1"), "{}", up.log());
 }
+
+/// A second array on the frontend port of a running one does not start
+/// (it used to share the port through SO_REUSEPORT and split the clients).
+#[test]
+fn a_second_array_on_the_same_port_is_refused() {
+    let up = Up::start("up-held");
+    let dir = temp_dir("up-held-2");
+    let caches: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let conf = dir.join("carpool.toml");
+    std::fs::write(&conf, config(up.fe, free_port(), &caches, "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["up", "-c"])
+        .arg(&conf)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = out;
+    let status = loop {
+        if let Some(s) = out.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = out.kill();
+            let _ = out.wait();
+            panic!("a second array started on {}", up.fe);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut out.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(up.pids().len(), 4, "the running array is untouched");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -50,13 +50,9 @@ struct Proc {
 }
 
 fn bind(spec: &Spec) -> Result<Vec<socket2::Socket>> {
-    (0..spec.workers.max(1))
-        .map(|_| {
-            let l = crate::process::bind_reuseport(spec.listen)
-                .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
-            Ok(socket2::Socket::from(l))
-        })
-        .collect()
+    let listeners = crate::process::bind_workers(spec.listen, spec.workers.max(1))
+        .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
+    Ok(listeners.into_iter().map(socket2::Socket::from).collect())
 }
 
 /// Starts `spec`'s process on `sockets` and waits until it accepts.
