@@ -21,7 +21,8 @@
 //!   method `PRI` → 405.
 //!
 //! **URL** (`AnyP::Uri::parse`)
-//! - longer than 8,191 bytes → 400.
+//! - longer than 8,191 bytes → 400 (request lines; [`normalize_target`],
+//!   for a proxy with a limit of its own, has none).
 //! - scheme: letters, digits, `+ - .`, up to 16, starting with a letter, then
 //!   `:`; known schemes print lowercase (`HTTP://h/` → `http://h/`), unknown ones
 //!   as sent. Then `//` is required (`http:/h` → 400). No scheme (`/p`, `h/p`) → 400.
@@ -238,7 +239,8 @@ pub fn parse_input(line: &[u8]) -> Outcome {
 /// request-target of an HTTP/1.1 request): the Squid effective URI that
 /// routing hashes, or why the target is not a usable URL (status, reason).
 /// Unlike [`parse_request_line`] this applies no Squid answer-it-myself
-/// policy (PURGE, cache manager, URNs): the caller decides what to serve.
+/// policy (PURGE, cache manager, URNs) and not Squid's 8,191-byte URL limit:
+/// the caller decides what to serve, and how long a target may be.
 pub fn normalize_target(method: &[u8], target: &[u8]) -> Result<RequestUri, (u16, &'static str)> {
     if target.len() > MAX_URI_FIELD {
         return Err((414, "URI longer than 65535 bytes"));
@@ -318,6 +320,9 @@ fn finish_request(method_tok: &[u8], method: Method, version: (u8, u8), uri: &[u
         return Outcome::Local {
             reason: "internal object",
         };
+    }
+    if uri.len() > MAX_URL_LEN {
+        return reject(400, "URL longer than 8191 bytes");
     }
     let parsed = match parse_url(method, uri) {
         Ok(p) => p,
@@ -614,9 +619,6 @@ fn method_allowed(method: Method, token: &[u8], p: &Parsed) -> bool {
 /// `AnyP::Uri::parse` for a request target, written straight into the
 /// effective URI buffer (one allocation per request).
 fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
-    if raw.len() > MAX_URL_LEN {
-        return Err("URL longer than 8191 bytes");
-    }
     if matches!(method, Method::Options | Method::Trace) && raw == b"*" {
         let uri = RequestUri::from_parts("http", "", 80, 80, "*");
         return Ok(Parsed {

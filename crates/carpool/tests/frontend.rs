@@ -839,3 +839,50 @@ fn a_port_held_by_another_process_is_refused() {
     // the first one was not disturbed
     assert_eq!(get(&first, "http://held.example/").status, 200);
 }
+
+/// RFC 9112 §3.2: more than one `Host` is 400, and a proxy rewrites `Host`
+/// from an absolute-form target (it used to forward both as sent); §3.2.3:
+/// a CONNECT target is `host:port` (`CONNECT /x` was forwarded as
+/// `CONNECT /x:443`); RFC 9110 §10.1.1: an HTTP/1.0 request's
+/// `100-continue` is ignored (it got 417); the only limit on a target is
+/// `max_uri_bytes`, with 414 (9,000 bytes got 400 from a limit of 8,191).
+#[test]
+fn hosts_targets_and_expectations_as_the_rfcs_say() {
+    let a = Parent::start("rfc");
+    let f = Frontend::start("rfc", &config(&[&a], "[frontend]\nmax_uri_bytes = 20000\n"));
+    let r = exchange(
+        &f,
+        b"GET http://h.example/ HTTP/1.1\r\nHost: h.example\r\nHost: evil.example\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "two Host fields: {}", r.head);
+    let r = exchange(
+        &f,
+        b"GET http://h.example:8080/p HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let head = a.last_head.lock().unwrap().clone();
+    assert!(
+        head.contains("\r\nHost: h.example:8080\r\n") && !head.contains("evil"),
+        "{head}"
+    );
+    let r = exchange(&f, b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.head);
+    let r = exchange(
+        &f,
+        b"PUT http://h.example/up HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let long = format!("http://h.example/{}", "a".repeat(9000));
+    let r = exchange(
+        &f,
+        format!("GET {long} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(
+        r.status, 200,
+        "a 9 KB target within max_uri_bytes: {}",
+        r.head
+    );
+    let longer = format!("http://h.example/{}", "a".repeat(21000));
+    let r = exchange(&f, format!("GET {longer} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 414, "{}", r.head);
+}

@@ -108,10 +108,10 @@ pub struct Outgoing<'a> {
     pub method: &'a [u8],
     /// The request-target: absolute-form to a proxy, origin-form to an origin.
     pub target: &'a [u8],
-    /// A `Host` sent in place of the client's, first after the request line
-    /// (an origin's authority). `None` keeps the client's `Host`, or adds
-    /// the target's authority when the client sent none.
-    pub host: Option<&'a [u8]>,
+    /// The `Host` sent, first after the request line, in place of any the
+    /// client sent: the authority of the target (RFC 9112 §3.2.2: a proxy
+    /// replaces `Host` with the host of an absolute-form target).
+    pub host: &'a [u8],
     /// More request fields not forwarded, by lower-case name (a cache fill
     /// drops the client's conditions and ranges).
     pub drop: &'a [&'a str],
@@ -138,23 +138,16 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_
     out.push(b' ');
     out.extend_from_slice(o.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(host) = o.host {
-        push_field(out, b"Host", host);
-    }
+    push_field(out, b"Host", o.host);
     let mut prior_xff: Option<&[u8]> = None;
-    let mut has_host = o.host.is_some();
     let conn = connection_tokens(&head.fields);
     head.fields.write_kept(out, |kind, name, value| {
-        if dropped(kind, name, &conn) || matches!(kind, Known::ContentLength | Known::Expect) {
+        if dropped(kind, name, &conn)
+            || matches!(kind, Known::ContentLength | Known::Expect | Known::Host)
+        {
             return false;
         }
         match kind {
-            Known::Host => {
-                if o.host.is_some() {
-                    return false;
-                }
-                has_host = true;
-            }
             Known::XForwardedFor => match o.xff {
                 Xff::Off => {}
                 Xff::Delete => return false,
@@ -175,11 +168,6 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_
         }
         true
     });
-    if !has_host {
-        if let Some(host) = authority_of(o.target) {
-            push_field(out, b"Host", host);
-        }
-    }
     out.extend_from_slice(o.extra);
     push_via(out, head.version, o.via);
     if o.xff == Xff::Append {
@@ -347,17 +335,6 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The authority of an absolute URL (`http://host:port/path` → `host:port`).
-fn authority_of(target: &[u8]) -> Option<&[u8]> {
-    let p = target.windows(3).position(|w| w == b"://")?;
-    let rest = &target[p + 3..];
-    let end = rest
-        .iter()
-        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +351,7 @@ mod tests {
         let o = Outgoing {
             method: b"GET",
             target: b"http://h.example/x",
-            host: None,
+            host: b"h.example",
             drop: &[],
             extra: b"",
             via: "fe:3128 (carpool)",
@@ -403,7 +380,7 @@ mod tests {
             &Outgoing {
                 method: b"GET",
                 target: b"/x?q",
-                host: Some(b"h.example:8080"),
+                host: b"h.example:8080",
                 drop: &["if-none-match", "range"],
                 extra: b"If-None-Match: \"stored\"\r\n",
                 via: "c1 (carpool)",

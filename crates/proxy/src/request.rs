@@ -40,6 +40,10 @@ impl Request {
         log: &mut Record,
     ) -> Result<Request, HttpError> {
         let body = framing::request_body(&head)?;
+        if head.fields.get_all(Known::Host).nth(1).is_some() {
+            // RFC 9112 §3.2: which one would the next hop believe?
+            return Err(HttpError::new(400, "more than one Host"));
+        }
         if headers::via_has(&head.fields, settings.via.name()) {
             return Err(HttpError::new(
                 508,
@@ -106,6 +110,9 @@ fn target_uri(
     origin_form: &OriginForm,
 ) -> Result<RequestUri, HttpError> {
     let target = head.target();
+    if connect && !is_authority(target) {
+        return Err(HttpError::new(400, "CONNECT target is not host:port"));
+    }
     let built;
     let target = match origin_form {
         OriginForm::Host { default_site } if !connect && target.first() == Some(&b'/') => {
@@ -122,6 +129,16 @@ fn target_uri(
     };
     carp::normalize::normalize_target(head.method(), target)
         .map_err(|(status, reason)| HttpError::new(status, reason))
+}
+
+/// True for an authority-form target (RFC 9112 §3.2.3): `host[:port]`,
+/// `[v6]:port`, nothing that starts a path, query, fragment or userinfo.
+fn is_authority(target: &[u8]) -> bool {
+    !target.is_empty()
+        && !matches!(target[0], b':' | b'/')
+        && !target
+            .iter()
+            .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@'))
 }
 
 /// Whether the client waits for `100 Continue` (RFC 9110 §10.1.1): only an
@@ -227,6 +244,23 @@ mod tests {
         let (r, _) = check("CONNECT h:443 HTTP/1.1\r\n\r\n", OriginForm::Refuse);
         let r = r.unwrap();
         assert!(r.is_connect() && r.replayable());
+        for bad in ["/x", "h/x", "u@h:443", ":443"] {
+            assert_eq!(
+                status(&format!("CONNECT {bad} HTTP/1.1\r\n\r\n")),
+                400,
+                "{bad}"
+            );
+        }
+        let (r, _) = check("CONNECT [::1]:8443 HTTP/1.1\r\n\r\n", OriginForm::Refuse);
+        assert_eq!(
+            r.unwrap_err().status,
+            403,
+            "a valid authority, port not allowed"
+        );
+        assert_eq!(
+            status("GET http://h/ HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n"),
+            400
+        );
     }
 
     #[test]

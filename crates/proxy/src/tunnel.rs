@@ -75,7 +75,7 @@ async fn open<R: Role>(
     let connect = Outgoing {
         method: b"CONNECT",
         target: authority,
-        host: Some(authority),
+        host: authority,
         drop: &[],
         extra: b"",
         via: w.settings.via.entry(),

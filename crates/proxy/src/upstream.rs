@@ -95,8 +95,9 @@ impl Failure {
 }
 
 /// What the head of `req` is made of when it goes to a peer of `kind`:
-/// absolute-form to a proxy; origin-form to an origin, with the origin's
-/// `Host` (written into `authority`); this hop's `Via` and
+/// absolute-form to a proxy, origin-form to an origin; `Host` the target's
+/// authority either way (written into `authority`; RFC 9112 §3.2.2: the
+/// target's host wins over the client's `Host`); this hop's `Via` and
 /// `X-Forwarded-For`. A role adjusts it before it is written
 /// ([`crate::Role::upstream_request`]).
 pub fn outgoing<'a>(
@@ -105,16 +106,16 @@ pub fn outgoing<'a>(
     settings: &'a Settings,
     authority: &'a mut Vec<u8>,
 ) -> Outgoing<'a> {
-    let (target, host) = if kind.is_proxy() {
-        (req.uri.effective(), None)
+    origin_authority(&req.uri, authority);
+    let target = if kind.is_proxy() {
+        req.uri.effective()
     } else {
-        origin_authority(&req.uri, authority);
-        (req.uri.path_and_query(), Some(&authority[..]))
+        req.uri.path_and_query()
     };
     Outgoing {
         method: req.method(),
         target,
-        host,
+        host: authority,
         drop: &[],
         extra: b"",
         via: settings.via.entry(),
