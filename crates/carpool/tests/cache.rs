@@ -648,3 +648,28 @@ fn sighup_to_a_standalone_cache_keeps_it_running_with_its_objects() {
     assert_eq!(o.count("/hup"), 1);
     assert!(c.stderr().contains("SIGHUP"), "{}", c.stderr());
 }
+
+/// Behind a carpool frontend, a cache's client is the frontend, on the same
+/// host in a one-host array; the frontend says when its own client was not
+/// (`Carpool-Client: remote`), and then the cache does not connect to
+/// loopback or link-local addresses, whether the URL names one or a host
+/// name resolves to one. (Before, a remote client reached 127.0.0.1:22
+/// through the array.)
+#[test]
+fn remote_clients_do_not_reach_local_addresses_through_the_cache() {
+    let o = Origin::start();
+    let c = Cache::start("local-dest", &[]);
+    let remote = ["Carpool-Client: remote"];
+    for url in [
+        format!("http://localhost:{}/by-name", o.port),
+        format!("http://127.0.0.1:{}/by-address", o.port),
+    ] {
+        let r = c.request("GET", &url, &remote);
+        assert_eq!(r.status, 403, "{url}: {}", r.head);
+    }
+    assert_eq!(o.total.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(c.access_log().contains("TCP_DENIED/403"));
+    // the cache's own local clients may
+    let r = c.request("GET", &format!("http://localhost:{}/by-name", o.port), &[]);
+    assert_eq!(r.status, 200, "{}", r.head);
+}

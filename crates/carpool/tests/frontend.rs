@@ -886,3 +886,83 @@ fn hosts_targets_and_expectations_as_the_rfcs_say() {
     let r = exchange(&f, format!("GET {longer} HTTP/1.1\r\n\r\n").as_bytes());
     assert_eq!(r.status, 414, "{}", r.head);
 }
+
+/// Not an open proxy by default (issue 12's SSRF findings): plain requests
+/// only to Squid's safe ports, never to the proxy's own listener or the
+/// array's admin listener, no PURGE unless the client is in purge_clients
+/// (by default none is), and a `Carpool-Client` field from a client is
+/// never passed on. Each of these went to the parent before.
+#[test]
+fn not_an_open_proxy_by_default() {
+    let a = Parent::start("ssrf");
+    let admin = free_port();
+    let f = Frontend::start(
+        "ssrf",
+        &config(&[&a], &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n")),
+    );
+    let before = a.requests.load(Ordering::SeqCst);
+    for (what, raw) in [
+        (
+            "port 22",
+            "GET http://h.example:22/ HTTP/1.1\r\n\r\n".to_string(),
+        ),
+        (
+            "PURGE",
+            "PURGE http://h.example/x HTTP/1.1\r\n\r\n".to_string(),
+        ),
+        (
+            "the admin listener",
+            format!("GET http://127.0.0.1:{admin}/status HTTP/1.1\r\n\r\n"),
+        ),
+        (
+            "the frontend itself",
+            format!("GET http://127.0.0.1:{}/ HTTP/1.1\r\n\r\n", f.port),
+        ),
+        (
+            "the admin listener by name",
+            format!("GET http://localhost:{admin}/status HTTP/1.1\r\n\r\n"),
+        ),
+    ] {
+        let r = exchange(&f, raw.as_bytes());
+        assert_eq!(r.status, 403, "{what}: {}", r.head);
+    }
+    assert_eq!(
+        a.requests.load(Ordering::SeqCst),
+        before,
+        "nothing reached the parent"
+    );
+    let r = exchange(&f, b"GET http://h.example:8080/ok HTTP/1.1\r\nCarpool-Client: local\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let head = a.last_head.lock().unwrap().to_ascii_lowercase();
+    assert!(!head.contains("carpool-client"), "{head}");
+}
+
+/// `safe_ports`, `local_destinations` and `purge_clients` are the
+/// administrator's to set.
+#[test]
+fn access_settings_are_configurable() {
+    let a = Parent::start("acs");
+    let f = Frontend::start(
+        "acs",
+        &config(
+            &[&a],
+            "[frontend]\nsafe_ports = [80, \"8000-8100\"]\nlocal_destinations = \"none\"\npurge_clients = [\"127.0.0.1\"]\n",
+        ),
+    );
+    let status = |raw: &str| exchange(&f, raw.as_bytes()).status;
+    assert_eq!(
+        status("GET http://h.example:8080/ HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        200
+    );
+    assert_eq!(status("GET http://h.example:9000/ HTTP/1.1\r\n\r\n"), 403);
+    assert_eq!(status("GET http://h.example:443/ HTTP/1.1\r\n\r\n"), 403);
+    assert_eq!(
+        status("GET http://127.0.0.1/ HTTP/1.1\r\n\r\n"),
+        403,
+        "no client reaches loopback"
+    );
+    assert_eq!(
+        status("PURGE http://h.example/x HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        200
+    );
+}

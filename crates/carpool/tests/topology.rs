@@ -158,6 +158,7 @@ impl Drop for Lab {
         }
         for n in self.names.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
         }
     }
 }
@@ -302,6 +303,17 @@ fn the_wiki_topology_in_network_namespaces() {
         &["python3", "-c", ORIGIN_PY, ORIGIN],
         &dir.join("origin.log"),
     );
+    // on the cache hosts, a name that resolves to loopback (`ip netns exec`
+    // mounts /etc/netns/NS/hosts over /etc/hosts)
+    for (name, _) in CACHES {
+        let etc = std::path::PathBuf::from(format!("/etc/netns/{}", lab.ns(name)));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("hosts"),
+            "127.0.0.1 localhost\n127.0.0.1 sneaky.test\n",
+        )
+        .unwrap();
+    }
     let mut cache_child = Vec::new();
     for (name, _) in CACHES {
         let i = lab.spawn(
@@ -370,6 +382,22 @@ fn the_wiki_topology_in_network_namespaces() {
         "403",
         "a client must not reach a cache directly"
     );
+
+    // a remote client reaches no loopback address through the array: named
+    // by address (the frontend refuses it), or by a name that resolves to
+    // loopback on the cache hosts (the cache refuses it: the frontend said
+    // that the client is remote)
+    for target in [
+        "http://127.0.0.1:3128/",
+        "http://sneaky.test/",
+        "http://sneaky.test:22/",
+    ] {
+        let status = lab.run(
+            "client",
+            &["python3", "-c", &format!("import socket;s=socket.create_connection(('{FRONTEND}',3128),5);s.sendall(b'GET {target} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n');print(s.recv(100).decode().split(' ')[1])")],
+        );
+        assert_eq!(status.trim(), "403", "{target} from a remote client");
+    }
 
     // which cache owns each URL: `carpool route` on the same config
     let urls: Vec<String> = (0..URLS)

@@ -104,6 +104,9 @@ pub enum Known {
     Expect,
     /// `Content-Type` (logged with every response).
     ContentType,
+    /// `Carpool-Client`: what one carpool tells the next about the client
+    /// (hop-by-hop: only the hop that received it may act on it).
+    CarpoolClient,
 }
 
 impl Known {
@@ -124,6 +127,7 @@ impl Known {
             (10, b'c') => Known::Connection,
             (10, b'k') => Known::KeepAlive,
             (12, b'c') => Known::ContentType,
+            (14, b'c') if name[1] | 0x20 == b'a' => Known::CarpoolClient,
             (14, b'c') => Known::ContentLength,
             (15, b'x') => Known::XForwardedFor,
             (16, b'p') => Known::ProxyConnection,
@@ -158,6 +162,7 @@ impl Known {
             Known::XForwardedFor => "x-forwarded-for",
             Known::Expect => "expect",
             Known::ContentType => "content-type",
+            Known::CarpoolClient => "carpool-client",
         }
     }
 
@@ -176,6 +181,7 @@ impl Known {
                 | Known::Upgrade
                 | Known::ProxyAuthorization
                 | Known::ProxyAuthenticate
+                | Known::CarpoolClient
         )
     }
 
@@ -618,6 +624,7 @@ mod tests {
             Known::XForwardedFor,
             Known::Expect,
             Known::ContentType,
+            Known::CarpoolClient,
         ];
         for k in all {
             assert_eq!(Known::of(k.name().as_bytes()), k);

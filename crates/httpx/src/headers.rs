@@ -124,6 +124,10 @@ pub struct Outgoing<'a> {
     pub xff: Xff,
     /// The client's address (for `X-Forwarded-For`).
     pub client: IpAddr,
+    /// Tell the next hop that the client is not on this proxy's host
+    /// (`Carpool-Client: remote`, read by a carpool cache behind a carpool
+    /// frontend; hop-by-hop: never forwarded further).
+    pub remote_client: bool,
     /// The framing of the body that follows the head.
     pub body: BodyLen,
 }
@@ -170,6 +174,9 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_
     });
     out.extend_from_slice(o.extra);
     push_via(out, head.version, o.via);
+    if o.remote_client {
+        push_field(out, b"Carpool-Client", b"remote");
+    }
     if o.xff == Xff::Append {
         out.extend_from_slice(b"X-Forwarded-For: ");
         if let Some(p) = prior_xff {
@@ -357,6 +364,7 @@ mod tests {
             via: "fe:3128 (carpool)",
             xff: Xff::Append,
             client: "127.0.0.1".parse().unwrap(),
+            remote_client: false,
             body: BodyLen::Empty,
         };
         write_request_head(&mut out, &h, &o);
@@ -370,7 +378,7 @@ mod tests {
     #[test]
     fn to_an_origin_host_is_replaced_and_dropped_fields_and_extras_apply() {
         let mut b = BytesMut::from(
-            &b"GET http://h.example:8080/x?q HTTP/1.0\r\nAccept: */*\r\nHost: other\r\nIf-None-Match: \"a\"\r\nrange: bytes=0-1\r\nX-Keep: 1\r\n\r\n"[..],
+            &b"GET http://h.example:8080/x?q HTTP/1.0\r\nAccept: */*\r\nHost: other\r\nIf-None-Match: \"a\"\r\nrange: bytes=0-1\r\nCarpool-Client: local\r\nX-Keep: 1\r\n\r\n"[..],
         );
         let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
         let mut out = Vec::new();
@@ -386,12 +394,13 @@ mod tests {
                 via: "c1 (carpool)",
                 xff: Xff::Append,
                 client: "::1".parse().unwrap(),
+                remote_client: true,
                 body: BodyLen::Length(3),
             },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GET /x?q HTTP/1.1\r\nHost: h.example:8080\r\nAccept: */*\r\nX-Keep: 1\r\nIf-None-Match: \"stored\"\r\nVia: 1.0 c1 (carpool)\r\nX-Forwarded-For: ::1\r\nContent-Length: 3\r\n\r\n"
+            "GET /x?q HTTP/1.1\r\nHost: h.example:8080\r\nAccept: */*\r\nX-Keep: 1\r\nIf-None-Match: \"stored\"\r\nVia: 1.0 c1 (carpool)\r\nCarpool-Client: remote\r\nX-Forwarded-For: ::1\r\nContent-Length: 3\r\n\r\n"
         );
     }
 

@@ -16,7 +16,7 @@ use crate::request::Request;
 use crate::role::{Proceed, Retry, Role};
 use crate::session::{Next, Session};
 use crate::splice::splice_both;
-use crate::upstream::{self, Failure, Response, Tally};
+use crate::upstream::{self, Failure, Reach, Response, Tally};
 use crate::worker::Worker;
 
 /// The interim answer to a client that expects `100-continue`.
@@ -57,6 +57,10 @@ pub(crate) async fn forward<R: Role>(
                 };
             }
             Err(Failure::Client(e)) => return client_failed(s, e).await,
+            Err(Failure::Denied(e)) => {
+                s.log.code = Code::Denied;
+                return s.reject(e).await;
+            }
             Err(f) => {
                 tally.failed(&f);
                 if w.role.upstream_failed(req, &peer, &f) == Retry::Stop {
@@ -122,7 +126,8 @@ async fn attempt<R: Role>(
     let mut response = if with_body {
         send_with_body(w, s, req, &info, head).await?
     } else {
-        upstream::exchange(idle, &info, head, &w.settings.upstream).await?
+        let reach = Reach::of(req, &w.settings);
+        upstream::exchange(idle, &info, head, &w.settings.upstream, reach).await?
     };
     response.claim = claim;
     Ok(response)
@@ -139,7 +144,7 @@ async fn send_with_body<R: Role>(
     head: &[u8],
 ) -> Result<Response, Failure> {
     let t = &w.settings.upstream;
-    let mut conn = upstream::connect(info, t.connect).await?;
+    let mut conn = upstream::connect(info, t.connect, Reach::of(req, &w.settings)).await?;
     upstream::send_head(&mut conn, info.kind, head, false).await?;
     if req.expects_continue() && s.client.stream.write_all(CONTINUE).await.is_err() {
         return Err(Failure::Client(HttpError::new(499, "client closed")));

@@ -13,8 +13,10 @@
 //!    forwarded), forwarding loops (`Via`), the target (absolute-form,
 //!    origin-form with `Host`, a CONNECT authority), CONNECT ports, URL
 //!    schemes, `Expect`;
-//! 4. the role's **request filter** ([`Role::request_filter`]): it may answer
-//!    the request itself (a store hit, PURGE);
+//! 4. the **access checks** every role shares ([`access`]: safe ports, own
+//!    listeners, local destinations, PURGE), then the role's **request
+//!    filter** ([`Role::request_filter`]): it may answer the request itself
+//!    (a store hit, PURGE);
 //! 5. **choose an upstream**: [`Role::upstream_peer`], asked again for the
 //!    next peer after a failure the role chose to retry elsewhere
 //!    ([`Role::upstream_failed`]);
@@ -33,6 +35,7 @@
 //!
 //! It must not know about CARP tables, caching or configuration files.
 
+pub mod access;
 mod forward;
 mod lifecycle;
 pub mod log;

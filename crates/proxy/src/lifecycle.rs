@@ -36,13 +36,18 @@ pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: So
     }
 }
 
-/// One request: checked by the layer, then the role's request filter, then
-/// forwarded (or tunnelled).
+/// One request: checked by the layer, its access checked, then the role's
+/// request filter, then forwarded (or tunnelled).
 async fn handle<R: Role>(w: &Worker<R>, s: &mut Session, head: RequestHead) -> Next {
-    let req = match Request::check(head, s.ip(), &w.settings, &mut s.log) {
+    let client = (s.ip(), s.is_local());
+    let req = match Request::check(head, client, &w.settings, &mut s.log) {
         Ok(r) => r,
         Err(e) => return s.reject(e).await,
     };
+    if let Err(e) = w.settings.access.check(&req) {
+        s.log.code = Code::Denied;
+        return s.reject(e).await;
+    }
     let mut ctx = R::Ctx::default();
     match w.role.request_filter(s, &req, &mut ctx).await {
         Filter::Answered(next) => next,

@@ -25,17 +25,19 @@ pub struct Request {
     pub body: BodyLen,
     /// The client's address.
     pub client: IpAddr,
+    remote: bool,
     connect: bool,
     expect_continue: bool,
 }
 
 impl Request {
-    /// Checks `head` from `client` against `settings`. The log gets the
-    /// effective URI as soon as it is known, and `TCP_DENIED` for a CONNECT
-    /// to a port not allowed. The error is the answer the client gets.
+    /// Checks `head` from `client` (`local`: on this host) against
+    /// `settings`. The log gets the effective URI as soon as it is known,
+    /// and `TCP_DENIED` for a CONNECT to a port not allowed. The error is
+    /// the answer the client gets.
     pub(crate) fn check(
         head: RequestHead,
-        client: IpAddr,
+        (client, local): (IpAddr, bool),
         settings: &Settings,
         log: &mut Record,
     ) -> Result<Request, HttpError> {
@@ -69,11 +71,14 @@ impl Request {
             return Err(HttpError::new(501, "unsupported URL scheme"));
         }
         let expect_continue = expectation(&head, body)?;
+        let marked_remote =
+            settings.trust_client_marks && head.fields.has_token(Known::CarpoolClient, "remote");
         Ok(Request {
             head,
             uri,
             body,
             client,
+            remote: !local || marked_remote,
             connect,
             expect_continue,
         })
@@ -82,6 +87,12 @@ impl Request {
     /// The method as sent.
     pub fn method(&self) -> &[u8] {
         self.head.method()
+    }
+
+    /// True when the request's client is not on this host (or, behind a
+    /// carpool frontend, the frontend's client was not on its host).
+    pub fn remote(&self) -> bool {
+        self.remote
     }
 
     /// True for CONNECT.
@@ -170,6 +181,13 @@ mod tests {
             limits: httpx::Limits::default(),
             max_client_connections: 10,
             allow_clients: vec![],
+            access: crate::access::Access {
+                safe_ports: crate::access::Access::squid_safe_ports(),
+                own: vec![],
+                local_destinations: Default::default(),
+                purge_clients: vec![],
+            },
+            trust_client_marks: false,
             connect_ports: vec![443],
             origin_form,
             schemes: &["http"],
@@ -194,7 +212,7 @@ mod tests {
         log.begin(&head);
         let r = Request::check(
             head,
-            "127.0.0.1".parse().unwrap(),
+            ("127.0.0.1".parse().unwrap(), true),
             &settings(origin_form),
             &mut log,
         );

@@ -55,6 +55,7 @@ pub struct Session {
     /// What the access log will say about the request in progress.
     pub log: Record,
     ip: IpAddr,
+    local: bool,
     allowed: bool,
     head_out: Vec<u8>,
     stop: StopWaiter,
@@ -74,6 +75,12 @@ impl Session {
     ) -> Option<Session> {
         let guard = OpenGuard::enter(open);
         let ip = canonical_ip(peer.ip());
+        // on this host: a loopback client, or one that connected from the
+        // very address it connected to
+        let local = ip.is_loopback()
+            || stream
+                .local_addr()
+                .is_ok_and(|a| canonical_ip(a.ip()) == ip);
         let mut client = Conn::new(stream);
         if open.load(Ordering::Relaxed) > settings.max_client_connections {
             let e = HttpError::new(503, "too many client connections");
@@ -85,6 +92,7 @@ impl Session {
             client,
             log: Record::default(),
             ip,
+            local,
             allowed: settings.allow_clients.iter().any(|n| n.contains(&ip)),
             head_out: Vec::new(),
             stop: stop.waiter(),
@@ -96,6 +104,11 @@ impl Session {
     /// The client's address (an IPv4-mapped IPv6 address as IPv4).
     pub fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    /// True when the client is on this host.
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     /// Whether `allow_clients` lets the client use the server.

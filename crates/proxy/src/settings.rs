@@ -7,6 +7,8 @@ use std::time::Duration;
 use httpx::headers::Xff;
 use ipnet::IpNet;
 
+use crate::access::Access;
+
 /// How an origin-form request (`GET /path` with `Host`) is made absolute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OriginForm {
@@ -67,6 +69,12 @@ pub struct Settings {
     pub max_client_connections: usize,
     /// Clients allowed to use the server; others get 403.
     pub allow_clients: Vec<IpNet>,
+    /// Where requests may go, and who may PURGE.
+    pub access: Access,
+    /// Believe a client that says, with `Carpool-Client: remote`, that its
+    /// own client is not on its host (a cache behind carpool frontends: its
+    /// allowed clients are those frontends).
+    pub trust_client_marks: bool,
     /// Ports CONNECT may reach; others get 403.
     pub connect_ports: Vec<u16>,
     /// How origin-form requests are read.

@@ -14,7 +14,7 @@ use crate::request::Request;
 use crate::role::{Retry, Role};
 use crate::session::{Next, Session};
 use crate::splice::splice_both;
-use crate::upstream::{self, Failure, Tally};
+use crate::upstream::{self, Failure, Reach, Tally};
 use crate::worker::Worker;
 
 /// The answer to a client whose tunnel is up.
@@ -45,6 +45,10 @@ pub(crate) async fn tunnel<R: Role>(
                 w.role.upstream_ok(&peer);
                 return carry(w, s, req, opened).await;
             }
+            Err(Failure::Denied(e)) => {
+                s.log.code = Code::Denied;
+                return s.reject(e).await;
+            }
             Err(f) => {
                 tally.failed(&f);
                 if w.role.upstream_failed(req, &peer, &f) == Retry::Stop {
@@ -66,7 +70,7 @@ async fn open<R: Role>(
     let info = w.role.describe(peer);
     let claim = w.role.claim(peer, false).ok_or(Failure::AtLimit)?;
     let t = &w.settings.upstream;
-    let mut conn = upstream::connect(&info, t.connect).await?;
+    let mut conn = upstream::connect(&info, t.connect, Reach::of(req, &w.settings)).await?;
     if !info.kind.is_proxy() {
         return Ok(Opened::Ready(conn, claim));
     }
@@ -81,6 +85,7 @@ async fn open<R: Role>(
         via: w.settings.via.entry(),
         xff: w.settings.x_forwarded_for,
         client: req.client,
+        remote_client: info.kind == crate::peer::PeerKind::Parent && req.remote(),
         body: BodyLen::Empty,
     };
     headers::write_request_head(&mut out, &req.head, &connect);

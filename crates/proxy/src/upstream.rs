@@ -13,6 +13,7 @@ use httpx::{HttpError, ResponseHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::access::Access;
 use crate::peer::{Address, Claim, PeerInfo, PeerKind, Problem};
 use crate::request::Request;
 use crate::settings::{Settings, Timeouts};
@@ -70,13 +71,20 @@ pub enum Failure {
     /// The client broke the exchange: it went away (499, nothing is
     /// answered) or sent a malformed body (answered with this error).
     Client(HttpError),
+    /// The request may not go where the peer's name leads (403): this
+    /// proxy's own listener, or a loopback or link-local address the
+    /// client may not reach.
+    Denied(HttpError),
 }
 
 impl Failure {
     /// The error the client would get for this failure, if any.
     pub fn error(&self) -> Option<HttpError> {
         match self {
-            Failure::NotSent(e) | Failure::Sent { error: e, .. } | Failure::Client(e) => Some(*e),
+            Failure::NotSent(e)
+            | Failure::Sent { error: e, .. }
+            | Failure::Client(e)
+            | Failure::Denied(e) => Some(*e),
             Failure::Stale | Failure::AtLimit => None,
         }
     }
@@ -89,7 +97,7 @@ impl Failure {
         match self {
             Failure::NotSent(_) | Failure::AtLimit | Failure::Stale => true,
             Failure::Sent { body_sent, .. } => req.replayable() && !body_sent,
-            Failure::Client(_) => false,
+            Failure::Client(_) | Failure::Denied(_) => false,
         }
     }
 }
@@ -121,6 +129,9 @@ pub fn outgoing<'a>(
         via: settings.via.entry(),
         xff: settings.x_forwarded_for,
         client: req.client,
+        // a carpool cache behind this frontend checks resolved addresses
+        // for the client this one saw
+        remote_client: kind == PeerKind::Parent && req.remote(),
         body: req.body,
     }
 }
@@ -140,9 +151,35 @@ fn origin_authority(uri: &carp::RequestUri, out: &mut Vec<u8>) {
     }
 }
 
+/// Which addresses a request may be sent to once its origin's name is
+/// resolved (configured peers, parents and upstream proxies, are not
+/// checked: the administrator named them).
+#[derive(Clone, Copy, Debug)]
+pub struct Reach<'a> {
+    /// The rules.
+    pub access: &'a Access,
+    /// The request's client is not on this host.
+    pub remote: bool,
+}
+
+impl<'a> Reach<'a> {
+    /// What `req` may reach under `settings`.
+    pub fn of(req: &Request, settings: &'a Settings) -> Reach<'a> {
+        Reach {
+            access: &settings.access,
+            remote: req.remote(),
+        }
+    }
+}
+
 /// Opens a connection to `peer` within `timeout` (the name lookup
-/// included; every address a name resolves to is tried in order).
-pub async fn connect(peer: &PeerInfo<'_>, timeout: Duration) -> Result<Conn, Failure> {
+/// included; every address a name resolves to is tried in order, but for
+/// an origin only those `reach` allows).
+pub async fn connect(
+    peer: &PeerInfo<'_>,
+    timeout: Duration,
+    reach: Reach<'_>,
+) -> Result<Conn, Failure> {
     let kind = peer.kind;
     let deadline = tokio::time::Instant::now() + timeout;
     let addrs: Vec<SocketAddr> = match peer.address {
@@ -154,6 +191,25 @@ pub async fn connect(peer: &PeerInfo<'_>, timeout: Duration) -> Result<Conn, Fai
                 Ok(Ok(a)) => a.collect(),
             }
         }
+    };
+    let addrs = if kind == PeerKind::Origin {
+        let mut refused = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match reach.access.reachable(*a, reach.remote) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused = Some(e);
+                    false
+                }
+            })
+            .collect();
+        match (allowed.is_empty(), refused) {
+            (true, Some(e)) => return Err(Failure::Denied(e)),
+            _ => allowed,
+        }
+    } else {
+        addrs
     };
     let mut last = kind.error(Problem::NoAddress);
     for addr in addrs {
@@ -245,13 +301,14 @@ pub async fn exchange(
     peer: &PeerInfo<'_>,
     head: &[u8],
     t: &Timeouts,
+    reach: Reach<'_>,
 ) -> Result<Response, Failure> {
     let mut idle = idle;
     loop {
         let reused = idle.is_some();
         let mut conn = match idle.take() {
             Some(c) => c,
-            None => connect(peer, t.connect).await?,
+            None => connect(peer, t.connect, reach).await?,
         };
         // the I/O awaited right here: no future of our own in between
         let answer = match sent(conn.stream.write_all(head).await, peer.kind, reused) {

@@ -149,6 +149,13 @@ fn settings(connect_ports: Vec<u16>) -> Settings {
         limits: httpx::Limits::default(),
         max_client_connections: 100,
         allow_clients: vec!["127.0.0.0/8".parse().unwrap()],
+        access: proxy::access::Access {
+            safe_ports: proxy::access::Access::squid_safe_ports(),
+            own: vec![],
+            local_destinations: Default::default(),
+            purge_clients: vec![],
+        },
+        trust_client_marks: false,
         connect_ports,
         origin_form: OriginForm::Refuse,
         schemes: &["http"],

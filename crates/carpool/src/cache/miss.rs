@@ -346,7 +346,8 @@ async fn fetch(w: &Worker, req: &Request, hop: &Hop, lead: &Lead) -> Result<Resp
     let mut head = Vec::new();
     headers::write_request_head(&mut head, &req.head, &o);
     let idle = w.pools.borrow_mut().take(hop);
-    let mut resp = proxy::upstream::exchange(idle, &info, &head, &layer.upstream)
+    let reach = proxy::upstream::Reach::of(req, layer);
+    let mut resp = proxy::upstream::exchange(idle, &info, &head, &layer.upstream, reach)
         .await
         .map_err(|f| {
             f.error()

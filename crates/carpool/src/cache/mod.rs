@@ -86,6 +86,8 @@ fn rules(s: &CacheSettings) -> RoleRules {
             connect: s.origin_connect_timeout,
             first_byte: s.origin_first_byte_timeout,
         },
+        // its clients are the frontends, which say when theirs are remote
+        trust_client_marks: true,
     }
 }
 

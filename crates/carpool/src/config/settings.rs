@@ -3,12 +3,14 @@
 //! timeout as a named value with a default a production proxy would want.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use httpx::accesslog::Format;
 use httpx::headers::Xff;
 use ipnet::IpNet;
+use proxy::access::{Access, LocalDestinations};
 
 /// How a frontend listener treats request targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,8 +34,17 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Clients allowed to use the server; others get 403.
     pub allow_clients: Vec<IpNet>,
+    /// Clients allowed to send PURGE; others get 403.
+    pub purge_clients: Vec<IpNet>,
     /// Ports CONNECT may reach; others get 403.
     pub connect_ports: Vec<u16>,
+    /// Ports other requests may reach; others get 403.
+    pub safe_ports: Vec<RangeInclusive<u16>>,
+    /// Who may reach this host's loopback and link-local addresses.
+    pub local_destinations: LocalDestinations,
+    /// Other listeners of the array that are never a destination either
+    /// (`carpool up`'s admin listener); set from the config, not a key.
+    pub array_listeners: Vec<SocketAddr>,
     /// `X-Forwarded-For` handling.
     pub x_forwarded_for: Xff,
     /// Name in our `Via` entries (loop detection); default: host name and port.
@@ -61,7 +72,11 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 3128)),
             workers: 0,
             allow_clients: default_allow_clients(),
+            purge_clients: Vec::new(),
             connect_ports: vec![443],
+            safe_ports: Access::squid_safe_ports(),
+            local_destinations: LocalDestinations::LocalClients,
+            array_listeners: Vec::new(),
             x_forwarded_for: Xff::Append,
             visible_hostname: None,
             access_log: None,
@@ -83,6 +98,8 @@ pub struct RoleRules {
     pub schemes: &'static [&'static str],
     /// Timeouts towards its upstreams.
     pub upstream: proxy::Timeouts,
+    /// Believe `Carpool-Client: remote` from allowed clients (a cache).
+    pub trust_client_marks: bool,
 }
 
 impl ServerSettings {
@@ -100,6 +117,15 @@ impl ServerSettings {
             limits: self.limits.clone(),
             max_client_connections: self.max_client_connections,
             allow_clients: self.allow_clients.clone(),
+            access: Access {
+                safe_ports: self.safe_ports.clone(),
+                own: std::iter::once(self.listen)
+                    .chain(self.array_listeners.iter().copied())
+                    .collect(),
+                local_destinations: self.local_destinations,
+                purge_clients: self.purge_clients.clone(),
+            },
+            trust_client_marks: rules.trust_client_marks,
             connect_ports: self.connect_ports.clone(),
             origin_form: rules.origin_form,
             schemes: rules.schemes,
@@ -219,8 +245,6 @@ pub struct CacheSettings {
     pub mem_max_object: u64,
     /// Largest object stored at all; bigger ones pass through uncached.
     pub max_object_size: u64,
-    /// Clients allowed to send PURGE; others get 403.
-    pub purge_clients: Vec<IpNet>,
     /// Misses go through this HTTP proxy instead of straight to the origin.
     pub upstream_proxy: Option<HostPort>,
     /// Time to connect to an origin.
@@ -276,8 +300,10 @@ impl Default for CacheSettings {
         CacheSettings {
             server: ServerSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 3129)),
-                // caches sit behind the frontends
+                // caches sit behind the frontends, which pass on only the
+                // PURGEs of their own purge_clients
                 allow_clients: loopback_clients(),
+                purge_clients: loopback_clients(),
                 ..ServerSettings::default()
             },
             dir: None,
@@ -285,7 +311,6 @@ impl Default for CacheSettings {
             disk: Budget::Auto,
             mem_max_object: 4 * MIB,
             max_object_size: 8 * 1024 * MIB,
-            purge_clients: loopback_clients(),
             upstream_proxy: None,
             origin_connect_timeout: Duration::from_secs(5),
             origin_first_byte_timeout: Duration::from_secs(60),

@@ -1,12 +1,13 @@
 //! `carpool.toml`: serde + toml with spans, so semantic errors point at a line.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use std::time::Duration;
 
 use carp::{KeySpec, Mode};
 use httpx::accesslog::Format;
 use httpx::headers::Xff;
+use proxy::access::LocalDestinations;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -32,6 +33,14 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct AdminEntry {
     listen: Option<Spanned<String>>,
+}
+
+/// A port (`80`) or a range of them (`"1025-65535"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum PortSpec {
+    Port(i64),
+    Range(String),
 }
 
 /// A number of seconds, integer or not.
@@ -61,7 +70,10 @@ macro_rules! server_section {
         struct $name {
             workers: Option<Spanned<i64>>,
             allow_clients: Option<Vec<Spanned<String>>>,
+            purge_clients: Option<Vec<Spanned<String>>>,
             connect_ports: Option<Vec<Spanned<i64>>>,
+            safe_ports: Option<Vec<Spanned<PortSpec>>>,
+            local_destinations: Option<Spanned<String>>,
             x_forwarded_for: Option<Spanned<String>>,
             visible_hostname: Option<Spanned<String>>,
             access_log: Option<Spanned<String>>,
@@ -87,8 +99,22 @@ macro_rules! server_section {
                 if let Some(list) = &self.allow_clients {
                     s.allow_clients = cidrs(list, "allow_clients", err)?;
                 }
+                if let Some(list) = &self.purge_clients {
+                    s.purge_clients = cidrs(list, "purge_clients", err)?;
+                }
                 if let Some(list) = &self.connect_ports {
                     s.connect_ports = ports(list, "connect_ports", err)?;
+                }
+                if let Some(list) = &self.safe_ports {
+                    s.safe_ports = port_ranges(list, "safe_ports", err)?;
+                }
+                if let Some(v) = &self.local_destinations {
+                    let options = [
+                        ("local-clients", LocalDestinations::LocalClients),
+                        ("all-clients", LocalDestinations::AllClients),
+                        ("none", LocalDestinations::None),
+                    ];
+                    s.local_destinations = choice(v, "local_destinations", &options, err)?;
                 }
                 if let Some(v) = &self.x_forwarded_for {
                     s.x_forwarded_for = xff(v, err)?;
@@ -150,7 +176,6 @@ server_section! {
         disk: Option<Spanned<String>>,
         mem_max_object: Option<Spanned<String>>,
         max_object_size: Option<Spanned<String>>,
-        purge_clients: Option<Vec<Spanned<String>>>,
         upstream_proxy: Option<Spanned<String>>,
         origin_connect_timeout: Option<Spanned<Num>>,
         origin_first_byte_timeout: Option<Spanned<Num>>,
@@ -222,6 +247,10 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => None,
         Some(v) => Some(address(v, "listen", "127.0.0.1:3180", &err)?),
     };
+    let (mut frontend, mut cache) = (frontend, cache);
+    // the admin listener is never a destination of the array's requests
+    frontend.server.array_listeners.extend(admin);
+    cache.server.array_listeners.extend(admin);
     Ok(Config {
         source: path.to_path_buf(),
         hash,
@@ -392,6 +421,34 @@ fn cidrs(
         .collect()
 }
 
+fn port_ranges(
+    list: &[Spanned<PortSpec>],
+    key: &str,
+    err: &ErrFn<'_>,
+) -> Result<Vec<RangeInclusive<u16>>, ConfigError> {
+    list.iter()
+        .map(|v| {
+            let bad = |what: String| err(v.span(), key, what);
+            match v.get_ref() {
+                PortSpec::Port(p) => u16::try_from(*p)
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .map(|p| p..=p)
+                    .ok_or_else(|| bad(format!("{p} is not a TCP port (1-65535)"))),
+                PortSpec::Range(r) => {
+                    let parse = |x: &str| x.trim().parse::<u16>().ok().filter(|&p| p > 0);
+                    match r.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
+                        Some((Some(a), Some(b))) if a <= b => Ok(a..=b),
+                        _ => Err(bad(format!(
+                            "{r:?} is not a port range like \"1025-65535\""
+                        ))),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
 fn ports(list: &[Spanned<i64>], key: &str, err: &ErrFn<'_>) -> Result<Vec<u16>, ConfigError> {
     list.iter()
         .map(|p| int_in(p, key, 1, 65535, err).map(|x| x as u16))
@@ -453,9 +510,6 @@ fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, Conf
     }
     if let Some(v) = &c.max_object_size {
         s.max_object_size = size(v, "max_object_size", err)?;
-    }
-    if let Some(list) = &c.purge_clients {
-        s.purge_clients = cidrs(list, "purge_clients", err)?;
     }
     if let Some(v) = &c.upstream_proxy {
         let hp = v

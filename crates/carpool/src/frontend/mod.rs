@@ -98,6 +98,7 @@ fn rules(s: &FrontendSettings) -> RoleRules {
             connect: s.parent_connect_timeout,
             first_byte: s.parent_first_byte_timeout,
         },
+        trust_client_marks: false,
     }
 }
 

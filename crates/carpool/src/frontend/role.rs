@@ -93,7 +93,7 @@ impl Role for Worker {
                 }
                 tracing::info!(parent = %name, reason = error.reason, "retrying on the next parent in the ranking");
             }
-            Failure::Stale | Failure::Client(_) => return Retry::Stop,
+            Failure::Stale | Failure::Client(_) | Failure::Denied(_) => return Retry::Stop,
         }
         Retry::Next
     }
