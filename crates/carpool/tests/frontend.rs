@@ -966,3 +966,92 @@ fn access_settings_are_configurable() {
         200
     );
 }
+
+/// The DEAD warning counts the requests that failed on the parent (it said
+/// 0 after as many 502s as the fail limit, counting only those that failed
+/// after they were sent).
+#[test]
+fn the_dead_warning_counts_the_failed_requests() {
+    let dead_port = free_port();
+    let conf = format!(
+        "hash = \"hrw\"\n[health]\nfail_limit = 3\nprobe_interval = 30\n[[parent]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {dead_port}\n"
+    );
+    let f = Frontend::start("dead-count", &conf);
+    for i in 0..3 {
+        assert_eq!(get(&f, &format!("http://h.example/{i}")).status, 502);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f.stderr().contains("DEAD") {
+        assert!(Instant::now() < deadline, "{}", f.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        f.stderr().contains("3 requests have failed on it"),
+        "{}",
+        f.stderr()
+    );
+}
+
+/// Squid answers its internal objects itself, and `carpool route` says
+/// LOCAL for them; the frontend forwarded them to a parent.
+#[test]
+fn squid_internal_objects_are_not_forwarded() {
+    let a = Parent::start("internal");
+    let f = Frontend::start("internal", &config(&[&a], ""));
+    let r = get(
+        &f,
+        "http://h.example/squid-internal-static/icons/anthony-unknown.gif",
+    );
+    assert_eq!(r.status, 404, "{}", r.head);
+    assert_eq!(a.requests.load(Ordering::SeqCst), 0);
+    let routed = route(
+        &config(&[&a], ""),
+        &["http://h.example/squid-internal-static/icons/x".into()],
+    );
+    assert_eq!(routed, ["LOCAL"]);
+}
+
+/// A parent that hangs (accepts, never answers) costs a request one
+/// first-byte timeout and at most one retry, all within `forward_timeout`:
+/// an idempotent request used to be sent to every parent in turn, waiting
+/// the whole timeout on each (three hung parents: three timeouts).
+#[test]
+fn hung_parents_cost_one_retry_within_forward_timeout() {
+    let (a, b, c) = (
+        Parent::start("hang-a"),
+        Parent::start("hang-b"),
+        Parent::start("hang-c"),
+    );
+    let timed = |extra: &str| {
+        let conf = format!(
+            "[frontend]\nparent_first_byte_timeout = 1\n{extra}[health]\nfail_limit = 100\n"
+        );
+        let f = Frontend::start("hang", &config(&[&a, &b, &c], &conf));
+        let before: usize = [&a, &b, &c]
+            .iter()
+            .map(|p| p.requests.load(Ordering::SeqCst))
+            .sum();
+        let t0 = Instant::now();
+        let r = get(&f, "http://h.example/slow/10000");
+        let took = t0.elapsed();
+        assert_eq!(r.status, 504, "{}", r.head);
+        let after: usize = [&a, &b, &c]
+            .iter()
+            .map(|p| p.requests.load(Ordering::SeqCst))
+            .sum();
+        (took, after - before)
+    };
+    let (took, tried) = timed("");
+    assert_eq!(tried, 2, "the owner and one retry, not every parent");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(2600),
+        "{took:?}"
+    );
+    // with a total budget below two timeouts, the retry gets what is left
+    let (took, tried) = timed("forward_timeout = 1.5\n");
+    assert_eq!(tried, 2);
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(1900),
+        "{took:?}"
+    );
+}

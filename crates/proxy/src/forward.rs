@@ -15,6 +15,7 @@ use crate::peer::{Claim, PeerInfo, PeerKind, Problem};
 use crate::request::Request;
 use crate::role::{Proceed, Retry, Role};
 use crate::session::{Next, Session};
+use crate::settings::Timeouts;
 use crate::splice::splice_both;
 use crate::upstream::{self, Failure, Reach, Response, Tally};
 use crate::worker::Worker;
@@ -32,13 +33,16 @@ pub(crate) async fn forward<R: Role>(
     ctx: &mut R::Ctx,
 ) -> Next {
     s.log.code = Code::Miss;
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(w.settings.forward_timeout);
     while let Some(peer) = w.role.upstream_peer(req, ctx) {
+        let Some(t) = tally.timeouts(&w.settings.upstream) else {
+            break;
+        };
         let info = w.role.describe(&peer);
         s.log.went_to(info.kind.hierarchy(), info.name);
         let mut out = s.head_buffer();
         let asked_head = write_head(w, req, ctx, &peer, &mut out);
-        let attempt = attempt(w, s, req, &peer, &out).await;
+        let attempt = attempt(w, s, req, &peer, &out, t).await;
         s.keep_buffer(out);
         match attempt {
             Ok(mut response) => {
@@ -63,7 +67,7 @@ pub(crate) async fn forward<R: Role>(
             }
             Err(f) => {
                 tally.failed(&f);
-                if w.role.upstream_failed(req, &peer, &f) == Retry::Stop {
+                if w.role.upstream_failed(req, ctx, &peer, &f) == Retry::Stop {
                     break;
                 }
             }
@@ -104,14 +108,16 @@ fn write_head<R: Role>(
     o.method == b"HEAD"
 }
 
-/// One attempt on `peer`: a connection slot, a connection (pooled when the
-/// request has no body), the head and the body sent, the response head.
+/// One attempt on `peer` within timeouts `t`: a connection slot, a
+/// connection (pooled when the request has no body), the head and the body
+/// sent, the response head.
 async fn attempt<R: Role>(
     w: &Worker<R>,
     s: &mut Session,
     req: &Request,
     peer: &R::Peer,
     head: &[u8],
+    t: Timeouts,
 ) -> Result<Response, Failure> {
     let info = w.role.describe(peer);
     // A body cannot be sent twice, so a request with one never rides a
@@ -124,10 +130,10 @@ async fn attempt<R: Role>(
     };
     let claim = w.role.claim(peer, idle.is_some()).ok_or(Failure::AtLimit)?;
     let mut response = if with_body {
-        send_with_body(w, s, req, &info, head).await?
+        send_with_body(w, s, req, &info, head, t).await?
     } else {
         let reach = Reach::of(req, &w.settings);
-        upstream::exchange(idle, &info, head, &w.settings.upstream, reach).await?
+        upstream::exchange(idle, &info, head, &t, reach).await?
     };
     response.claim = claim;
     Ok(response)
@@ -142,8 +148,8 @@ async fn send_with_body<R: Role>(
     req: &Request,
     info: &PeerInfo<'_>,
     head: &[u8],
+    t: Timeouts,
 ) -> Result<Response, Failure> {
-    let t = &w.settings.upstream;
     let mut conn = upstream::connect(info, t.connect, Reach::of(req, &w.settings)).await?;
     upstream::send_head(&mut conn, info.kind, head, false).await?;
     if req.expects_continue() && s.client.stream.write_all(CONTINUE).await.is_err() {

@@ -197,6 +197,7 @@ mod tests {
                 connect: Duration::from_secs(1),
                 first_byte: Duration::from_secs(1),
             },
+            forward_timeout: Duration::from_secs(2),
             body_idle_timeout: Duration::from_secs(1),
             tunnel_idle_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),

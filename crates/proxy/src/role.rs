@@ -108,8 +108,14 @@ pub trait Role: 'static {
 
     /// An attempt on `peer` failed. Default: try the next peer when that is
     /// safe ([`Failure::retryable`]).
-    fn upstream_failed(&self, req: &Request, peer: &Self::Peer, failure: &Failure) -> Retry {
-        let _ = peer;
+    fn upstream_failed(
+        &self,
+        req: &Request,
+        ctx: &mut Self::Ctx,
+        peer: &Self::Peer,
+        failure: &Failure,
+    ) -> Retry {
+        let _ = (ctx, peer);
         if failure.retryable(req) {
             Retry::Next
         } else {

@@ -87,6 +87,10 @@ pub struct Settings {
     pub x_forwarded_for: Xff,
     /// Connect and first-byte timeouts towards upstreams.
     pub upstream: Timeouts,
+    /// Longest a request spends on its attempts until a response head
+    /// arrives: no attempt starts after it, and an attempt waits for its
+    /// first byte no longer than what is left of it.
+    pub forward_timeout: Duration,
     /// Longest pause inside a body, either direction.
     pub body_idle_timeout: Duration,
     /// Longest silence both ways in a tunnel before it is closed.

@@ -13,6 +13,7 @@ use crate::peer::Claim;
 use crate::request::Request;
 use crate::role::{Retry, Role};
 use crate::session::{Next, Session};
+use crate::settings::Timeouts;
 use crate::splice::splice_both;
 use crate::upstream::{self, Failure, Reach, Tally};
 use crate::worker::Worker;
@@ -36,11 +37,14 @@ pub(crate) async fn tunnel<R: Role>(
     ctx: &mut R::Ctx,
 ) -> Next {
     s.log.code = Code::Tunnel;
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(w.settings.forward_timeout);
     while let Some(peer) = w.role.upstream_peer(req, ctx) {
+        let Some(t) = tally.timeouts(&w.settings.upstream) else {
+            break;
+        };
         let info = w.role.describe(&peer);
         s.log.went_to(info.kind.hierarchy(), info.name);
-        match open(w, s, req, &peer).await {
+        match open(w, s, req, &peer, t).await {
             Ok(opened) => {
                 w.role.upstream_ok(&peer);
                 return carry(w, s, req, opened).await;
@@ -51,7 +55,7 @@ pub(crate) async fn tunnel<R: Role>(
             }
             Err(f) => {
                 tally.failed(&f);
-                if w.role.upstream_failed(req, &peer, &f) == Retry::Stop {
+                if w.role.upstream_failed(req, ctx, &peer, &f) == Retry::Stop {
                     break;
                 }
             }
@@ -60,16 +64,17 @@ pub(crate) async fn tunnel<R: Role>(
     crate::forward::exhausted(w, s, req, ctx, &tally).await
 }
 
-/// Connects to `peer` and, when it is a proxy, asks it for the tunnel.
+/// Connects to `peer` and, when it is a proxy, asks it for the tunnel,
+/// within timeouts `t`.
 async fn open<R: Role>(
     w: &Worker<R>,
     s: &mut Session,
     req: &Request,
     peer: &R::Peer,
+    t: Timeouts,
 ) -> Result<Opened, Failure> {
     let info = w.role.describe(peer);
     let claim = w.role.claim(peer, false).ok_or(Failure::AtLimit)?;
-    let t = &w.settings.upstream;
     let mut conn = upstream::connect(&info, t.connect, Reach::of(req, &w.settings)).await?;
     if !info.kind.is_proxy() {
         return Ok(Opened::Ready(conn, claim));

@@ -78,6 +78,12 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// True when the peer took the request and gave no response head in
+    /// time (a hung peer: retrying elsewhere costs another whole timeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Failure::Sent { error, .. } if error.status == 504)
+    }
+
     /// The error the client would get for this failure, if any.
     pub fn error(&self) -> Option<HttpError> {
         match self {
@@ -334,16 +340,43 @@ pub async fn exchange(
     }
 }
 
-/// The attempts made for one request, and the error the client gets when
-/// none succeeded.
-#[derive(Debug, Default)]
+/// The attempts made for one request, within its `forward_timeout`, and
+/// the error the client gets when none succeeded.
+#[derive(Debug)]
 pub(crate) struct Tally {
     tried: usize,
     at_limit: usize,
     last: Option<HttpError>,
+    deadline: tokio::time::Instant,
 }
 
 impl Tally {
+    /// Attempts that may go on until `forward_timeout` from now.
+    pub(crate) fn new(forward_timeout: Duration) -> Tally {
+        Tally {
+            tried: 0,
+            at_limit: 0,
+            last: None,
+            deadline: tokio::time::Instant::now() + forward_timeout,
+        }
+    }
+
+    /// The timeouts of the next attempt: the first-byte wait cut to what is
+    /// left of the budget; `None` when nothing is left.
+    pub(crate) fn timeouts(&mut self, t: &Timeouts) -> Option<Timeouts> {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            self.last = Some(HttpError::new(504, "forward_timeout reached"));
+            return None;
+        }
+        Some(Timeouts {
+            connect: t.connect.min(left),
+            first_byte: t.first_byte.min(left),
+        })
+    }
+
     /// Counts a failed attempt.
     pub(crate) fn failed(&mut self, f: &Failure) {
         self.tried += 1;

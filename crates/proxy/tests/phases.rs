@@ -104,7 +104,7 @@ impl Role for Recorder {
         self.note(&format!("upstream_ok {}", self.name(p)));
     }
 
-    fn upstream_failed(&self, req: &Request, p: &usize, f: &Failure) -> Retry {
+    fn upstream_failed(&self, req: &Request, _: &mut usize, p: &usize, f: &Failure) -> Retry {
         self.note(&format!("upstream_failed {}", self.name(p)));
         if f.retryable(req) {
             Retry::Next
@@ -165,6 +165,7 @@ fn settings(connect_ports: Vec<u16>) -> Settings {
             connect: Duration::from_secs(2),
             first_byte: Duration::from_secs(5),
         },
+        forward_timeout: Duration::from_secs(10),
         body_idle_timeout: Duration::from_secs(5),
         tunnel_idle_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(1),

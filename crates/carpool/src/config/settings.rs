@@ -57,6 +57,9 @@ pub struct ServerSettings {
     pub max_client_connections: usize,
     /// Request head limits and client timeouts.
     pub limits: httpx::Limits,
+    /// Longest a request spends on its attempts until a response head
+    /// arrives (Squid's `forward_timeout`): no retry starts after it.
+    pub forward_timeout: Duration,
     /// Longest pause inside a body (either direction).
     pub body_idle_timeout: Duration,
     /// Longest silence in both directions of a CONNECT tunnel before it is closed.
@@ -83,6 +86,7 @@ impl Default for ServerSettings {
             access_log_format: Format::Squid,
             max_client_connections: 16_384,
             limits: httpx::Limits::default(),
+            forward_timeout: Duration::from_secs(90),
             body_idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
@@ -132,6 +136,7 @@ impl ServerSettings {
             via: self.via(),
             x_forwarded_for: self.x_forwarded_for,
             upstream: rules.upstream,
+            forward_timeout: self.forward_timeout,
             body_idle_timeout: self.body_idle_timeout,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
             shutdown_timeout: self.shutdown_timeout,

@@ -84,6 +84,7 @@ macro_rules! server_section {
             max_uri_bytes: Option<Spanned<i64>>,
             client_header_timeout: Option<Spanned<Num>>,
             client_idle_timeout: Option<Spanned<Num>>,
+            forward_timeout: Option<Spanned<Num>>,
             body_idle_timeout: Option<Spanned<Num>>,
             tunnel_idle_timeout: Option<Spanned<Num>>,
             shutdown_timeout: Option<Spanned<Num>>,
@@ -144,6 +145,7 @@ macro_rules! server_section {
                     [
                         (&self.client_header_timeout, "client_header_timeout", &mut s.limits.header_timeout),
                         (&self.client_idle_timeout, "client_idle_timeout", &mut s.limits.idle_timeout),
+                        (&self.forward_timeout, "forward_timeout", &mut s.forward_timeout),
                         (&self.body_idle_timeout, "body_idle_timeout", &mut s.body_idle_timeout),
                         (&self.tunnel_idle_timeout, "tunnel_idle_timeout", &mut s.tunnel_idle_timeout),
                         (&self.shutdown_timeout, "shutdown_timeout", &mut s.shutdown_timeout),

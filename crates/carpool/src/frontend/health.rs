@@ -18,8 +18,9 @@ use crate::config::settings::{HealthSettings, Probe};
 struct ParentHealth {
     dead: AtomicBool,
     consecutive_failures: AtomicU32,
-    /// Requests that failed on this parent after being sent (in flight when it broke).
-    failed_in_flight: AtomicU64,
+    /// Requests that failed on this parent (its connection, its answer or
+    /// its body), whether they were retried elsewhere or not.
+    failed_requests: AtomicU64,
 }
 
 /// Health of every parent, in configuration order.
@@ -45,27 +46,28 @@ impl Health {
         !self.parents[m.index()].dead.load(Ordering::Relaxed)
     }
 
-    /// A request failed on parent `m` after it was sent (in flight when the
-    /// parent broke).
-    pub fn failed_in_flight(&self, m: MemberId) {
+    /// A response body from parent `m` broke off after its head was sent
+    /// on: the request failed, but the parent had answered.
+    pub fn body_failed(&self, m: MemberId) {
         self.parents[m.index()]
-            .failed_in_flight
+            .failed_requests
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A failed exchange with parent `m` (connect, timeout, broken response).
+    /// A failed exchange with parent `m` (connect, timeout, broken
+    /// response); after `fail_limit` in a row it is dead.
     pub fn failure(&self, m: MemberId, what: &str) {
         let i = m.index();
         let p = &self.parents[i];
+        let failed = p.failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
         let n = p.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.fail_limit && !p.dead.swap(true, Ordering::Relaxed) {
-            let lost = p.failed_in_flight.load(Ordering::Relaxed);
             tracing::warn!(
                 parent = %self.names[i],
                 failures = n,
-                failed_in_flight = lost,
+                failed_requests = failed,
                 "parent marked DEAD after {n} consecutive failures (last: {what}); \
-                 {lost} requests have failed in flight on it so far"
+                 {failed} requests have failed on it"
             );
         }
     }

@@ -9,7 +9,7 @@ use httpx::body::RelayError;
 use httpx::conn::Conn;
 use httpx::HttpError;
 use proxy::upstream::Failure;
-use proxy::{Address, Claim, PeerInfo, PeerKind, Request, Retry, Role};
+use proxy::{Address, Claim, Filter, PeerInfo, PeerKind, Request, Retry, Role, Session};
 
 use super::Worker;
 
@@ -22,6 +22,9 @@ pub struct Candidates {
     first: Option<Option<MemberId>>,
     /// The rest of the ranking, once a failover asked for it.
     rest: Option<Box<Ranking>>,
+    /// A parent already kept this request waiting for its whole first-byte
+    /// timeout.
+    timed_out: bool,
 }
 
 impl Role for Worker {
@@ -35,6 +38,22 @@ impl Role for Worker {
             kind: PeerKind::Parent,
             address: Address::Socket(parent.addr),
         }
+    }
+
+    /// Squid's internal objects (its icons, `/squid-internal-static/`) are
+    /// Squid's own: a Squid frontend answers them itself, so `carpool
+    /// route` says LOCAL for them, and no parent gets them here either.
+    async fn request_filter(&self, s: &mut Session, req: &Request, _: &mut Candidates) -> Filter {
+        let internal = req.head.target().starts_with(b"/squid-internal-")
+            || req
+                .uri
+                .path_and_query()
+                .starts_with(b"/squid-internal-static/");
+        if internal {
+            let e = HttpError::new(404, "a Squid-internal object: not served by carpool");
+            return Filter::Answered(s.reject(e).await);
+        }
+        Filter::Forward
     }
 
     fn upstream_peer(&self, req: &Request, c: &mut Candidates) -> Option<MemberId> {
@@ -78,7 +97,16 @@ impl Role for Worker {
         self.shared.health.success(*p);
     }
 
-    fn upstream_failed(&self, req: &Request, p: &MemberId, f: &Failure) -> Retry {
+    /// The next parent when that is safe, but after a first-byte timeout
+    /// once only: hung parents cost a request one retry, not one timeout
+    /// each.
+    fn upstream_failed(
+        &self,
+        req: &Request,
+        c: &mut Candidates,
+        p: &MemberId,
+        f: &Failure,
+    ) -> Retry {
         let health = &self.shared.health;
         let name = &self.shared.parents[p.index()].name;
         match f {
@@ -86,9 +114,12 @@ impl Role for Worker {
             Failure::NotSent(e) => health.failure(*p, e.reason),
             Failure::Sent { error, .. } => {
                 health.failure(*p, error.reason);
-                health.failed_in_flight(*p);
                 if !f.retryable(req) {
                     tracing::warn!(parent = %name, reason = error.reason, "request failed in flight; not retried (not idempotent or body sent)");
+                    return Retry::Stop;
+                }
+                if f.is_timeout() && std::mem::replace(&mut c.timed_out, true) {
+                    tracing::warn!(parent = %name, "second first-byte timeout for one request: not retried again");
                     return Retry::Stop;
                 }
                 tracing::info!(parent = %name, reason = error.reason, "retrying on the next parent in the ranking");
@@ -99,7 +130,7 @@ impl Role for Worker {
     }
 
     fn response_body_failed(&self, p: &MemberId, e: &RelayError) {
-        self.shared.health.failed_in_flight(*p);
+        self.shared.health.body_failed(*p);
         let name = &self.shared.parents[p.index()].name;
         tracing::warn!(parent = %name, error = %e, "response body cut short");
     }
