@@ -204,21 +204,29 @@ impl Spread {
             .map(|(i, s)| format!("{i} {:.2}%", s * 100.0))
             .collect();
         out.push_str(&shares.join(", "));
-        if n > 1 {
-            // The wiki page: 0.25 on every rule.
+        // The wiki page: a rule of probability 0.25 for every instance but
+        // the one on the port itself; what no rule takes stays on the port.
+        let own = self.instances.last().is_some_and(|(p, _)| *p == self.port);
+        let redirected = if own {
+            &self.instances[..n - 1]
+        } else {
+            &self.instances[..]
+        };
+        if !redirected.is_empty() {
             let mut left = 1.0f64;
             let mut wiki = Vec::new();
-            for (inst, _) in &self.instances[..n - 1] {
+            for (inst, _) in redirected {
                 let s = left * 0.25;
                 left -= s;
                 wiki.push(format!("{inst} {:.2}%", s * 100.0));
             }
             let _ = write!(
                 out,
-                ".\n# The Squid wiki's rules (probability 0.25 on each) would give: {}, and {:.2}% stay on {}",
+                ".\n# The Squid wiki's rules (probability 0.25 on each) would give: {}, and {:.2}% stay on {}{}",
                 wiki.join(", "),
                 left * 100.0,
-                self.instances[n - 1].0
+                self.port,
+                if own { "" } else { ", where no instance listens (refused)" }
             );
         }
         out.push_str(".\n");
@@ -276,6 +284,15 @@ mod tests {
         assert!(s
             .nftables()
             .contains("numgen random mod 4 map { 0-2 : 8001, 3 : 8002 }"));
+        // the wiki's comparison: every instance has a 0.25 rule, and what is
+        // left stays on port 80, which no instance serves
+        let text = Spread::new(80, &[8001, 8002, 8003], None, "OUTPUT")
+            .unwrap()
+            .explanation();
+        assert!(
+            text.contains("would give: 8001 25.00%, 8002 18.75%, 8003 14.06%, and 42.19% stay on 80, where no instance listens (refused)."),
+            "{text}"
+        );
         assert!(Spread::new(80, &[], None, "OUTPUT").is_err());
         assert!(Spread::new(80, &[1, 1], None, "OUTPUT").is_err());
         assert!(Spread::new(80, &[1, 2], Some(&[1]), "OUTPUT").is_err());
