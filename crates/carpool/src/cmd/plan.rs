@@ -61,11 +61,10 @@ pub fn run(old: &Config, new: &Config, stdin: bool, samples: u64, seed: u64) -> 
             String::new()
         }
     )?;
-    writeln!(
-        out,
-        "{:<24} {:>13} {:>17} {:>9} {:>10} {:>10} {:>10}",
-        "parent", "weight", "share", "ideal", "kept", "lost", "gained"
-    )?;
+    let mut rows: Vec<[String; 7]> = vec![[
+        "parent", "weight", "share", "ideal", "kept", "lost", "gained",
+    ]
+    .map(String::from)];
     let mut ideal_moved = 0.0;
     for (o, n) in &plan.members {
         let name = o
@@ -80,19 +79,18 @@ pub fn run(old: &Config, new: &Config, stdin: bool, samples: u64, seed: u64) -> 
         let ideal_old = o.as_ref().map_or(0.0, |f| f.ideal);
         let ideal_new = n.as_ref().map_or(0.0, |f| f.ideal);
         ideal_moved += (ideal_old - ideal_new).abs() / 2.0;
-        writeln!(
-            out,
-            "{:<24} {:>13} {:>17} {:>9} {:>10} {:>10} {:>10}",
-            name,
+        rows.push([
+            name.to_string(),
             format!("{} -> {}", w(o), w(n)),
             format!("{} -> {}", s(o), s(n)),
             n.as_ref()
                 .map_or("-".to_string(), |f| format!("{:.2}%", f.ideal * 100.0)),
-            o.as_ref().map_or(0, |f| f.kept),
-            o.as_ref().map_or(0, |f| f.lost),
-            n.as_ref().map_or(0, |f| f.gained),
-        )?;
+            o.as_ref().map_or(0, |f| f.kept).to_string(),
+            o.as_ref().map_or(0, |f| f.lost).to_string(),
+            n.as_ref().map_or(0, |f| f.gained).to_string(),
+        ]);
     }
+    write_table(&mut out, &rows)?;
     writeln!(
         out,
         "moved: {:.2}% of URLs change parent ({} of {}); the least any hash could move for this change: {:.2}%",
@@ -102,6 +100,25 @@ pub fn run(old: &Config, new: &Config, stdin: bool, samples: u64, seed: u64) -> 
         ideal_moved * 100.0
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `rows` (the header first) in columns as wide as their widest cell:
+/// the first left-aligned, the others right-aligned.
+fn write_table(out: &mut impl Write, rows: &[[String; 7]]) -> io::Result<()> {
+    let mut width = [0usize; 7];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = format!("{:<w$}", row[0], w = width[0]);
+        for (cell, w) in row.iter().zip(width).skip(1) {
+            line.push_str(&format!("  {cell:>w$}"));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 /// A random URL shaped like real traffic: many hosts, paths, some queries.
