@@ -17,8 +17,10 @@ pub fn open_server(
     s: &ServerSettings,
     layer: proxy::Settings,
 ) -> Result<(proxy::Server, Vec<std::net::TcpListener>)> {
-    let sink = Sink::open(s.access_log.as_deref(), s.access_log_format)
-        .with_context(|| format!("opening access log {:?}", s.access_log))?;
+    let sink = Sink::open(s.access_log.as_deref(), s.access_log_format).with_context(|| {
+        let path = s.access_log.as_deref().unwrap_or(std::path::Path::new("-"));
+        format!("cannot open the access log {}", path.display())
+    })?;
     let listeners =
         listeners(s.listen, s.workers).with_context(|| format!("cannot listen on {}", s.listen))?;
     Ok((proxy::Server::new(layer, sink), listeners))

@@ -116,18 +116,27 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
     let store = Store::open(store_cfg, |p| {
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = std::time::Instant::now();
-            tracing::info!(progress = ?p, "loading the disk tier");
+            tracing::info!(
+                scanned = p.scanned,
+                objects = p.objects,
+                bytes = p.bytes,
+                dropped = p.dropped,
+                "loading the disk tier"
+            );
         }
     })
     .with_context(|| match &settings.dir {
         Some(d) => format!("opening the cache store in {}", d.display()),
         None => "opening the memory store".to_string(),
     })?;
+    let st = store.stats();
     tracing::info!(
-        stats = ?store.stats(),
-        seconds = started.elapsed().as_secs_f64(),
-        mem = mem_bytes,
-        dir = ?settings.dir,
+        memory_bytes = mem_bytes,
+        disk_objects = st.disk.objects,
+        disk_bytes = st.disk.bytes,
+        dropped_corrupt = st.dropped_corrupt,
+        dir = %settings.dir.as_ref().map_or("-".into(), |d| d.display().to_string()),
+        seconds = format_args!("{:.3}", started.elapsed().as_secs_f64()),
         "store opened"
     );
     Ok(store)
