@@ -287,3 +287,101 @@ fn check_validates_without_running() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK: hash = \"squid\", 1 parents"));
 }
+
+/// `plan`'s columns line up with their header whatever the names and
+/// figures (a long parent name or weight pushed its row out of line).
+#[test]
+fn plan_columns_line_up() {
+    let old = temp_file(
+        "cols-old.toml",
+        "hash = \"hrw\"\n[[parent]]\nname = \"a-rather-long-parent-name-01\"\nhost = \"127.0.0.1\"\nport = 1\nweight = 100000\n[[parent]]\nname = \"b\"\nhost = \"127.0.0.1\"\nport = 2\n",
+    );
+    let new = temp_file(
+        "cols-new.toml",
+        "hash = \"hrw\"\n[[parent]]\nname = \"a-rather-long-parent-name-01\"\nhost = \"127.0.0.1\"\nport = 1\n[[parent]]\nname = \"c\"\nhost = \"127.0.0.1\"\nport = 3\n",
+    );
+    let out = bin()
+        .args([
+            "plan",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+            "--samples",
+            "2000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let table: Vec<&str> = text.lines().skip(1).take(4).collect();
+    assert!(table[0].starts_with("parent"), "{text}");
+    // right-aligned columns: every line ends where the header does, and
+    // each column's last character sits under the header's
+    let ends = |l: &str| -> Vec<usize> {
+        let b = l.as_bytes();
+        (1..b.len())
+            .filter(|&i| b[i - 1] != b' ' && (i == b.len() || b[i] == b' '))
+            .chain([b.len()])
+            .collect()
+    };
+    let header_ends = ends(table[0]);
+    for row in &table[1..] {
+        assert_eq!(row.len(), table[0].len(), "{text}");
+        let row_ends = ends(row);
+        for e in &header_ends[1..] {
+            assert!(
+                row_ends.contains(e),
+                "column ending at {e} out of line:\n{text}"
+            );
+        }
+    }
+}
+
+/// `check` names every bad value of a file in one run, tells a squid.conf
+/// given as TOML what to do, and says plainly when it cannot read a file.
+#[test]
+fn check_reports_every_error_at_once() {
+    let bad = temp_file(
+        "check-many.toml",
+        &TOML
+            .replace("hash = \"hrw\"", "hash = \"ring\"")
+            .replace("port = 4002", "port = 0")
+            .replace("port = 4003", "port = 4003\nweight = -1"),
+    );
+    let out = bin()
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in ["2: `hash`", "12: `port`", "19: `weight`"] {
+        assert!(
+            err.contains(&format!("{}:{want}", bad.display())),
+            "{want} missing from:\n{err}"
+        );
+    }
+
+    let sq = temp_file(
+        "squid-as-toml",
+        "http_port 3128\ncache_peer 127.0.0.1 parent 4001 0 carp name=a\n",
+    );
+    let out = bin()
+        .args(["check", "-c", sq.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("looks like a squid.conf"), "{err}");
+    assert!(err.contains("--squid-conf"), "{err}");
+
+    let out = bin()
+        .args(["check", "-c", "/nonexistent/carpool.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/carpool.toml: cannot read it: No such file"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one message, once:\n{err}");
+}

@@ -149,8 +149,23 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// An error about the whole file (it cannot be read), not one line.
+    fn whole_file(path: &Path, message: String) -> ConfigError {
+        ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}: `{}`: {}",
@@ -162,6 +177,57 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every error found in one configuration file, in line order, so one run
+/// of `carpool check` shows them all. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    first: ConfigError,
+    rest: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// The errors, sorted by line; `None` when there are none.
+    pub fn new(mut errors: Vec<ConfigError>) -> Option<ConfigErrors> {
+        errors.sort_by_key(|e| e.line);
+        errors.dedup();
+        let mut it = errors.into_iter();
+        let first = it.next()?;
+        Some(ConfigErrors {
+            first,
+            rest: it.collect(),
+        })
+    }
+
+    /// All errors, in line order.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors {
+            first: e,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line; a single error reads as [`ConfigError`] does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 /// Which kind of file a path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -172,13 +238,9 @@ pub enum FileKind {
 }
 
 /// Reads a file of the given kind.
-pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigError> {
-    let text = std::fs::read(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        line: 0,
-        key: "-".into(),
-        message: format!("cannot read: {e}"),
-    })?;
+pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read(path)
+        .map_err(|e| ConfigError::whole_file(path, format!("cannot read it: {e}")))?;
     match kind {
         FileKind::Toml => {
             let text = String::from_utf8(text).map_err(|e| ConfigError {
@@ -190,28 +252,41 @@ pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigError> {
                 key: "-".into(),
                 message: "not valid UTF-8".into(),
             })?;
-            parse_toml(path, &text)
+            parse_toml(path, &text).map_err(|e| {
+                if looks_like_squid_conf(text.as_bytes()) {
+                    let hint = ConfigError::whole_file(
+                        path,
+                        "this looks like a squid.conf (it has cache_peer lines): \
+                         give it with --squid-conf"
+                            .into(),
+                    );
+                    ConfigErrors::from(hint)
+                } else {
+                    e
+                }
+            })
         }
         FileKind::Squid => parse_squid_conf(path, &text),
     }
 }
 
+/// Whether a file reads as a squid.conf: it has a `cache_peer` line.
+fn looks_like_squid_conf(text: &[u8]) -> bool {
+    text.split(|&b| b == b'\n')
+        .any(|l| l.trim_ascii_start().starts_with(b"cache_peer"))
+}
+
 /// Reads a file, telling the kind from its name (`.toml`) or its content
 /// (a `cache_peer` line means squid.conf).
-pub fn load_any(path: &Path) -> Result<Config, ConfigError> {
+pub fn load_any(path: &Path) -> Result<Config, ConfigErrors> {
     let kind = if path.extension().is_some_and(|e| e == "toml") {
         FileKind::Toml
     } else if path.extension().is_some_and(|e| e == "conf") {
         FileKind::Squid
     } else {
-        let text = std::fs::read(path).unwrap_or_default();
-        let squid = text
-            .split(|&b| b == b'\n')
-            .any(|l| l.trim_ascii_start().starts_with(b"cache_peer"));
-        if squid {
-            FileKind::Squid
-        } else {
-            FileKind::Toml
+        match std::fs::read(path) {
+            Ok(text) if looks_like_squid_conf(&text) => FileKind::Squid,
+            _ => FileKind::Toml,
         }
     };
     load(path, kind)

@@ -9,15 +9,17 @@
 use std::path::Path;
 
 use super::settings::{FrontendSettings, ListenMode};
-use super::{Config, ConfigError, Parent};
+use super::{Config, ConfigError, ConfigErrors, Parent};
 use carp::{KeySpec, Mode};
 
 /// A configuration error at a line, about a key.
 type ErrFn<'a> = dyn Fn(usize, &str, String) -> ConfigError + 'a;
 
 /// Parses squid.conf bytes into a `hash = "squid"` configuration.
-pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+/// Every bad line is reported, not only the first.
+pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
     let mut parents: Vec<Parent> = Vec::new();
+    let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let err = |line: usize, key: &str, message: String| ConfigError {
         file: path.to_path_buf(),
@@ -27,8 +29,10 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
     };
     let mut http_port: Option<FrontendSettings> = None;
     for (line_no, logical) in logical_lines(bytes) {
-        let text = std::str::from_utf8(&logical)
-            .map_err(|_| err(line_no, "-", "line is not valid UTF-8".into()))?;
+        let Ok(text) = std::str::from_utf8(&logical) else {
+            errors.push(err(line_no, "-", "line is not valid UTF-8".into()));
+            continue;
+        };
         let mut tokens = text.split_ascii_whitespace();
         let Some(directive) = tokens.next() else {
             continue;
@@ -41,18 +45,25 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
             "http_port" if http_port.is_some() => warnings.push(format!(
                 "{at}: only the first http_port is used (give carpool frontend --listen for another)"
             )),
-            "http_port" => {
-                let s = parse_http_port(tokens).map_err(|m| err(line_no, "http_port", m))?;
-                http_port = Some(s);
-            }
+            "http_port" => match parse_http_port(tokens) {
+                Ok(s) => http_port = Some(s),
+                Err(m) => errors.push(err(line_no, "http_port", m)),
+            },
             "cache_peer" => {
-                let (p, carp) = cache_peer(tokens, line_no, &err)?;
+                let (p, carp) = match cache_peer(tokens, line_no, &err) {
+                    Ok(peer) => peer,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
                 if let Some(prev) = parents.iter().find(|q| q.name.eq_ignore_ascii_case(&p.name)) {
                     let message = format!(
                         "cache_peer {} specified twice (first on line {})",
                         p.name, prev.line
                     );
-                    return Err(err(line_no, "name", message));
+                    errors.push(err(line_no, "name", message));
+                    continue;
                 }
                 if carp {
                     parents.push(p);
@@ -66,19 +77,22 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
             _ => {} // comments, and what carpool does not read yet
         }
     }
-    if parents.is_empty() {
-        return Err(err(
+    if parents.is_empty() && errors.is_empty() {
+        errors.push(err(
             1,
             "cache_peer",
             "no `cache_peer ... parent ... carp` lines".into(),
         ));
     }
     if parents.len() > carp::MAX_MEMBERS {
-        return Err(err(
+        errors.push(err(
             parents[carp::MAX_MEMBERS].line,
             "cache_peer",
             format!("at most {} carp parents are supported", carp::MAX_MEMBERS),
         ));
+    }
+    if let Some(errors) = ConfigErrors::new(errors) {
+        return Err(errors);
     }
     Ok(Config {
         source: path.to_path_buf(),
@@ -243,6 +257,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         parse_squid_conf(Path::new("squid.conf"), text.as_bytes())
+            .map_err(|e| e.iter().next().cloned().expect("never empty"))
     }
 
     #[test]
@@ -299,5 +314,15 @@ mod tests {
         assert_eq!(e.key, "cache_peer");
         let e = parse("\ncache_peer a parent 1 0 carp weight=abc\n").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (2, "weight"));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported() {
+        let text = "cache_peer a parent x 0 carp\nhttp_port nope\ncache_peer b parent 1 0 carp\n\
+                    cache_peer c parent 1 0 carp weight=abc\n";
+        let e = parse_squid_conf(Path::new("squid.conf"), text.as_bytes()).unwrap_err();
+        let at: Vec<_> = e.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(at, [(1, "cache_peer"), (2, "http_port"), (4, "weight")]);
+        assert_eq!(e.to_string().lines().count(), 3, "{e}");
     }
 }

@@ -15,7 +15,7 @@ use super::settings::{
     parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
     ServerSettings,
 };
-use super::{line_of_offset, Config, ConfigError, Parent, StoreOverrides};
+use super::{line_of_offset, Config, ConfigError, ConfigErrors, Parent, StoreOverrides};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,22 +92,24 @@ macro_rules! server_section {
         }
 
         impl $name {
-            /// Sets the server keys this section has in `s`.
-            fn server(&self, s: &mut ServerSettings, err: &ErrFn<'_>) -> Result<(), ConfigError> {
+            /// Sets the server keys this section has in `s` (the errors
+            /// kept in `c`).
+            fn server(&self, s: &mut ServerSettings, c: &Check<'_>) {
+                let err = c.err;
                 if let Some(v) = &self.workers {
-                    s.workers = int_in(v, "workers", 0, 256, err)? as usize;
+                    c.set(&mut s.workers, int_in(v, "workers", 0, 256, err).map(|x| x as usize));
                 }
                 if let Some(list) = &self.allow_clients {
-                    s.allow_clients = cidrs(list, "allow_clients", err)?;
+                    c.set(&mut s.allow_clients, cidrs(list, "allow_clients", err));
                 }
                 if let Some(list) = &self.purge_clients {
-                    s.purge_clients = cidrs(list, "purge_clients", err)?;
+                    c.set(&mut s.purge_clients, cidrs(list, "purge_clients", err));
                 }
                 if let Some(list) = &self.connect_ports {
-                    s.connect_ports = ports(list, "connect_ports", err)?;
+                    c.set(&mut s.connect_ports, ports(list, "connect_ports", err));
                 }
                 if let Some(list) = &self.safe_ports {
-                    s.safe_ports = port_ranges(list, "safe_ports", err)?;
+                    c.set(&mut s.safe_ports, port_ranges(list, "safe_ports", err));
                 }
                 if let Some(v) = &self.local_destinations {
                     let options = [
@@ -115,10 +117,10 @@ macro_rules! server_section {
                         ("all-clients", LocalDestinations::AllClients),
                         ("none", LocalDestinations::None),
                     ];
-                    s.local_destinations = choice(v, "local_destinations", &options, err)?;
+                    c.set(&mut s.local_destinations, choice(v, "local_destinations", &options, err));
                 }
                 if let Some(v) = &self.x_forwarded_for {
-                    s.x_forwarded_for = xff(v, err)?;
+                    c.set(&mut s.x_forwarded_for, xff(v, err));
                 }
                 if let Some(v) = &self.visible_hostname {
                     s.visible_hostname = Some(v.get_ref().clone());
@@ -128,7 +130,7 @@ macro_rules! server_section {
                 }
                 if let Some(v) = &self.access_log_format {
                     let formats = [("squid", Format::Squid), ("json", Format::Json)];
-                    s.access_log_format = choice(v, "access_log_format", &formats, err)?;
+                    c.set(&mut s.access_log_format, choice(v, "access_log_format", &formats, err));
                 }
                 let counts: [(&Option<Spanned<i64>>, &str, i64, i64, &mut usize); 4] = [
                     (&self.max_client_connections, "max_client_connections", 1, 10_000_000, &mut s.max_client_connections),
@@ -138,7 +140,7 @@ macro_rules! server_section {
                 ];
                 for (value, key, lo, hi, slot) in counts {
                     if let Some(v) = value {
-                        *slot = int_in(v, key, lo, hi, err)? as usize;
+                        c.set(slot, int_in(v, key, lo, hi, err).map(|x| x as usize));
                     }
                 }
                 set_secs(
@@ -150,7 +152,7 @@ macro_rules! server_section {
                         (&self.tunnel_idle_timeout, "tunnel_idle_timeout", &mut s.tunnel_idle_timeout),
                         (&self.shutdown_timeout, "shutdown_timeout", &mut s.shutdown_timeout),
                     ],
-                    err,
+                    c,
                 )
             }
         }
@@ -209,47 +211,83 @@ struct ParentEntry {
     disk: Option<Spanned<String>>,
 }
 
-/// Parses the text of a carpool.toml.
-pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+/// Reads values and keeps every error it meets, so that one run (`carpool
+/// check`) reports them all rather than the first.
+struct Check<'a> {
+    /// Makes an error for a span of the text.
+    err: &'a ErrFn<'a>,
+    errors: std::cell::RefCell<Vec<ConfigError>>,
+}
+
+impl Check<'_> {
+    /// The value when it is good; its error kept when not.
+    fn ok<T>(&self, value: Result<T, ConfigError>) -> Option<T> {
+        value.map_err(|e| self.errors.borrow_mut().push(e)).ok()
+    }
+
+    /// Sets `slot` to a good value; keeps the error of a bad one.
+    fn set<T>(&self, slot: &mut T, value: Result<T, ConfigError>) {
+        if let Some(v) = self.ok(value) {
+            *slot = v;
+        }
+    }
+
+    /// Keeps an error.
+    fn fail(&self, e: ConfigError) {
+        self.errors.borrow_mut().push(e);
+    }
+}
+
+/// Parses the text of a carpool.toml; every error of the file at once.
+pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let err = |span: Range<usize>, key: &str, message: String| ConfigError {
         file: path.to_path_buf(),
         line: line_of_offset(text, span.start),
         key: key.to_string(),
         message,
     };
+    // the structure first: a syntax error or an unknown key stops the read
     let file: File = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let key = text
             .get(span.clone())
             .filter(|s| !s.is_empty() && s.len() < 64)
             .unwrap_or("-");
-        err(span, key.trim_matches('"'), e.message().to_string())
+        ConfigErrors::from(err(span, key.trim_matches('"'), e.message().to_string()))
     })?;
-    let hash = match &file.hash {
-        None => Mode::default(),
-        Some(h) => h
-            .get_ref()
-            .parse::<Mode>()
-            .map_err(|e| err(h.span(), "hash", e.to_string()))?,
+    let c = Check {
+        err: &err,
+        errors: Default::default(),
     };
-    let parents = parents(&file.parent, text, &err)?;
-    let frontend = match &file.frontend {
-        Some(f) => frontend_settings(f, &err)?,
-        None => FrontendSettings::default(),
-    };
-    let health = match &file.health {
-        Some(h) => health_settings(h, &err)?,
-        None => HealthSettings::default(),
-    };
-    let cache = match &file.cache {
-        Some(c) => cache_settings(c, &err)?,
-        None => CacheSettings::default(),
-    };
-    let admin = match file.admin.as_ref().and_then(|a| a.listen.as_ref()) {
-        None => None,
-        Some(v) => Some(address(v, "listen", "127.0.0.1:3180", &err)?),
-    };
-    let (mut frontend, mut cache) = (frontend, cache);
+    let mut hash = Mode::default();
+    if let Some(h) = &file.hash {
+        let mode = h.get_ref().parse::<Mode>();
+        c.set(
+            &mut hash,
+            mode.map_err(|e| err(h.span(), "hash", e.to_string())),
+        );
+    }
+    let parents = parents(&file.parent, text, &c);
+    let mut frontend = file
+        .frontend
+        .as_ref()
+        .map_or_else(FrontendSettings::default, |f| frontend_settings(f, &c));
+    let health = file
+        .health
+        .as_ref()
+        .map_or_else(HealthSettings::default, |h| health_settings(h, &c));
+    let mut cache = file
+        .cache
+        .as_ref()
+        .map_or_else(CacheSettings::default, |e| cache_settings(e, &c));
+    let admin = file
+        .admin
+        .as_ref()
+        .and_then(|a| a.listen.as_ref())
+        .and_then(|v| c.ok(address(v, "listen", "127.0.0.1:3180", &err)));
+    if let Some(errors) = ConfigErrors::new(c.errors.into_inner()) {
+        return Err(errors);
+    }
     // the admin listener is never a destination of the array's requests
     frontend.server.array_listeners.extend(admin);
     cache.server.array_listeners.extend(admin);
@@ -267,99 +305,93 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// The `[[parent]]` entries: at least one, at most [`carp::MAX_MEMBERS`],
 /// each name once.
-fn parents(
-    entries: &[Spanned<ParentEntry>],
-    text: &str,
-    err: &ErrFn<'_>,
-) -> Result<Vec<Parent>, ConfigError> {
+fn parents(entries: &[Spanned<ParentEntry>], text: &str, c: &Check<'_>) -> Vec<Parent> {
+    let err = c.err;
     let mut parents: Vec<Parent> = Vec::new();
     for entry in entries {
-        let p = parent(
-            entry.get_ref(),
-            line_of_offset(text, entry.span().start),
-            err,
-        )?;
+        let Some(p) = parent(entry.get_ref(), line_of_offset(text, entry.span().start), c) else {
+            continue;
+        };
         if let Some(prev) = parents.iter().find(|q| q.name == p.name) {
             let span = entry
                 .get_ref()
                 .name
                 .as_ref()
                 .map_or(entry.get_ref().host.span(), Spanned::span);
-            return Err(err(
+            c.fail(err(
                 span,
                 "name",
                 format!("parent name {:?} is already used on line {} (names are hashed: give each parent its own `name`)", p.name, prev.line),
             ));
+            continue;
         }
         parents.push(p);
     }
-    if parents.is_empty() {
-        return Err(err(
-            0..0,
-            "parent",
-            "no [[parent]] entries: at least one parent cache is needed".into(),
-        ));
+    if entries.is_empty() {
+        let message = "no [[parent]] entries: at least one parent cache is needed".into();
+        c.fail(err(0..0, "parent", message));
     }
-    if parents.len() > carp::MAX_MEMBERS {
-        return Err(err(
-            entries[carp::MAX_MEMBERS].span(),
-            "parent",
-            format!("at most {} parents are supported", carp::MAX_MEMBERS),
-        ));
+    if entries.len() > carp::MAX_MEMBERS {
+        let message = format!("at most {} parents are supported", carp::MAX_MEMBERS);
+        c.fail(err(entries[carp::MAX_MEMBERS].span(), "parent", message));
     }
-    Ok(parents)
+    parents
 }
 
-/// One `[[parent]]` entry, which starts on `line`.
-fn parent(p: &ParentEntry, line: usize, err: &ErrFn<'_>) -> Result<Parent, ConfigError> {
+/// One `[[parent]]` entry, which starts on `line`; `None` when any of its
+/// values is bad (each error kept).
+fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
+    let err = c.err;
+    let before = c.errors.borrow().len();
     let host = p.host.get_ref().trim().to_string();
     if host.is_empty() {
-        return Err(err(p.host.span(), "host", "must not be empty".into()));
+        c.fail(err(p.host.span(), "host", "must not be empty".into()));
     }
-    let port = u16::try_from(*p.port.get_ref())
+    let port = c.ok(u16::try_from(*p.port.get_ref())
         .ok()
         .filter(|&v| v > 0)
         .ok_or_else(|| {
             let message = format!("{} is not a TCP port (1-65535)", p.port.get_ref());
             err(p.port.span(), "port", message)
-        })?;
+        }));
     let weight = match &p.weight {
-        None => 1,
-        Some(w) => int_in(w, "weight", 1, 1_000_000, err)? as u32,
+        None => Some(1),
+        Some(w) => c
+            .ok(int_in(w, "weight", 1, 1_000_000, err))
+            .map(|x| x as u32),
     };
-    let carp_key = match &p.carp_key {
-        None => None,
-        Some(k) => Some(
-            KeySpec::parse(k.get_ref()).map_err(|e| err(k.span(), "carp_key", e.to_string()))?,
-        ),
-    };
+    let carp_key = p.carp_key.as_ref().and_then(|k| {
+        c.ok(KeySpec::parse(k.get_ref()).map_err(|e| err(k.span(), "carp_key", e.to_string())))
+    });
     let name = match &p.name {
         Some(n) if n.get_ref().trim().is_empty() => {
-            return Err(err(n.span(), "name", "must not be empty".into()));
+            c.fail(err(n.span(), "name", "must not be empty".into()));
+            String::new()
         }
         Some(n) => n.get_ref().clone(),
         None => host.clone(),
     };
     let max_conn = match &p.max_conn {
-        None => 0,
-        Some(v) => int_in(v, "max_conn", 0, 1_000_000, err)? as u32,
+        None => Some(0),
+        Some(v) => c
+            .ok(int_in(v, "max_conn", 0, 1_000_000, err))
+            .map(|x| x as u32),
     };
     let store = StoreOverrides {
         dir: p.dir.as_ref().map(|d| d.get_ref().into()),
-        mem: p.mem.as_ref().map(|v| budget(v, "mem", err)).transpose()?,
-        disk: p
-            .disk
-            .as_ref()
-            .map(|v| budget(v, "disk", err))
-            .transpose()?,
+        mem: p.mem.as_ref().and_then(|v| c.ok(budget(v, "mem", err))),
+        disk: p.disk.as_ref().and_then(|v| c.ok(budget(v, "disk", err))),
     };
-    Ok(Parent {
+    if c.errors.borrow().len() > before {
+        return None;
+    }
+    Some(Parent {
         name,
         host,
-        port,
-        weight,
+        port: port?,
+        weight: weight?,
         carp_key,
-        max_conn,
+        max_conn: max_conn?,
         line,
         store,
     })
@@ -381,17 +413,16 @@ fn address(
     })
 }
 
-/// Sets each slot whose key has a value, in seconds.
+/// Sets each slot whose key has a good value, in seconds.
 fn set_secs<const N: usize>(
     keys: [(&Option<Spanned<Num>>, &str, &mut Duration); N],
-    err: &ErrFn<'_>,
-) -> Result<(), ConfigError> {
+    c: &Check<'_>,
+) {
     for (value, key, slot) in keys {
         if let Some(v) = value {
-            *slot = secs(v, key, err)?;
+            c.set(slot, secs(v, key, c.err));
         }
     }
-    Ok(())
 }
 
 fn size(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<u64, ConfigError> {
@@ -457,22 +488,27 @@ fn ports(list: &[Spanned<i64>], key: &str, err: &ErrFn<'_>) -> Result<Vec<u16>, 
         .collect()
 }
 
-fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSettings, ConfigError> {
+fn frontend_settings(f: &FrontendEntry, c: &Check<'_>) -> FrontendSettings {
+    let err = c.err;
     let mut s = FrontendSettings::default();
-    f.server(&mut s.server, err)?;
+    f.server(&mut s.server, c);
     if let Some(v) = &f.listen {
-        s.server.listen = address(v, "listen", "0.0.0.0:3128", err)?;
+        c.set(
+            &mut s.server.listen,
+            address(v, "listen", "0.0.0.0:3128", err),
+        );
     }
     if let Some(v) = &f.mode {
         let modes = [
             ("forward", ListenMode::Forward),
             ("accel", ListenMode::Accel),
         ];
-        s.mode = choice(v, "mode", &modes, err)?;
+        c.set(&mut s.mode, choice(v, "mode", &modes, err));
     }
     s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
     if let Some(v) = &f.parent_idle_connections {
-        s.parent_idle_connections = int_in(v, "parent_idle_connections", 0, 100_000, err)? as usize;
+        let n = int_in(v, "parent_idle_connections", 0, 100_000, err).map(|x| x as usize);
+        c.set(&mut s.parent_idle_connections, n);
     }
     set_secs(
         [
@@ -492,58 +528,60 @@ fn frontend_settings(f: &FrontendEntry, err: &ErrFn<'_>) -> Result<FrontendSetti
                 &mut s.parent_idle_timeout,
             ),
         ],
-        err,
-    )?;
-    Ok(s)
+        c,
+    );
+    s
 }
 
-fn cache_settings(c: &CacheEntry, err: &ErrFn<'_>) -> Result<CacheSettings, ConfigError> {
+fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
+    let err = c.err;
     let mut s = CacheSettings::default();
-    c.server(&mut s.server, err)?;
-    s.dir = c.dir.as_ref().map(|v| v.get_ref().into());
-    if let Some(v) = &c.mem {
-        s.mem = budget(v, "mem", err)?;
+    e.server(&mut s.server, c);
+    s.dir = e.dir.as_ref().map(|v| v.get_ref().into());
+    if let Some(v) = &e.mem {
+        c.set(&mut s.mem, budget(v, "mem", err));
     }
-    if let Some(v) = &c.disk {
-        s.disk = budget(v, "disk", err)?;
+    if let Some(v) = &e.disk {
+        c.set(&mut s.disk, budget(v, "disk", err));
     }
-    if let Some(v) = &c.mem_max_object {
-        s.mem_max_object = size(v, "mem_max_object", err)?;
+    if let Some(v) = &e.mem_max_object {
+        c.set(&mut s.mem_max_object, size(v, "mem_max_object", err));
     }
-    if let Some(v) = &c.max_object_size {
-        s.max_object_size = size(v, "max_object_size", err)?;
+    if let Some(v) = &e.max_object_size {
+        c.set(&mut s.max_object_size, size(v, "max_object_size", err));
     }
-    if let Some(v) = &c.upstream_proxy {
+    if let Some(v) = &e.upstream_proxy {
         let hp = v
             .get_ref()
             .parse()
-            .map_err(|e| err(v.span(), "upstream_proxy", e))?;
-        s.upstream_proxy = Some(hp);
+            .map_err(|m| err(v.span(), "upstream_proxy", m));
+        s.upstream_proxy = c.ok(hp);
     }
-    if let Some(v) = &c.origin_idle_connections {
-        s.origin_idle_connections = int_in(v, "origin_idle_connections", 0, 100_000, err)? as usize;
+    if let Some(v) = &e.origin_idle_connections {
+        let n = int_in(v, "origin_idle_connections", 0, 100_000, err).map(|x| x as usize);
+        c.set(&mut s.origin_idle_connections, n);
     }
     set_secs(
         [
             (
-                &c.origin_connect_timeout,
+                &e.origin_connect_timeout,
                 "origin_connect_timeout",
                 &mut s.origin_connect_timeout,
             ),
             (
-                &c.origin_first_byte_timeout,
+                &e.origin_first_byte_timeout,
                 "origin_first_byte_timeout",
                 &mut s.origin_first_byte_timeout,
             ),
             (
-                &c.origin_idle_timeout,
+                &e.origin_idle_timeout,
                 "origin_idle_timeout",
                 &mut s.origin_idle_timeout,
             ),
         ],
-        err,
-    )?;
-    Ok(s)
+        c,
+    );
+    s
 }
 
 type ErrFn<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
@@ -611,27 +649,35 @@ fn xff(v: &Spanned<String>, err: &ErrFn<'_>) -> Result<Xff, ConfigError> {
     )
 }
 
-fn health_settings(h: &HealthEntry, err: &ErrFn<'_>) -> Result<HealthSettings, ConfigError> {
+fn health_settings(h: &HealthEntry, c: &Check<'_>) -> HealthSettings {
+    let err = c.err;
     let mut s = HealthSettings::default();
     if let Some(v) = &h.fail_limit {
-        s.fail_limit = int_in(v, "fail_limit", 1, 1_000_000, err)? as u32;
+        c.set(
+            &mut s.fail_limit,
+            int_in(v, "fail_limit", 1, 1_000_000, err).map(|x| x as u32),
+        );
     }
     if let Some(v) = &h.probe_interval {
-        s.probe_interval = secs(v, "probe_interval", err)?;
+        c.set(&mut s.probe_interval, secs(v, "probe_interval", err));
     }
     if let Some(p) = &h.probe {
-        let http = choice(p, "probe", &[("tcp", false), ("http", true)], err)?;
-        if http {
-            let url = h
-                .probe_url
-                .as_ref()
-                .ok_or_else(|| err(p.span(), "probe", "probe = \"http\" needs probe_url".into()))?;
-            s.probe = Probe::Http {
-                url: url.get_ref().clone(),
-            };
+        if let Some(true) = c.ok(choice(p, "probe", &[("tcp", false), ("http", true)], err)) {
+            match &h.probe_url {
+                Some(url) => {
+                    s.probe = Probe::Http {
+                        url: url.get_ref().clone(),
+                    }
+                }
+                None => c.fail(err(
+                    p.span(),
+                    "probe",
+                    "probe = \"http\" needs probe_url".into(),
+                )),
+            }
         }
     }
-    Ok(s)
+    s
 }
 
 #[cfg(test)]
@@ -640,6 +686,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         parse_toml(Path::new("t.toml"), text)
+            .map_err(|e| e.iter().next().cloned().expect("never empty"))
     }
 
     #[test]
