@@ -380,7 +380,7 @@ fn check_reports_every_error_at_once() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("/nonexistent/carpool.toml: cannot read it: No such file"),
+        err.contains("cannot read /nonexistent/carpool.toml: No such file"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one message, once:\n{err}");

@@ -164,7 +164,8 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
-            return write!(f, "{}: {}", self.file.display(), self.message);
+            // about the whole file: the message names it
+            return f.write_str(&self.message);
         }
         write!(
             f,
@@ -239,8 +240,9 @@ pub enum FileKind {
 
 /// Reads a file of the given kind.
 pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read(path)
-        .map_err(|e| ConfigError::whole_file(path, format!("cannot read it: {e}")))?;
+    let text = std::fs::read(path).map_err(|e| {
+        ConfigError::whole_file(path, format!("cannot read {}: {e}", path.display()))
+    })?;
     match kind {
         FileKind::Toml => {
             let text = String::from_utf8(text).map_err(|e| ConfigError {
@@ -254,12 +256,12 @@ pub fn load(path: &Path, kind: FileKind) -> Result<Config, ConfigErrors> {
             })?;
             parse_toml(path, &text).map_err(|e| {
                 if looks_like_squid_conf(text.as_bytes()) {
-                    let hint = ConfigError::whole_file(
-                        path,
-                        "this looks like a squid.conf (it has cache_peer lines): \
-                         give it with --squid-conf"
-                            .into(),
+                    let message = format!(
+                        "{} looks like a squid.conf (it has cache_peer lines): \
+                         give it with --squid-conf",
+                        path.display()
                     );
+                    let hint = ConfigError::whole_file(path, message);
                     ConfigErrors::from(hint)
                 } else {
                     e
