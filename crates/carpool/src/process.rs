@@ -78,6 +78,13 @@ pub fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListe
     (0..n).map(|_| bind_reuseport(addr)).collect()
 }
 
+/// `n` more SO_REUSEPORT listeners on `addr` beside ones this process
+/// already holds there (a reload that changes a component's worker count),
+/// without [`bind_workers`]'s check, which those would fail.
+pub fn join_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> {
+    (0..n).map(|_| bind_reuseport(addr)).collect()
+}
+
 /// Fails when a socket listens on `addr` (bound by a probe without
 /// SO_REUSEPORT, which no listener admits beside it; leftovers of closed
 /// connections do not count).
@@ -87,7 +94,7 @@ fn ensure_unused(addr: SocketAddr) -> Result<()> {
     match probe.bind(&addr.into()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
-            "{addr} is already in use by another process (another carpool, or any server: \
+            "already in use by another process (another carpool, or any server: \
              `ss -ltnp 'sport = :{}'` shows which); refusing to share it",
             addr.port()
         ),

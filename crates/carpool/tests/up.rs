@@ -41,11 +41,22 @@ impl Up {
 
     /// With `[frontend]` lines made from the test's directory.
     fn start_with(tag: &str, extra_frontend: impl Fn(&std::path::Path) -> String) -> Up {
+        Up::start_edited(tag, extra_frontend, |text| text)
+    }
+
+    /// With `[frontend]` lines made from the test's directory, and the
+    /// whole config text edited.
+    fn start_edited(
+        tag: &str,
+        extra_frontend: impl Fn(&std::path::Path) -> String,
+        edit: impl Fn(String) -> String,
+    ) -> Up {
         let dir = temp_dir(tag);
         let (fe, admin) = (free_port(), free_port());
         let caches: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let conf = dir.join("carpool.toml");
-        std::fs::write(&conf, config(fe, admin, &caches, &extra_frontend(&dir))).unwrap();
+        let text = edit(config(fe, admin, &caches, &extra_frontend(&dir)));
+        std::fs::write(&conf, text).unwrap();
         let stderr = dir.join("up.err");
         let child = Command::new(env!("CARGO_BIN_EXE_carpool"))
             .args(["up", "-c"])
@@ -107,6 +118,27 @@ impl Up {
         read_response(&mut BufReader::new(s), false).unwrap()
     }
 
+    /// Waits until `what` is in the log `n` times.
+    fn wait_for_log(&self, what: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().matches(what).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} not {n} times in: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let pids = self.pids();
+        match pids.iter().find(|(n, _)| n == name) {
+            Some((_, pid)) => *pid,
+            None => panic!("{name} is not running: {pids:?}"),
+        }
+    }
+
     fn signal(&self, sig: &str) {
         Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -119,7 +151,9 @@ impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -494,4 +528,129 @@ fn a_second_array_on_the_same_port_is_refused() {
     assert!(err.contains("already in use"), "{err}");
     assert_eq!(up.pids().len(), 4, "the running array is untouched");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reload restarts only the components whose settings changed, and says
+/// which keys changed. `auto` sizes are resolved once: every SIGHUP used to
+/// restart every cache (emptying their memory) because the free memory had
+/// moved, and replaced the frontend even when nothing had changed.
+#[test]
+fn a_reload_restarts_only_what_changed_and_says_why() {
+    let o = Origin::start();
+    let up = Up::start_edited(
+        "up-changed",
+        |_| String::new(),
+        |t| {
+            t.replace("mem = \"16M\"", "mem = \"auto\"")
+                .replace("disk = \"64M\"", "disk = \"auto\"")
+        },
+    );
+    assert_eq!(up.get(&o.url("/a?cc=max-age%3D60")).status, 200);
+    let before = up.pids();
+    let text = std::fs::read_to_string(&up.conf).unwrap();
+    std::fs::write(&up.conf, format!("{text}# edited, nothing changed\n")).unwrap();
+    up.signal("-HUP");
+    up.wait_for_log("reload done", 1);
+    assert_eq!(up.pids(), before, "nothing restarted: {}", up.log());
+    assert!(up.log().contains("restarted=-"), "{}", up.log());
+
+    // one cache's own memory size: that cache restarts, and only it
+    let text = std::fs::read_to_string(&up.conf).unwrap();
+    let edited = text.replace("name = \"c1\"\n", "name = \"c1\"\nmem = \"32M\"\n");
+    assert_ne!(text, edited);
+    std::fs::write(&up.conf, edited).unwrap();
+    up.signal("-HUP");
+    up.wait_for_log("reload done", 2);
+    let after = up.pids();
+    for (name, pid) in &before {
+        let now = after.iter().find(|(n, _)| n == name).map(|p| p.1);
+        if name == "c1" {
+            assert!(now.is_some_and(|p| p != *pid), "c1 restarted: {after:?}");
+        } else {
+            assert_eq!(now, Some(*pid), "{name} kept running: {}", up.log());
+        }
+    }
+    let log = up.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("restarting for the new config")
+                && l.contains("component=c1")
+                && l.contains("changed=mem")),
+        "{log}"
+    );
+    assert!(log.contains("restarted=c1 (mem)"), "{log}");
+    assert_eq!(up.get(&o.url("/b?cc=max-age%3D60")).status, 200);
+}
+
+/// A reload applies all or nothing. A new cache whose port is held by
+/// another server used to be logged and skipped, followed by "reload done",
+/// and the new frontend then sent that cache's share of the URLs to the
+/// other server. Now the reload is rejected and nothing changes; and when
+/// the new frontend cannot start after the caches were restarted, the
+/// caches go back to the old config.
+#[test]
+fn a_reload_that_cannot_start_everything_changes_nothing() {
+    let o = Origin::start();
+    let up = Up::start("up-atomic");
+    let original = std::fs::read_to_string(&up.conf).unwrap();
+    let snapshot = up.dir.join("data").join("carpool.running.toml");
+    let before = up.pids();
+
+    // 1. a new cache on a port someone else holds
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let held = squatter.local_addr().unwrap().port();
+    let added = format!(
+        "{}[[parent]]\nname = \"c3\"\nhost = \"127.0.0.1\"\nport = {held}\n",
+        original.replace(
+            "workers = 2\n",
+            "workers = 2\nx_forwarded_for = \"delete\"\n"
+        )
+    );
+    std::fs::write(&up.conf, added).unwrap();
+    up.signal("-HUP");
+    up.wait_for_log("reload rejected", 1);
+    assert!(up.log().contains("already in use"), "{}", up.log());
+    assert!(!up.log().contains("reload done"), "{}", up.log());
+    assert_eq!(up.pids(), before, "nothing restarted");
+    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), original);
+    for i in 0..40 {
+        let r = up.get(&o.url(&format!("/spread{i}?cc=max-age%3D60")));
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        squatter.accept().is_err(),
+        "the old frontend still routes to the old caches only"
+    );
+
+    // 2. every cache restarts (a [cache] key), then the frontend fails
+    let broken = original.replace("mem = \"16M\"", "mem = \"24M\"").replace(
+        "workers = 2\n",
+        "workers = 2\naccess_log = \"/nonexistent-carpool-dir/fe.log\"\n",
+    );
+    std::fs::write(&up.conf, broken).unwrap();
+    up.signal("-HUP");
+    up.wait_for_log("reload rejected", 2);
+    let log = up.log();
+    assert!(
+        log.contains("frontend exited before accepting connections (exit status: 1"),
+        "{log}"
+    );
+    assert!(log.contains("cannot open the access log"), "{log}");
+    let after = up.pids();
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert_eq!(
+        up.pid_of("frontend"),
+        before[3].1,
+        "the frontend never stopped"
+    );
+    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), original);
+    assert_eq!(up.get(&o.url("/after?cc=max-age%3D60")).status, 200);
+
+    // 3. a good reload after both still works
+    std::fs::write(&up.conf, original.replace("mem = \"16M\"", "mem = \"24M\"")).unwrap();
+    up.signal("-HUP");
+    up.wait_for_log("reload done", 1);
+    assert_eq!(up.pids().len(), 4);
+    assert_eq!(up.get(&o.url("/good?cc=max-age%3D60")).status, 200);
 }

@@ -6,6 +6,8 @@
 //! status listener ([`admin`]) says what runs.
 
 pub mod admin;
+mod changes;
+mod reload;
 pub mod supervise;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -14,7 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
+use crate::config::settings::Budget;
 use crate::config::{self, Config};
+use changes::Settings;
 
 /// The configuration `carpool up` runs without `-c`, and `carpool config
 /// default` prints.
@@ -67,6 +71,64 @@ pub struct Spec {
     pub stop_timeout: Duration,
     /// One line for the start-up summary.
     pub summary: String,
+    /// What it reads from the config: when equal across a reload, it
+    /// keeps running.
+    pub settings: Settings,
+    /// A cache's tier sizes as resolved when it was planned.
+    pub sizes: Option<Sizes>,
+}
+
+/// A cache's tier sizes: the setting and the bytes it meant. `auto` is
+/// resolved from the machine once; a reload keeps those bytes while the
+/// setting, the number of caches sharing the machine and the directory
+/// stay the same (free memory and disk change all the time, and a new
+/// size means a restart that empties the memory tier).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// `mem` as configured.
+    pub mem: Budget,
+    /// `disk` as configured.
+    pub disk: Budget,
+    /// Caches on this machine sharing `auto`.
+    pub caches: u64,
+    /// The disk tier's directory.
+    pub dir: PathBuf,
+    /// Memory tier bytes.
+    pub mem_bytes: u64,
+    /// Disk tier bytes.
+    pub disk_bytes: u64,
+}
+
+impl Sizes {
+    /// The sizes of a cache, keeping those of `previous` where they still hold.
+    fn resolve(
+        mem: Budget,
+        disk: Budget,
+        caches: u64,
+        dir: PathBuf,
+        previous: Option<&Sizes>,
+    ) -> Sizes {
+        let same = |p: &&Sizes| p.caches == caches;
+        let mem_bytes = match previous.filter(same).filter(|p| p.mem == mem) {
+            Some(p) => p.mem_bytes,
+            None => mem.memory(caches),
+        };
+        let disk_bytes = match previous
+            .filter(same)
+            .filter(|p| p.disk == disk && p.dir == dir)
+        {
+            Some(p) => p.disk_bytes,
+            None => disk.disk(&dir, caches),
+        };
+        Sizes {
+            mem,
+            disk,
+            caches,
+            dir,
+            mem_bytes,
+            disk_bytes,
+        }
+    }
 }
 
 /// A config read and turned into the components to run.
@@ -83,8 +145,9 @@ pub struct Plan {
     pub remote: Vec<String>,
 }
 
-/// Reads the config (file or embedded) and plans the components.
-pub fn plan(opts: &UpOptions) -> Result<Plan> {
+/// Reads the config (file or embedded) and plans the components; the
+/// `auto` sizes of `previous` (the running components) stay as they were.
+pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
     let (text, source) = match &opts.config {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -103,7 +166,7 @@ pub fn plan(opts: &UpOptions) -> Result<Plan> {
         .or_else(|| config.cache.dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
     let snapshot = data.join(SNAPSHOT);
-    let specs = specs(&config, &snapshot, &data, opts)?;
+    let specs = specs(&config, &snapshot, &data, opts, previous)?;
     let remote = config
         .parents
         .iter()
@@ -127,7 +190,13 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Result<Vec<Spec>> {
+fn specs(
+    config: &Config,
+    snapshot: &Path,
+    data: &Path,
+    opts: &UpOptions,
+    previous: &[Spec],
+) -> Result<Vec<Spec>> {
     let snap = snapshot.display().to_string();
     let local: Vec<_> = config
         .parents
@@ -137,19 +206,28 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
     let n = local.len() as u64;
     let mut specs = Vec::new();
     for p in &local {
-        let s = config.cache_settings(&p.name)?;
+        let mut s = config.cache_settings(&p.name)?;
         let dir = if opts.data.is_some() || s.dir.is_none() {
             data.join(&p.name)
         } else {
             s.dir.clone().unwrap_or_else(|| data.join(&p.name))
         };
-        let mem = s.mem.memory(n);
-        let disk = s.disk.disk(&dir, n);
+        let before = previous
+            .iter()
+            .find(|q| q.kind == Component::Cache && q.name == p.name)
+            .and_then(|q| q.sizes.as_ref());
+        let sizes = Sizes::resolve(s.mem, s.disk, n, dir.clone(), before);
+        let (mem, disk) = (sizes.mem_bytes, sizes.disk_bytes);
         let workers = if s.server.workers == 0 {
             cores()
         } else {
             s.server.workers
         };
+        // what the child will run with: the flags below over the config
+        s.dir = Some(dir.clone());
+        s.mem = Budget::Bytes(mem);
+        s.disk = Budget::Bytes(disk);
+        s.server.workers = workers;
         specs.push(Spec {
             name: p.name.clone(),
             kind: Component::Cache,
@@ -177,11 +255,22 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
                 human(disk),
                 dir.display()
             ),
+            settings: Settings::of(&s),
+            sizes: Some(sizes),
         });
     }
     let fe = &config.frontend.server;
     let listen = opts.listen.unwrap_or(fe.listen);
     let workers = if fe.workers == 0 { cores() } else { fe.workers };
+    let mut frontend = config.frontend.clone();
+    frontend.server.listen = listen;
+    frontend.server.workers = workers;
+    let reads = FrontendReads {
+        hash: config.hash,
+        parents: config.parents.iter().map(ParentReads::of).collect(),
+        frontend,
+        health: config.health.clone(),
+    };
     specs.push(Spec {
         name: "frontend".into(),
         kind: Component::Frontend,
@@ -200,8 +289,45 @@ fn specs(config: &Config, snapshot: &Path, data: &Path, opts: &UpOptions) -> Res
             config.hash,
             config.parents.len()
         ),
+        settings: Settings::of(&reads),
+        sizes: None,
     });
     Ok(specs)
+}
+
+/// What a frontend reads from the config.
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug
+struct FrontendReads {
+    hash: carp::Mode,
+    parents: Vec<ParentReads>,
+    frontend: config::settings::FrontendSettings,
+    health: config::settings::HealthSettings,
+}
+
+/// What a frontend reads of a parent (not where in the file it is).
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug
+struct ParentReads {
+    name: String,
+    host: String,
+    port: u16,
+    weight: u32,
+    carp_key: Option<carp::KeySpec>,
+    max_conn: u32,
+}
+
+impl ParentReads {
+    fn of(p: &config::Parent) -> ParentReads {
+        ParentReads {
+            name: p.name.clone(),
+            host: p.host.clone(),
+            port: p.port,
+            weight: p.weight,
+            carp_key: p.carp_key,
+            max_conn: p.max_conn,
+        }
+    }
 }
 
 /// True when `host` names an address of this machine (it can be bound).
@@ -236,7 +362,7 @@ pub fn human(n: u64) -> String {
 
 /// Runs the array until SIGTERM or SIGINT.
 pub fn run(opts: UpOptions) -> Result<()> {
-    let plan = plan(&opts)?;
+    let plan = plan(&opts, &[])?;
     supervise::run(plan, opts)
 }
 
@@ -246,10 +372,13 @@ mod tests {
 
     #[test]
     fn the_embedded_config_plans_four_caches_and_a_frontend() {
-        let plan = plan(&UpOptions {
-            data: Some(PathBuf::from("/tmp/carpool-plan-test")),
-            ..Default::default()
-        })
+        let plan = plan(
+            &UpOptions {
+                data: Some(PathBuf::from("/tmp/carpool-plan-test")),
+                ..Default::default()
+            },
+            &[],
+        )
         .unwrap();
         let caches: Vec<&str> = plan
             .specs

@@ -7,10 +7,8 @@
 //!   frontends see it dead (and its URLs go to their next cache) meanwhile.
 //! - Children die with it (`PR_SET_PDEATHSIG`), so none is left orphaned.
 //! - A crashed child is restarted with exponential back-off (logged).
-//! - SIGHUP re-reads the config: a bad one is rejected with its error and
-//!   the running array is untouched; a good one starts a new frontend on the
-//!   same sockets, then lets the old one finish its requests and exit, and
-//!   restarts the caches whose settings changed.
+//! - SIGHUP re-reads the config and applies it all or nothing
+//!   ([`super::reload`]).
 //! - SIGUSR1 is passed on to every component: they reopen their logs.
 //! - SIGTERM/SIGINT stop the frontend first, then the caches, each within
 //!   its shutdown timeout.
@@ -38,25 +36,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(100);
 
 /// One component and its process.
-struct Proc {
-    spec: Spec,
+pub(super) struct Proc {
+    pub(super) spec: Spec,
     /// Listening sockets, held while the component should accept.
-    sockets: Option<Vec<socket2::Socket>>,
-    child: Option<Child>,
+    pub(super) sockets: Option<Vec<socket2::Socket>>,
+    pub(super) child: Option<Child>,
     started: Instant,
-    restarts: u32,
+    pub(super) restarts: u32,
     backoff: Duration,
     restart_at: Option<Instant>,
 }
 
-fn bind(spec: &Spec) -> Result<Vec<socket2::Socket>> {
+pub(super) fn bind(spec: &Spec) -> Result<Vec<socket2::Socket>> {
     let listeners = crate::process::bind_workers(spec.listen, spec.workers.max(1))
         .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
     Ok(listeners.into_iter().map(socket2::Socket::from).collect())
 }
 
 /// Starts `spec`'s process on `sockets` and waits until it accepts.
-async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
+pub(super) async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
     let exe = std::env::current_exe().context("locating the carpool binary")?;
     let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
     let mut pipe = [0 as RawFd; 2];
@@ -123,9 +121,11 @@ async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Child> {
         match ready.read(&mut b) {
             Ok(1) => return Ok(child),
             Ok(_) => {
-                let status = child.wait().ok();
+                let status = child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
                 anyhow::bail!(
-                    "{} exited before accepting connections ({status:?})",
+                    "{} exited before accepting connections ({status}; its own error is logged above)",
                     spec.name
                 );
             }
@@ -152,7 +152,7 @@ fn signal_child(child: &Child, sig: libc::c_int) {
 }
 
 /// SIGTERM, then SIGKILL once the component's stop timeout has passed.
-async fn stop_child(spec: &Spec, mut child: Child) {
+pub(super) async fn stop_child(spec: &Spec, mut child: Child) {
     let name = spec.name.as_str();
     signal_child(&child, libc::SIGTERM);
     let deadline = Instant::now() + spec.stop_timeout;
@@ -172,20 +172,6 @@ async fn stop_child(spec: &Spec, mut child: Child) {
 }
 
 impl Proc {
-    async fn start(spec: Spec) -> Result<Proc> {
-        let sockets = bind(&spec)?;
-        let child = spawn(&spec, &sockets).await?;
-        Ok(Proc {
-            spec,
-            sockets: Some(sockets),
-            child: Some(child),
-            started: Instant::now(),
-            restarts: 0,
-            backoff: BACKOFF_START,
-            restart_at: None,
-        })
-    }
-
     /// Notices an exit and schedules the restart; restarts when due.
     async fn tend(&mut self) {
         if let Some(child) = &mut self.child {
@@ -243,6 +229,26 @@ impl Proc {
         self.sockets = Some(sockets);
     }
 
+    /// Starts its process again on its sockets (an undone reload had
+    /// stopped it); when that fails, the restart is left to back-off.
+    pub(super) async fn start_again(&mut self) {
+        let started = match &self.sockets {
+            Some(s) => spawn(&self.spec, s).await,
+            None => return,
+        };
+        match started {
+            Ok(child) => {
+                tracing::info!(component = %self.spec.name, pid = child.id(), "running the old config again");
+                self.started = Instant::now();
+                self.child = Some(child);
+            }
+            Err(e) => {
+                tracing::error!(component = %self.spec.name, error = %format!("{e:#}"), "cannot start again; retrying");
+                self.restart_at = Some(Instant::now() + self.backoff);
+            }
+        }
+    }
+
     fn status_line(&self) -> String {
         let state = match (&self.child, self.restart_at) {
             (Some(c), _) => format!("running pid {}", c.id()),
@@ -265,7 +271,7 @@ pub fn run(plan: Plan, opts: UpOptions) -> Result<()> {
     local.block_on(&rt, supervise(plan, opts))
 }
 
-fn write_snapshot(plan: &Plan) -> Result<()> {
+pub(super) fn write_snapshot(plan: &Plan) -> Result<()> {
     if let Some(dir) = plan.snapshot.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -276,7 +282,7 @@ fn write_snapshot(plan: &Plan) -> Result<()> {
         .with_context(|| format!("cannot write {}", plan.snapshot.display()))
 }
 
-async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
+async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -290,10 +296,13 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
             .with_context(|| format!("admin: cannot listen on {addr}"))?;
         tokio::task::spawn_local(super::admin::serve(listener, status.clone()));
     }
+    // every listener first: a port in use stops the start before any
+    // component runs
+    let sockets = plan.specs.iter().map(bind).collect::<Result<Vec<_>>>()?;
     let mut procs: Vec<Proc> = Vec::new();
-    for spec in plan.specs.clone() {
-        match Proc::start(spec.clone()).await {
-            Ok(p) => procs.push(p),
+    for (spec, sockets) in plan.specs.iter().zip(sockets) {
+        match spawn(spec, &sockets).await {
+            Ok(child) => procs.push(Proc::on(spec, sockets, Some(child), 0)),
             Err(e) => {
                 for p in procs.drain(..).rev() {
                     if let Some(c) = p.child {
@@ -318,7 +327,7 @@ async fn supervise(plan: Plan, opts: UpOptions) -> Result<()> {
                     p.tend().await;
                 }
             }
-            _ = hup.recv() => reload(&mut procs, &opts).await,
+            _ = hup.recv() => super::reload::reload(&mut procs, &mut plan, &opts).await,
             _ = usr1.recv() => reopen_logs(&procs),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -367,53 +376,15 @@ fn reopen_logs(procs: &[Proc]) {
     tracing::info!("SIGUSR1: asked {n} components to reopen their logs");
 }
 
-/// SIGHUP: validate the new config; replace the frontend on the same
-/// sockets; restart caches whose settings changed.
-async fn reload(procs: &mut Vec<Proc>, opts: &UpOptions) {
-    let plan = match super::plan(opts) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload rejected: the array keeps running on the old config");
-            return;
-        }
-    };
-    if let Err(e) = write_snapshot(&plan) {
-        tracing::error!(error = %format!("{e:#}"), "reload rejected");
-        return;
-    }
-    tracing::info!("reloading the configuration (SIGHUP)");
-    let mut next = Vec::new();
-    for spec in plan.specs.iter().filter(|s| s.kind == Component::Cache) {
-        let pos = procs
-            .iter()
-            .position(|p| p.spec.name == spec.name && p.spec.kind == Component::Cache);
-        if let Some(p) = reload_cache(pos.map(|i| procs.remove(i)), spec).await {
-            next.push(p);
-        }
-    }
-    if let Some(spec) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
-        let pos = procs
-            .iter()
-            .position(|p| p.spec.kind == Component::Frontend);
-        if let Some(p) = replace_frontend(pos.map(|i| procs.remove(i)), spec).await {
-            next.push(p);
-        }
-    }
-    // whatever the new config no longer has
-    for p in procs.drain(..) {
-        if let Some(c) = p.child {
-            tracing::info!(component = %p.spec.name, "removed by the new config: stopping");
-            stop_child(&p.spec, c).await;
-        }
-    }
-    *procs = next;
-    tracing::info!("reload done");
-}
-
 impl Proc {
     /// `spec` running as `child` (or to be restarted soon when `None`) on
     /// `sockets`, after `restarts` restarts.
-    fn on(spec: &Spec, sockets: Vec<socket2::Socket>, child: Option<Child>, restarts: u32) -> Proc {
+    pub(super) fn on(
+        spec: &Spec,
+        sockets: Vec<socket2::Socket>,
+        child: Option<Child>,
+        restarts: u32,
+    ) -> Proc {
         Proc {
             spec: spec.clone(),
             sockets: Some(sockets),
@@ -422,89 +393,6 @@ impl Proc {
             started: Instant::now(),
             restarts,
             backoff: BACKOFF_START,
-        }
-    }
-
-    /// Its listening sockets if they fit `spec` (same address and
-    /// workers), else new ones.
-    fn sockets_for(&mut self, spec: &Spec) -> Result<Vec<socket2::Socket>> {
-        let same = self.spec.listen == spec.listen && self.spec.workers == spec.workers;
-        match self.sockets.take().filter(|_| same) {
-            Some(s) => Ok(s),
-            None => bind(spec),
-        }
-    }
-}
-
-/// A cache in the new config: kept when unchanged; else the old one
-/// (`old`) stopped and the new one started on the sockets it had
-/// (connections wait in the backlog meanwhile).
-async fn reload_cache(old: Option<Proc>, spec: &Spec) -> Option<Proc> {
-    let mut p = match old {
-        Some(p) if p.spec == *spec => return Some(p),
-        Some(p) => p,
-        None => match Proc::start(spec.clone()).await {
-            Ok(p) => return Some(p),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "reload: new cache not started");
-                return None;
-            }
-        },
-    };
-    if let Some(c) = p.child.take() {
-        stop_child(&p.spec, c).await;
-    }
-    let sockets = match p.sockets_for(spec) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload: cache not started");
-            return None;
-        }
-    };
-    let child = match spawn(spec, &sockets).await {
-        Ok(child) => Some(child),
-        Err(e) => {
-            tracing::error!(component = %spec.name, error = %format!("{e:#}"), "reload: cache did not start; retrying");
-            None
-        }
-    };
-    Some(Proc::on(spec, sockets, child, p.restarts))
-}
-
-/// The frontend of the new config: the new one first, on the same sockets;
-/// then the old one drains. When the new one cannot start, the old one
-/// keeps serving.
-async fn replace_frontend(old: Option<Proc>, spec: &Spec) -> Option<Proc> {
-    let mut old = old;
-    let sockets = match old.as_mut() {
-        Some(o) => o.sockets_for(spec),
-        None => bind(spec),
-    };
-    let sockets = match sockets {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload: the old frontend keeps serving");
-            return old;
-        }
-    };
-    match spawn(spec, &sockets).await {
-        Ok(child) => {
-            if let Some(Proc {
-                spec: old_spec,
-                child: Some(c),
-                ..
-            }) = old
-            {
-                tokio::task::spawn_local(async move { stop_child(&old_spec, c).await });
-            }
-            Some(Proc::on(spec, sockets, Some(child), 0))
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload: new frontend did not start; the old one keeps serving");
-            old.map(|mut o| {
-                o.sockets = Some(sockets);
-                o
-            })
         }
     }
 }
