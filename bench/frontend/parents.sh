@@ -151,6 +151,8 @@ hash = "hrw"
 
 [frontend]
 workers = 1
+# like the other frontends of the benchmark: no access log
+access_log = "none"
 
 [[parent]]
 name = "p1"

@@ -82,9 +82,13 @@ pub enum Command {
         /// Worker threads (0: one per core), overriding the config.
         #[arg(long)]
         workers: Option<usize>,
-        /// Access log file, overriding the config.
+        /// Access log: a file, `-` for stdout (the default) or `none`;
+        /// overrides the config.
+        #[arg(long, value_name = "FILE", value_parser = crate::config::settings::parse_access_log)]
+        access_log: Option<httpx::accesslog::Destination>,
+        /// Pid file, for `carpool rotate|stop --pid-file`.
         #[arg(long, value_name = "FILE")]
-        access_log: Option<PathBuf>,
+        pid_file: Option<PathBuf>,
     },
     /// Run a caching backend: an RFC 9111 HTTP cache (memory and disk
     /// tiers) that the frontends send their requests to.
@@ -146,12 +150,69 @@ pub enum Command {
         /// Data directory (each cache stores in DIR/<name>).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Pid file, for `carpool reload|rotate|stop` (default: DATA/carpool.pid).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Directory of the access logs the config does not place (one per
+        /// component: frontend.log, CACHE.log), over `log_dir`
+        /// (default: DATA/logs).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+    },
+    /// Reload the configuration of a running `carpool up` (SIGHUP, like
+    /// `squid -k reconfigure`), wait for the outcome and print it: exit
+    /// status 0 when the new configuration is in force, 1 when it was
+    /// rejected (the array then runs on unchanged).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Send the signal and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Make a running carpool reopen its access logs (SIGUSR1, like `squid
+    /// -k rotate`); for logrotate's postrotate.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a running carpool (SIGTERM, like `squid -k shutdown`): the
+    /// frontend drains, then the caches stop; waits until it has exited.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for it to exit, in seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
     },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+}
+
+/// Which running carpool a control command addresses: its pid file, given
+/// or found where `carpool up` with the same `-c`/`--data` writes it.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The pid file the server was started with (`--pid-file`).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// The carpool.toml `carpool up` runs (its data directory holds the pid file).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        conflicts_with = "pid_file"
+    )]
+    pub config: Option<PathBuf>,
+    /// The data directory `carpool up` was given.
+    #[arg(long, value_name = "DIR", conflicts_with = "pid_file")]
+    pub data: Option<PathBuf>,
 }
 
 /// `carpool cache` options.
@@ -180,9 +241,12 @@ pub struct CacheArgs {
     /// Worker threads (0: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Access log file.
+    /// Access log: a file, `-` for stdout (the default) or `none`.
+    #[arg(long, value_name = "FILE", value_parser = crate::config::settings::parse_access_log)]
+    pub access_log: Option<httpx::accesslog::Destination>,
+    /// Pid file, for `carpool rotate|stop --pid-file`.
     #[arg(long, value_name = "FILE")]
-    pub access_log: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `carpool config ...`

@@ -6,14 +6,17 @@ mod cache;
 mod cli;
 mod cmd;
 mod config;
+mod control;
 mod escape;
 mod frontend;
 mod lbrules;
+mod memory;
 mod process;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than
-/// glibc malloc on the proxy's hot path (see bench/frontend).
+/// glibc malloc on the proxy's hot path (see bench/frontend). What the
+/// process frees goes back to the system even when it idles: [`memory`].
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,6 +25,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    memory::return_freed_memory();
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

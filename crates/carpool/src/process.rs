@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use httpx::accesslog::Sink;
+use httpx::accesslog::{Destination, Sink};
 use socket2::{Domain, Socket, Type};
 
 use crate::config::settings::ServerSettings;
@@ -17,10 +17,15 @@ pub fn open_server(
     s: &ServerSettings,
     layer: proxy::Settings,
 ) -> Result<(proxy::Server, Vec<std::net::TcpListener>)> {
-    let sink = Sink::open(s.access_log.as_deref(), s.access_log_format).with_context(|| {
-        let path = s.access_log.as_deref().unwrap_or(std::path::Path::new("-"));
-        format!("cannot open the access log {}", path.display())
-    })?;
+    // not said: stdout (a component of `carpool up` is always told)
+    let destination = s.access_log.clone().unwrap_or(Destination::Stdout);
+    let sink =
+        Sink::open(destination.clone(), s.access_log_format).with_context(
+            || match &destination {
+                Destination::File(path) => format!("cannot open the access log {}", path.display()),
+                _ => "cannot open the access log on stdout".to_string(),
+            },
+        )?;
     let listeners =
         listeners(s.listen, s.workers).with_context(|| format!("cannot listen on {}", s.listen))?;
     Ok((proxy::Server::new(layer, sink), listeners))

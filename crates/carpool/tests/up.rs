@@ -624,9 +624,10 @@ fn a_reload_that_cannot_start_everything_changes_nothing() {
     );
 
     // 2. every cache restarts (a [cache] key), then the frontend fails
+    // (its access log is a directory)
     let broken = original.replace("mem = \"16M\"", "mem = \"24M\"").replace(
         "workers = 2\n",
-        "workers = 2\naccess_log = \"/nonexistent-carpool-dir/fe.log\"\n",
+        &format!("workers = 2\naccess_log = \"{}\"\n", up.dir.display()),
     );
     std::fs::write(&up.conf, broken).unwrap();
     up.signal("-HUP");
@@ -653,4 +654,75 @@ fn a_reload_that_cannot_start_everything_changes_nothing() {
     up.wait_for_log("reload done", 1);
     assert_eq!(up.pids().len(), 4);
     assert_eq!(up.get(&o.url("/good?cc=max-age%3D60")).status, 200);
+}
+
+/// Access logs are on by default, one file per component in DATA/logs
+/// (each cache's lines in its own file), Squid's native format, and each
+/// file in time order although two frontend workers and requests of very
+/// different lengths finish in another order than they started.
+#[test]
+fn access_logs_are_on_by_default_one_per_component_in_time_order() {
+    let o = Origin::start();
+    let up = Up::start("up-logs");
+    let logs = up.dir.join("data").join("logs");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (port, origin) = (up.fe, o.port);
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    // some slow (250 ms), most fast: they finish out of start order
+                    let delay = if (i + t) % 5 == 0 { "&delay=250" } else { "" };
+                    let url = format!("http://127.0.0.1:{origin}/t{t}-{i}?cc=max-age%3D60{delay}");
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    write!(
+                        s,
+                        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
+                    .unwrap();
+                    let r = read_response(&mut BufReader::new(s), false).unwrap();
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read("frontend.log").lines().count() < 60 {
+        assert!(
+            Instant::now() < deadline,
+            "frontend.log: {}",
+            read("frontend.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut cache_lines = 0;
+    for name in ["frontend.log", "c0.log", "c1.log", "c2.log"] {
+        let text = read(name);
+        let times: Vec<f64> = text
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{name} is not in time order:\n{text}"
+        );
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields.len(), 10, "Squid's native format: {line}");
+            if name == "frontend.log" {
+                assert!(fields[8].starts_with("CARP/c"), "{line}");
+            } else {
+                assert!(fields[3] == "TCP_MISS/200", "{line}");
+                assert!(fields[8].starts_with("HIER_DIRECT/"), "{line}");
+                cache_lines += 1;
+            }
+        }
+    }
+    assert_eq!(read("frontend.log").lines().count(), 60);
+    assert_eq!(cache_lines, 60, "each request in one cache's log");
 }

@@ -1,6 +1,7 @@
 //! The access log: one line per request in Squid's native format (so
-//! existing Squid log tools work) or JSON, buffered per worker, written to a
-//! file that can be reopened for logrotate (SIGUSR1 in the binary).
+//! existing Squid log tools work) or JSON, buffered per worker and written
+//! in time order (each line's time is when its request finished) to a file
+//! that can be reopened for logrotate (SIGUSR1 in the binary), or stdout.
 //!
 //! Native: `time elapsed client code/status bytes method URL user hierarchy/peer type`
 //! e.g. `1764136800.123     12 127.0.0.1 TCP_MISS/200 1432 GET http://h/ - CARP/cache2 text/html`.
@@ -9,7 +10,8 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,46 +54,137 @@ pub struct Entry<'a> {
     pub reason: &'a str,
 }
 
-/// Where lines go: a file shared by all workers, reopened on demand.
+/// Where an access log goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Destination {
+    /// Nowhere.
+    #[default]
+    Off,
+    /// Standard output.
+    Stdout,
+    /// A file, appended to and reopened on demand (logrotate).
+    File(PathBuf),
+}
+
+/// Lines are held this long after their time before they are written, so
+/// that the lines of every worker (each flushing its buffer every
+/// [`FLUSH_AGE`] at most, and on its own tick) go out in time order.
+pub const HOLD: Duration = Duration::from_secs(1);
+
+/// Where lines go: one file shared by all workers, written in time order,
+/// reopened on demand.
 #[derive(Debug)]
 pub struct Sink {
-    path: Option<PathBuf>,
-    file: Mutex<Option<File>>,
+    destination: Destination,
     format: Format,
+    out: Mutex<Out>,
+}
+
+/// The open file and the lines waiting for their turn.
+#[derive(Debug, Default)]
+struct Out {
+    file: Option<File>,
+    /// Lines handed over by the workers, one run per flush.
+    runs: Vec<Run>,
+    /// Bytes about to be written (kept to reuse its allocation).
+    scratch: Vec<u8>,
+}
+
+/// One worker's flushed lines: their text and, sorted by time, each line's
+/// (time in ms since the epoch, start, end) in the text.
+#[derive(Debug)]
+struct Run {
+    text: String,
+    lines: Vec<(u64, usize, usize)>,
+    /// The first line not written yet.
+    next: usize,
 }
 
 impl Sink {
-    /// A sink writing to `path` (`None`: discard).
-    pub fn open(path: Option<&Path>, format: Format) -> io::Result<Arc<Sink>> {
-        let file = match path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
-            None => None,
-        };
+    /// A sink writing to `destination`.
+    pub fn open(destination: Destination, format: Format) -> io::Result<Arc<Sink>> {
+        let file = Sink::open_file(&destination)?;
         Ok(Arc::new(Sink {
-            path: path.map(Path::to_path_buf),
-            file: Mutex::new(file),
+            destination,
             format,
+            out: Mutex::new(Out {
+                file,
+                ..Out::default()
+            }),
         }))
+    }
+
+    fn open_file(destination: &Destination) -> io::Result<Option<File>> {
+        Ok(match destination {
+            Destination::Off => None,
+            Destination::Stdout => Some(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
+            Destination::File(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+        })
     }
 
     /// Reopens the file by path (after logrotate moved it).
     pub fn reopen(&self) -> io::Result<()> {
-        if let Some(p) = &self.path {
-            let f = OpenOptions::new().create(true).append(true).open(p)?;
-            if let Ok(mut g) = self.file.lock() {
-                *g = Some(f);
+        if let Destination::File(_) = self.destination {
+            let f = Sink::open_file(&self.destination)?;
+            if let Ok(mut g) = self.out.lock() {
+                g.file = f;
             }
         }
         Ok(())
     }
 
-    fn write(&self, data: &[u8]) {
-        if let Ok(mut g) = self.file.lock() {
-            if let Some(f) = g.as_mut() {
-                let _ = f.write_all(data);
+    /// Takes a worker's lines and writes every line whose time is [`HOLD`]
+    /// old, from all workers, in time order.
+    fn submit(&self, text: &str, lines: &mut [(u64, usize, usize)]) {
+        let cutoff = millis(SystemTime::now()).saturating_sub(HOLD.as_millis() as u64);
+        self.write_until(text, lines, cutoff);
+    }
+
+    /// Writes every line held, in time order (at shutdown).
+    pub fn finish(&self) {
+        self.write_until("", &mut [], u64::MAX);
+    }
+
+    fn write_until(&self, text: &str, lines: &mut [(u64, usize, usize)], cutoff: u64) {
+        let Ok(mut g) = self.out.lock() else { return };
+        let out = &mut *g;
+        if !lines.is_empty() {
+            // nearly sorted already: lines are logged as requests finish
+            lines.sort_by_key(|l| l.0);
+            out.runs.push(Run {
+                text: text.to_string(),
+                lines: lines.to_vec(),
+                next: 0,
+            });
+        }
+        let mut due: Vec<(u64, usize, usize)> = Vec::new();
+        for (r, run) in out.runs.iter_mut().enumerate() {
+            while run.next < run.lines.len() && run.lines[run.next].0 <= cutoff {
+                due.push((run.lines[run.next].0, r, run.next));
+                run.next += 1;
             }
         }
+        if due.is_empty() {
+            return;
+        }
+        due.sort_unstable();
+        out.scratch.clear();
+        for &(_, r, i) in &due {
+            let run = &out.runs[r];
+            let (_, a, b) = run.lines[i];
+            out.scratch.extend_from_slice(&run.text.as_bytes()[a..b]);
+        }
+        out.runs.retain(|run| run.next < run.lines.len());
+        if let Some(f) = out.file.as_mut() {
+            let _ = f.write_all(&out.scratch);
+        }
     }
+}
+
+/// Milliseconds since the epoch.
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A worker's buffered writer to a [`Sink`].
@@ -99,13 +192,15 @@ impl Sink {
 pub struct Writer {
     sink: Arc<Sink>,
     buf: String,
+    /// (time, start, end) of each line in `buf`.
+    lines: Vec<(u64, usize, usize)>,
     last_flush: Instant,
 }
 
 /// Flush when this much is buffered.
 const FLUSH_BYTES: usize = 32 * 1024;
 /// …or when the oldest line is this old (checked on the next line or tick).
-const FLUSH_AGE: Duration = Duration::from_secs(1);
+const FLUSH_AGE: Duration = Duration::from_millis(250);
 
 impl Writer {
     /// A writer for one worker.
@@ -113,23 +208,25 @@ impl Writer {
         Writer {
             sink,
             buf: String::with_capacity(FLUSH_BYTES),
+            lines: Vec::new(),
             last_flush: Instant::now(),
         }
     }
 
-    /// Formats and buffers one entry.
+    /// Formats and buffers one entry. Its time is when the request
+    /// finished (start + elapsed), as in Squid's logs.
     pub fn log(&mut self, e: &Entry<'_>) {
-        if self.sink.path.is_none() {
+        if self.sink.destination == Destination::Off {
             return;
         }
-        let since = e.start.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let end = millis(e.start + e.elapsed);
+        let (secs, ms) = (end / 1000, end % 1000);
+        let start = self.buf.len();
         match self.sink.format {
             Format::Squid => {
                 let _ = writeln!(
                     self.buf,
-                    "{}.{:03} {:6} {} {}/{:03} {} {} {} - {}/{} {}",
-                    since.as_secs(),
-                    since.subsec_millis(),
+                    "{secs}.{ms:03} {:6} {} {}/{:03} {} {} {} - {}/{} {}",
                     e.elapsed.as_millis(),
                     e.client,
                     e.code,
@@ -149,9 +246,7 @@ impl Writer {
             Format::Json => {
                 let _ = writeln!(
                     self.buf,
-                    "{{\"time\":{}.{:03},\"elapsed_ms\":{},\"client\":\"{}\",\"code\":\"{}\",\"status\":{},\"bytes\":{},\"method\":{},\"url\":{},\"hierarchy\":\"{}\",\"peer\":{},\"type\":{},\"reason\":{}}}",
-                    since.as_secs(),
-                    since.subsec_millis(),
+                    "{{\"time\":{secs}.{ms:03},\"elapsed_ms\":{},\"client\":\"{}\",\"code\":\"{}\",\"status\":{},\"bytes\":{},\"method\":{},\"url\":{},\"hierarchy\":\"{}\",\"peer\":{},\"type\":{},\"reason\":{}}}",
                     e.elapsed.as_millis(),
                     e.client,
                     e.code,
@@ -166,17 +261,20 @@ impl Writer {
                 );
             }
         }
+        self.lines.push((end, start, self.buf.len()));
         if self.buf.len() >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_AGE {
             self.flush();
         }
     }
 
-    /// Writes out what is buffered.
+    /// Hands what is buffered to the sink, which writes what is due (call
+    /// it on a tick even when idle: held lines go out then).
     pub fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            self.sink.write(self.buf.as_bytes());
-            self.buf.clear();
+        if self.sink.destination != Destination::Off {
+            self.sink.submit(&self.buf, &mut self.lines);
         }
+        self.buf.clear();
+        self.lines.clear();
         self.last_flush = Instant::now();
     }
 }
@@ -237,10 +335,10 @@ mod tests {
         ] {
             let path = dir.join(format!("{format:?}.log"));
             let _ = std::fs::remove_file(&path);
-            let sink = Sink::open(Some(&path), format).unwrap();
-            let mut w = Writer::new(sink);
+            let sink = Sink::open(Destination::File(path.clone()), format).unwrap();
+            let mut w = Writer::new(sink.clone());
             w.log(&Entry {
-                start: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+                start: UNIX_EPOCH + Duration::from_millis(1_700_000_000_238),
                 elapsed: Duration::from_millis(12),
                 client: "127.0.0.1".parse().unwrap(),
                 code: "TCP_MISS",
@@ -254,7 +352,73 @@ mod tests {
                 reason: "",
             });
             w.flush();
+            sink.finish();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
         }
+    }
+
+    fn entry(end_ms: u64, url: &'static [u8]) -> Entry<'static> {
+        Entry {
+            start: UNIX_EPOCH + Duration::from_millis(end_ms - 5),
+            elapsed: Duration::from_millis(5),
+            client: "127.0.0.1".parse().unwrap(),
+            code: "TCP_HIT",
+            status: 200,
+            bytes: 10,
+            method: b"GET",
+            url,
+            hierarchy: "HIER_NONE",
+            peer: "-",
+            content_type: b"",
+            reason: "",
+        }
+    }
+
+    /// Two workers' buffers flushed out of order still give a file in time
+    /// order; a line is held until it is [`HOLD`] old, and `finish` writes
+    /// the rest.
+    #[test]
+    fn lines_of_all_workers_come_out_in_time_order() {
+        let dir = std::env::temp_dir().join(format!("httpx-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("order.log");
+        let _ = std::fs::remove_file(&path);
+        let sink = Sink::open(Destination::File(path.clone()), Format::Squid).unwrap();
+        let (mut a, mut b) = (Writer::new(sink.clone()), Writer::new(sink.clone()));
+        let old = millis(SystemTime::now()) - 10_000;
+        a.log(&entry(old + 3, b"/a3"));
+        a.log(&entry(old + 4, b"/a4"));
+        b.log(&entry(old + 1, b"/b1"));
+        b.log(&entry(old + 5, b"/b5"));
+        a.flush();
+        b.flush();
+        let now = millis(SystemTime::now());
+        a.log(&entry(now, b"/recent"));
+        a.flush();
+        let urls = |t: String| -> Vec<String> {
+            t.lines()
+                .map(|l| {
+                    l.split(' ')
+                        .filter(|f| !f.is_empty())
+                        .nth(6)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        // b1 came in after a3 and a4 were written: what was written stays
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(urls(text), ["/a3", "/a4", "/b1", "/b5"]);
+        let _ = std::fs::remove_file(&path);
+        sink.reopen().unwrap();
+        // one flush round: every worker's lines, merged
+        a.log(&entry(old + 20, b"/a20"));
+        b.log(&entry(old + 10, b"/b10"));
+        a.log(&entry(old + 30, b"/a30"));
+        b.flush();
+        a.flush();
+        sink.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(urls(text), ["/b10", "/a20", "/a30", "/recent"]);
     }
 }

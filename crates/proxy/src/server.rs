@@ -160,7 +160,10 @@ impl Server {
         } else {
             tracing::info!("all connections finished");
         }
+        // the workers' ticks hand over what they buffered; then every line
+        // held for ordering goes out
         tokio::time::sleep(FINAL_FLUSH).await;
+        self.sink.finish();
     }
 }
 

@@ -244,7 +244,11 @@ fn start(
 ) -> Layer {
     let log = std::env::temp_dir().join(format!("proxy-phases-{}-{tag}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let sink = Sink::open(Some(&log), Format::Squid).unwrap();
+    let sink = Sink::open(
+        httpx::accesslog::Destination::File(log.clone()),
+        Format::Squid,
+    )
+    .unwrap();
     let server = Server::new(settings(connect_ports), sink);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.set_nonblocking(true).unwrap();

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::settings::Budget;
 use crate::config::{self, Config};
 use changes::Settings;
+use httpx::accesslog::Destination;
 
 /// The configuration `carpool up` runs without `-c`, and `carpool config
 /// default` prints.
@@ -32,6 +33,8 @@ const STOP_MARGIN: Duration = Duration::from_secs(5);
 /// The file (in the data directory) the children read: the validated
 /// config in force, so a child restarted later reads what was validated.
 const SNAPSHOT: &str = "carpool.running.toml";
+/// The pid file (in the data directory) unless `--pid-file` says.
+const PID_FILE: &str = "carpool.pid";
 
 /// `carpool up` options.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +45,10 @@ pub struct UpOptions {
     pub listen: Option<SocketAddr>,
     /// The data directory, over the config.
     pub data: Option<PathBuf>,
+    /// The pid file (default: DATA/carpool.pid).
+    pub pid_file: Option<PathBuf>,
+    /// Where access logs go that the config does not place, over `log_dir`.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// What a component is.
@@ -76,6 +83,8 @@ pub struct Spec {
     pub settings: Settings,
     /// A cache's tier sizes as resolved when it was planned.
     pub sizes: Option<Sizes>,
+    /// Its access log.
+    pub access_log: Destination,
 }
 
 /// A cache's tier sizes: the setting and the bytes it meant. `auto` is
@@ -137,6 +146,8 @@ pub struct Plan {
     pub text: String,
     /// The snapshot file.
     pub snapshot: PathBuf,
+    /// The pid file.
+    pub pid_file: PathBuf,
     /// Components, caches first.
     pub specs: Vec<Spec>,
     /// The admin listener.
@@ -145,9 +156,8 @@ pub struct Plan {
     pub remote: Vec<String>,
 }
 
-/// Reads the config (file or embedded) and plans the components; the
-/// `auto` sizes of `previous` (the running components) stay as they were.
-pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
+/// The config text `opts` names (or the embedded one), read.
+fn read_config(opts: &UpOptions) -> Result<(String, Config)> {
     let (text, source) = match &opts.config {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -159,13 +169,39 @@ pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
         ),
     };
     let config = config::parse_toml(&source, &text)?;
-    config.table()?;
-    let data = opts
-        .data
+    Ok((text, config))
+}
+
+/// The data directory: `--data`, else `[cache] dir`, else ./carpool-data.
+fn data_dir(opts: &UpOptions, config: &Config) -> PathBuf {
+    opts.data
         .clone()
         .or_else(|| config.cache.dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA))
+}
+
+/// Where `carpool up` with `opts` keeps its pid file.
+pub fn pid_file(opts: &UpOptions) -> Result<PathBuf> {
+    if let Some(p) = &opts.pid_file {
+        return Ok(p.clone());
+    }
+    if let Some(d) = &opts.data {
+        // the config need not be read (nor be valid: a reload may be about
+        // to reject it)
+        return Ok(d.join(PID_FILE));
+    }
+    let (_, config) = read_config(opts)?;
+    Ok(data_dir(opts, &config).join(PID_FILE))
+}
+
+/// Reads the config (file or embedded) and plans the components; the
+/// `auto` sizes of `previous` (the running components) stay as they were.
+pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
+    let (text, config) = read_config(opts)?;
+    config.table()?;
+    let data = data_dir(opts, &config);
     let snapshot = data.join(SNAPSHOT);
+    let pid_file = opts.pid_file.clone().unwrap_or_else(|| data.join(PID_FILE));
     let specs = specs(&config, &snapshot, &data, opts, previous)?;
     let remote = config
         .parents
@@ -180,6 +216,7 @@ pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
     Ok(Plan {
         text,
         snapshot,
+        pid_file,
         specs,
         admin: config.admin,
         remote,
@@ -204,6 +241,16 @@ fn specs(
         .filter(|p| is_local(&p.host))
         .collect();
     let n = local.len() as u64;
+    let log_dir = opts
+        .log_dir
+        .clone()
+        .or_else(|| config.log_dir.clone())
+        .unwrap_or_else(|| data.join("logs"));
+    // a component's access log: the config's, else its own file
+    let log = |said: &Option<Destination>, name: &str| match said {
+        Some(d) => d.clone(),
+        None => Destination::File(log_dir.join(format!("{name}.log"))),
+    };
     let mut specs = Vec::new();
     for p in &local {
         let mut s = config.cache_settings(&p.name)?;
@@ -228,6 +275,8 @@ fn specs(
         s.mem = Budget::Bytes(mem);
         s.disk = Budget::Bytes(disk);
         s.server.workers = workers;
+        let access_log = log(&s.server.access_log, &p.name);
+        s.server.access_log = Some(access_log.clone());
         specs.push(Spec {
             name: p.name.clone(),
             kind: Component::Cache,
@@ -243,6 +292,8 @@ fn specs(
                 mem.to_string(),
                 "--disk".into(),
                 disk.to_string(),
+                "--access-log".into(),
+                log_arg(&access_log),
             ],
             listen: s.server.listen,
             workers,
@@ -257,6 +308,7 @@ fn specs(
             ),
             settings: Settings::of(&s),
             sizes: Some(sizes),
+            access_log,
         });
     }
     let fe = &config.frontend.server;
@@ -265,6 +317,8 @@ fn specs(
     let mut frontend = config.frontend.clone();
     frontend.server.listen = listen;
     frontend.server.workers = workers;
+    let access_log = log(&frontend.server.access_log, "frontend");
+    frontend.server.access_log = Some(access_log.clone());
     let reads = FrontendReads {
         hash: config.hash,
         parents: config.parents.iter().map(ParentReads::of).collect(),
@@ -280,6 +334,8 @@ fn specs(
             snap,
             "--listen".into(),
             listen.to_string(),
+            "--access-log".into(),
+            log_arg(&access_log),
         ],
         listen,
         workers,
@@ -291,8 +347,57 @@ fn specs(
         ),
         settings: Settings::of(&reads),
         sizes: None,
+        access_log,
     });
+    one_log_each(&specs)?;
     Ok(specs)
+}
+
+/// An access log as a command-line value.
+fn log_arg(d: &Destination) -> String {
+    match d {
+        Destination::Off => "none".into(),
+        Destination::Stdout => "-".into(),
+        Destination::File(p) => p.display().to_string(),
+    }
+}
+
+/// Refuses two components writing one access log file: their lines would
+/// mix (and not in time order).
+fn one_log_each(specs: &[Spec]) -> Result<()> {
+    for (i, a) in specs.iter().enumerate() {
+        let Destination::File(path) = &a.access_log else {
+            continue;
+        };
+        if let Some(b) = specs[..i].iter().find(|b| b.access_log == a.access_log) {
+            anyhow::bail!(
+                "{} and {} would write one access log, {}: give each its own \
+                 (`{{name}}` in [cache] access_log is each cache's name)",
+                b.name,
+                a.name,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates the directories of the components' access log files.
+pub fn make_log_dirs(specs: &[Spec]) -> Result<()> {
+    for s in specs {
+        if let Destination::File(path) = &s.access_log {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "{}: cannot create the log directory {}",
+                        s.name,
+                        dir.display()
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a frontend reads from the config.
@@ -402,5 +507,59 @@ mod tests {
         assert!(is_local("::1"));
         assert!(!is_local("192.0.2.1")); // TEST-NET-1: never ours
         assert_eq!(human(1536 * 1024 * 1024), "1.5 GiB");
+    }
+
+    fn plan_text(name: &str, text: &str) -> Result<Plan> {
+        let dir = std::env::temp_dir().join(format!("carpool-logs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("carpool.toml");
+        std::fs::write(&conf, text).unwrap();
+        plan(
+            &UpOptions {
+                config: Some(conf),
+                data: Some(dir.join("data")),
+                ..Default::default()
+            },
+            &[],
+        )
+    }
+
+    fn logs(plan: &Plan) -> Vec<String> {
+        plan.specs.iter().map(|s| log_arg(&s.access_log)).collect()
+    }
+
+    #[test]
+    fn every_component_has_its_own_access_log() {
+        let parents = "[[parent]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = 1\n\
+                       [[parent]]\nname = \"b\"\nhost = \"127.0.0.1\"\nport = 2\n";
+        let p = plan_text("default", parents).unwrap();
+        let data = p.snapshot.parent().unwrap().to_path_buf();
+        let want: Vec<String> = ["a", "b", "frontend"]
+            .iter()
+            .map(|n| {
+                data.join("logs")
+                    .join(format!("{n}.log"))
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(logs(&p), want);
+        let p = plan_text(
+            "placed",
+            &format!("log_dir = \"/l\"\n[cache]\naccess_log = \"/c/{{name}}.log\"\n{parents}access_log = \"none\"\n"),
+        )
+        .unwrap();
+        assert_eq!(logs(&p), ["/c/a.log", "none", "/l/frontend.log"]);
+        let Err(e) = plan_text(
+            "shared",
+            &format!("[cache]\naccess_log = \"/c/all.log\"\n{parents}"),
+        ) else {
+            panic!("a shared access log is refused");
+        };
+        assert!(
+            e.to_string()
+                .contains("a and b would write one access log, /c/all.log"),
+            "{e}"
+        );
     }
 }

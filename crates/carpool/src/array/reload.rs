@@ -24,16 +24,23 @@ use socket2::Socket;
 use super::supervise::{bind, spawn, stop_child, write_snapshot, Proc};
 use super::{Component, Plan, Spec, UpOptions};
 
-/// SIGHUP: applies the config `opts` names to `procs`, which run `current`.
-pub(super) async fn reload(procs: &mut Vec<Proc>, current: &mut Plan, opts: &UpOptions) {
+/// SIGHUP: applies the config `opts` names to `procs`, which run
+/// `current`. Whether it is in force now, and the summary or the reason.
+pub(super) async fn reload(
+    procs: &mut Vec<Proc>,
+    current: &mut Plan,
+    opts: &UpOptions,
+) -> (bool, String) {
     let running: Vec<Spec> = procs.iter().map(|p| p.spec.clone()).collect();
-    let plan = match super::plan(opts, &running) {
+    let mut plan = match super::plan(opts, &running) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload rejected: the array keeps running on the old config");
-            return;
+            return (false, format!("{e:#}"));
         }
     };
+    // the pid file stays where `up` wrote it
+    plan.pid_file = current.pid_file.clone();
     tracing::info!("reloading the configuration (SIGHUP)");
     if plan.admin != current.admin {
         tracing::warn!("the [admin] listener changes only when carpool up restarts");
@@ -42,27 +49,31 @@ pub(super) async fn reload(procs: &mut Vec<Proc>, current: &mut Plan, opts: &UpO
         Ok(t) => t,
         Err((old, e)) => {
             *procs = old;
-            reject(&e);
-            return;
+            return (false, reject(&e));
         }
     };
     match t.apply(&plan).await {
         Ok(()) => {
-            *procs = t.commit().await;
+            let summary;
+            (*procs, summary) = t.commit().await;
             *current = plan;
+            (true, summary)
         }
         Err(e) => {
             *procs = t.undo(current).await;
-            reject(&e);
+            (false, reject(&e))
         }
     }
 }
 
-fn reject(e: &anyhow::Error) {
+/// Logs a rejected reload; the reason.
+fn reject(e: &anyhow::Error) -> String {
+    let reason = format!("{e:#}");
     tracing::error!(
-        error = %format!("{e:#}"),
+        error = %reason,
         "reload rejected: the array keeps running on the old config, unchanged"
     );
+    reason
 }
 
 /// A component of the new config that needs a new process.
@@ -151,6 +162,7 @@ impl Transaction {
     /// frontend beside the old one.
     async fn apply(&mut self, plan: &Plan) -> Result<()> {
         write_snapshot(plan)?;
+        super::make_log_dirs(&plan.specs)?;
         for step in &mut self.steps {
             if let Step::Add(new) = step {
                 if new.spec.kind == Component::Cache {
@@ -192,8 +204,9 @@ impl Transaction {
         Ok(())
     }
 
-    /// The reload is done: old frontends drain, dropped caches stop.
-    async fn commit(self) -> Vec<Proc> {
+    /// The reload is done: old frontends drain, dropped caches stop. The
+    /// components, and a summary of what changed.
+    async fn commit(self) -> (Vec<Proc>, String) {
         let (mut restarted, mut added, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
         let mut procs = Vec::new();
         for step in self.steps {
@@ -232,14 +245,12 @@ impl Transaction {
                 v.join(", ")
             }
         };
-        tracing::info!(
-            restarted = %list(restarted),
-            added = %list(added),
-            removed = %list(removed),
-            unchanged = %list(unchanged),
-            "reload done"
-        );
-        procs
+        let (restarted, added, removed, unchanged) =
+            (list(restarted), list(added), list(removed), list(unchanged));
+        tracing::info!(%restarted, %added, %removed, %unchanged, "reload done");
+        let summary =
+            format!("restarted={restarted} added={added} removed={removed} unchanged={unchanged}");
+        (procs, summary)
     }
 
     /// Puts back what ran before: `old` config file, old settings.

@@ -78,7 +78,8 @@ pub(super) async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Ch
             ready_w.as_raw_fd().to_string(),
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // an access log on stdout (`access_log = "-"`) is up's stdout
+        .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
     let inherit: Vec<RawFd> = fds.iter().copied().chain([ready_w.as_raw_fd()]).collect();
     // SAFETY: between fork and exec the closure only calls fcntl, prctl and
@@ -288,7 +289,11 @@ async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    let _pid_file = crate::control::PidFile::create(&plan.pid_file)?;
+    let _ = std::fs::remove_file(crate::control::ReloadRecord::path(&plan.pid_file));
+    let mut reloads = 0;
     write_snapshot(&plan)?;
+    super::make_log_dirs(&plan.specs)?;
     let status: Status = Rc::default();
     if let Some(addr) = plan.admin {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -327,7 +332,14 @@ async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
                     p.tend().await;
                 }
             }
-            _ = hup.recv() => super::reload::reload(&mut procs, &mut plan, &opts).await,
+            _ = hup.recv() => {
+                let (done, text) = super::reload::reload(&mut procs, &mut plan, &opts).await;
+                reloads += 1;
+                let record = crate::control::ReloadRecord { count: reloads, done, text };
+                if let Err(e) = record.write(&plan.pid_file) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot record the reload's outcome");
+                }
+            }
             _ = usr1.recv() => reopen_logs(&procs),
             _ = term.recv() => break,
             _ = int.recv() => break,

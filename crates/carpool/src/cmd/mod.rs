@@ -1,16 +1,19 @@
 //! The commands: each in its own module, all returning an exit code.
 
+mod control;
 mod lb_rules;
 mod plan;
 mod route;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::cli::{CacheArgs, Cli, Command, Source};
 use crate::config::settings::CacheSettings;
 use crate::config::{self, Config, FileKind};
+use crate::control::PidFile;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -34,9 +37,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             workers,
             access_log,
+            pid_file,
         } => {
             crate::process::ignore_reload_signals();
             let config = load_source(&source)?;
+            let _pid_file = pid_file.as_deref().map(PidFile::create).transpose()?;
             crate::frontend::run(
                 config,
                 crate::frontend::Overrides {
@@ -47,9 +52,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cache(args) => {
+        Command::Cache(mut args) => {
             crate::process::ignore_reload_signals();
-            crate::cache::run(cache_settings(args)?)?;
+            let pid_file = args.pid_file.take();
+            let settings = cache_settings(args)?;
+            let _pid_file = pid_file.as_deref().map(PidFile::create).transpose()?;
+            crate::cache::run(settings)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::LbRules {
@@ -81,15 +89,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config,
             listen,
             data,
+            pid_file,
+            log_dir,
         } => {
             crate::process::ignore_reload_signals();
             crate::array::run(crate::array::UpOptions {
                 config,
                 listen,
                 data,
+                pid_file,
+                log_dir,
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload {
+            target,
+            no_wait,
+            timeout,
+        } => control::reload(&target, !no_wait, Duration::from_secs(timeout)),
+        Command::Rotate { target } => control::rotate(&target),
+        Command::Stop { target, timeout } => control::stop(&target, Duration::from_secs(timeout)),
         Command::Config {
             what: crate::cli::ConfigCommand::Default,
         } => {

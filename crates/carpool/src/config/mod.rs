@@ -33,18 +33,21 @@ pub struct Parent {
     /// Line of the file where the parent is defined.
     pub line: usize,
     /// This cache's own storage settings (over `[cache]`).
-    pub store: StoreOverrides,
+    pub own: CacheOverrides,
 }
 
-/// A cache's own `dir`, `mem` and `disk` in its `[[parent]]` entry.
+/// A cache's own `dir`, `mem`, `disk` and `access_log` in its `[[parent]]`
+/// entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StoreOverrides {
+pub struct CacheOverrides {
     /// Disk tier directory.
     pub dir: Option<PathBuf>,
     /// Memory tier size.
     pub mem: Option<settings::Budget>,
     /// Disk tier size.
     pub disk: Option<settings::Budget>,
+    /// Access log.
+    pub access_log: Option<httpx::accesslog::Destination>,
 }
 
 /// An array configuration.
@@ -64,6 +67,9 @@ pub struct Config {
     pub cache: settings::CacheSettings,
     /// `carpool up`'s status listener (`[admin] listen`; loopback only).
     pub admin: Option<std::net::SocketAddr>,
+    /// Where `carpool up` writes the access logs the config does not place
+    /// (`log_dir`; default: the data directory's `logs`).
+    pub log_dir: Option<PathBuf>,
     /// Things that were read but ignored (squid.conf peers that are not CARP parents, …).
     pub warnings: Vec<String>,
 }
@@ -91,7 +97,8 @@ impl Config {
 
 impl Config {
     /// The settings of the cache named `name` (a `[[parent]]` of this
-    /// array): `[cache]`, then the entry's own `dir`/`mem`/`disk`; it
+    /// array): `[cache]`, then the entry's own `dir`/`mem`/`disk`/
+    /// `access_log` (`{name}` in an access log path is the cache's name); it
     /// listens on the entry's host and port. A `[cache] dir` is shared by
     /// the array's caches, each in a subdirectory named after it.
     pub fn cache_settings(&self, name: &str) -> Result<settings::CacheSettings, ConfigError> {
@@ -118,16 +125,24 @@ impl Config {
                 key: "host".into(),
                 message: format!("cannot resolve {:?} to listen on", p.host),
             })?;
-        s.dir = match (&p.store.dir, &s.dir) {
+        s.dir = match (&p.own.dir, &s.dir) {
             (Some(d), _) => Some(d.clone()),
             (None, Some(shared)) => Some(shared.join(&p.name)),
             (None, None) => None,
         };
-        if let Some(m) = p.store.mem {
+        if let Some(m) = p.own.mem {
             s.mem = m;
         }
-        if let Some(d) = p.store.disk {
+        if let Some(d) = p.own.disk {
             s.disk = d;
+        }
+        if let Some(l) = &p.own.access_log {
+            s.server.access_log = Some(l.clone());
+        }
+        // one file per cache: `{name}` in a shared `[cache] access_log`
+        if let Some(httpx::accesslog::Destination::File(f)) = &mut s.server.access_log {
+            let named = f.to_string_lossy().replace("{name}", &p.name);
+            *f = PathBuf::from(named);
         }
         if s.server.visible_hostname.is_none() {
             s.server.visible_hostname = Some(p.name.clone());

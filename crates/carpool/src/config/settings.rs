@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use httpx::accesslog::Format;
+use httpx::accesslog::{Destination, Format};
 use httpx::headers::Xff;
 use ipnet::IpNet;
 use proxy::access::{Access, LocalDestinations};
@@ -49,8 +49,10 @@ pub struct ServerSettings {
     pub x_forwarded_for: Xff,
     /// Name in our `Via` entries (loop detection); default: host name and port.
     pub visible_hostname: Option<String>,
-    /// Access log file (none: no access log).
-    pub access_log: Option<PathBuf>,
+    /// Where the access log goes; `None` when the config does not say:
+    /// stdout for `carpool frontend` and `carpool cache`, a file per
+    /// component in the log directory under `carpool up`.
+    pub access_log: Option<Destination>,
     /// Access log line format.
     pub access_log_format: Format,
     /// Simultaneous client connections, all workers together (503 beyond).
@@ -91,6 +93,16 @@ impl Default for ServerSettings {
             tunnel_idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// An `access_log` value: `none`, `-` (stdout) or a file path.
+pub fn parse_access_log(s: &str) -> Result<Destination, String> {
+    match s.trim() {
+        "" => Err("empty: give a file, `-` for stdout or `none`".into()),
+        "none" => Ok(Destination::Off),
+        "-" => Ok(Destination::Stdout),
+        path => Ok(Destination::File(PathBuf::from(path))),
     }
 }
 

@@ -102,6 +102,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
         health: Default::default(),
         cache: Default::default(),
         admin: None,
+        log_dir: None,
         warnings,
     })
 }
@@ -148,7 +149,7 @@ fn cache_peer<'a>(
         carp_key: None,
         max_conn: 0,
         line,
-        store: Default::default(),
+        own: Default::default(),
     };
     let carp = peer_options(&mut p, kind == "parent", tokens, err)?;
     Ok((p, carp))

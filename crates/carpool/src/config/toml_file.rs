@@ -15,7 +15,7 @@ use super::settings::{
     parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
     ServerSettings,
 };
-use super::{line_of_offset, Config, ConfigError, ConfigErrors, Parent, StoreOverrides};
+use super::{line_of_offset, CacheOverrides, Config, ConfigError, ConfigErrors, Parent};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +27,7 @@ struct File {
     health: Option<HealthEntry>,
     cache: Option<CacheEntry>,
     admin: Option<AdminEntry>,
+    log_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -126,7 +127,7 @@ macro_rules! server_section {
                     s.visible_hostname = Some(v.get_ref().clone());
                 }
                 if let Some(v) = &self.access_log {
-                    s.access_log = Some(v.get_ref().into());
+                    c.set(&mut s.access_log, access_log(v, err).map(Some));
                 }
                 if let Some(v) = &self.access_log_format {
                     let formats = [("squid", Format::Squid), ("json", Format::Json)];
@@ -209,6 +210,7 @@ struct ParentEntry {
     dir: Option<Spanned<String>>,
     mem: Option<Spanned<String>>,
     disk: Option<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
 }
 
 /// Reads values and keeps every error it meets, so that one run (`carpool
@@ -299,6 +301,7 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         health,
         cache,
         admin,
+        log_dir: file.log_dir.as_ref().map(|d| d.get_ref().into()),
         warnings: Vec::new(),
     })
 }
@@ -377,10 +380,11 @@ fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
             .ok(int_in(v, "max_conn", 0, 1_000_000, err))
             .map(|x| x as u32),
     };
-    let store = StoreOverrides {
+    let own = CacheOverrides {
         dir: p.dir.as_ref().map(|d| d.get_ref().into()),
         mem: p.mem.as_ref().and_then(|v| c.ok(budget(v, "mem", err))),
         disk: p.disk.as_ref().and_then(|v| c.ok(budget(v, "disk", err))),
+        access_log: p.access_log.as_ref().and_then(|v| c.ok(access_log(v, err))),
     };
     if c.errors.borrow().len() > before {
         return None;
@@ -393,7 +397,7 @@ fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
         carp_key,
         max_conn: max_conn?,
         line,
-        store,
+        own,
     })
 }
 
@@ -423,6 +427,14 @@ fn set_secs<const N: usize>(
             c.set(slot, secs(v, key, c.err));
         }
     }
+}
+
+fn access_log(
+    v: &Spanned<String>,
+    err: &ErrFn<'_>,
+) -> Result<httpx::accesslog::Destination, ConfigError> {
+    crate::config::settings::parse_access_log(v.get_ref())
+        .map_err(|m| err(v.span(), "access_log", m))
 }
 
 fn size(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<u64, ConfigError> {

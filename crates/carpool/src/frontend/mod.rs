@@ -78,7 +78,7 @@ pub struct Overrides {
     /// `--workers`
     pub workers: Option<usize>,
     /// `--access-log`
-    pub access_log: Option<std::path::PathBuf>,
+    pub access_log: Option<httpx::accesslog::Destination>,
 }
 
 /// URL schemes a frontend forwards to its parents.
