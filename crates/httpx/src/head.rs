@@ -508,8 +508,7 @@ pub fn parse_request(
     };
     let n = match status {
         httparse::Status::Partial => {
-            let line_end = buf.iter().position(|&b| b == b'\n');
-            if line_end.is_none() && buf.len() > limits.max_uri_bytes + 64 {
+            if target_over(buf, limits.max_uri_bytes) {
                 return Err(HttpError::new(414, "request-target too long"));
             }
             if buf.len() > limits.max_head_bytes {
@@ -519,15 +518,16 @@ pub fn parse_request(
         }
         httparse::Status::Complete(n) => n,
     };
+    // the target first, as when the head is still incomplete
+    let target_s = req.path.unwrap_or_default();
+    if target_s.len() > limits.max_uri_bytes {
+        return Err(HttpError::new(414, "request-target too long"));
+    }
     if n > limits.max_head_bytes {
         return Err(HttpError::new(431, "request head too large"));
     }
     let base = buf.as_ptr() as usize;
     let method = r(base, req.method.unwrap_or_default().as_bytes());
-    let target_s = req.path.unwrap_or_default();
-    if target_s.len() > limits.max_uri_bytes {
-        return Err(HttpError::new(414, "request-target too long"));
-    }
     let target = r(base, target_s.as_bytes());
     let version = Version::from_minor(req.version.unwrap_or(1));
     let fields = index_fields(buf, req.headers);
@@ -537,6 +537,24 @@ pub fn parse_request(
         version,
         fields: fields.freeze(buf, n),
     }))
+}
+
+/// True when the request line received so far, whole or not, already
+/// holds a request-target longer than `max`: the answer is 414 whatever
+/// follows, so it is given without waiting for (and buffering) the rest.
+/// Only the target counts, as in a whole head, not a long method: the same
+/// bytes get the same answer however they are split into reads.
+fn target_over(buf: &[u8], max: usize) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf[start..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let target = &line[sp + 1..];
+    target.iter().position(|&b| b == b' ').unwrap_or(target.len()) > max
 }
 
 /// A parsed response head.
@@ -716,6 +734,39 @@ mod tests {
         assert_eq!(parse_request(&mut b, &limits).unwrap_err().status, 400);
         let mut b = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: h\r\n"[..]);
         assert!(parse_request(&mut b, &limits).unwrap().is_none());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/request_head.rs): a request
+    /// line with a long method and a short target was refused with 414
+    /// when it arrived without its line end, and accepted when it arrived
+    /// whole.
+    #[test]
+    fn the_same_head_gets_the_same_answer_however_it_arrives() {
+        let limits = Limits {
+            max_uri_bytes: 33,
+            ..Limits::default()
+        };
+        let method = "M".repeat(200);
+        let head = format!("{method} /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        let whole = parse_request(&mut BytesMut::from(head.as_bytes()), &limits);
+        assert_eq!(whole.unwrap().unwrap().method(), method.as_bytes());
+        for k in 0..head.len() {
+            let part = parse_request(&mut BytesMut::from(&head.as_bytes()[..k]), &limits);
+            assert!(matches!(part, Ok(None)), "{k} bytes: {part:?}");
+        }
+        // a target over the limit is refused before its line ends, and
+        // with the same status once the head is whole
+        let long = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(40));
+        for k in [38, 45, 56, long.len()] {
+            let e = parse_request(&mut BytesMut::from(&long.as_bytes()[..k]), &limits);
+            assert_eq!(e.unwrap_err().status, 414, "{k} bytes");
+        }
+        let tight = Limits {
+            max_head_bytes: 40,
+            ..limits
+        };
+        let e = parse_request(&mut BytesMut::from(long.as_bytes()), &tight);
+        assert_eq!(e.unwrap_err().status, 414);
     }
 
     #[test]
