@@ -7,6 +7,7 @@ mod cli;
 mod cmd;
 mod config;
 mod control;
+mod control;
 mod escape;
 mod frontend;
 mod lbrules;
