@@ -7,17 +7,14 @@ mod cli;
 mod cmd;
 mod config;
 mod control;
-mod control;
 mod escape;
 mod frontend;
 mod lbrules;
-mod memory;
 mod process;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than
-/// glibc malloc on the proxy's hot path (see bench/frontend). What the
-/// process frees goes back to the system even when it idles: [`memory`].
+/// glibc malloc on the proxy's hot path (see bench/frontend).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -26,7 +23,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    memory::return_freed_memory();
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
