@@ -604,11 +604,10 @@ pub fn parse_response(
     };
     let base = buf.as_ptr() as usize;
     let status = res.code.unwrap_or(0);
-    let reason = r(base, res.reason.unwrap_or_default().as_bytes());
-    let reason = if res.reason.unwrap_or_default().is_empty() {
-        0..0
-    } else {
-        reason
+    // an empty reason may not point into `buf` (httparse gives a static "")
+    let reason = match res.reason {
+        Some(s) if !s.is_empty() => r(base, s.as_bytes()),
+        _ => 0..0,
     };
     let version = Version::from_minor(res.version.unwrap_or(1));
     let fields = index_fields(buf, res.headers);
@@ -767,6 +766,17 @@ mod tests {
         };
         let e = parse_request(&mut BytesMut::from(long.as_bytes()), &tight);
         assert_eq!(e.unwrap_err().status, 414);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/response_head.rs): a status
+    /// line without a reason phrase made the reason's offset overflow
+    /// (a panic in debug builds, a range thrown away in release ones).
+    #[test]
+    fn a_response_without_reason_phrase() {
+        for text in [&b"HTTP/1.1 200\r\n\r\n"[..], b"HTTP/1.1 204 \r\nX: y\r\n\r\n"] {
+            let h = parse_response(&mut BytesMut::from(text), 1024).unwrap().unwrap();
+            assert_eq!(h.reason(), b"");
+        }
     }
 
     #[test]
