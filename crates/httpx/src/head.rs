@@ -549,12 +549,19 @@ fn target_over(buf: &[u8], max: usize) -> bool {
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len());
-    let line = buf[start..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = buf[start..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let Some(sp) = line.iter().position(|&b| b == b' ') else {
         return false;
     };
     let target = &line[sp + 1..];
-    target.iter().position(|&b| b == b' ').unwrap_or(target.len()) > max
+    target
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(target.len())
+        > max
 }
 
 /// A parsed response head.
@@ -773,8 +780,13 @@ mod tests {
     /// (a panic in debug builds, a range thrown away in release ones).
     #[test]
     fn a_response_without_reason_phrase() {
-        for text in [&b"HTTP/1.1 200\r\n\r\n"[..], b"HTTP/1.1 204 \r\nX: y\r\n\r\n"] {
-            let h = parse_response(&mut BytesMut::from(text), 1024).unwrap().unwrap();
+        for text in [
+            &b"HTTP/1.1 200\r\n\r\n"[..],
+            b"HTTP/1.1 204 \r\nX: y\r\n\r\n",
+        ] {
+            let h = parse_response(&mut BytesMut::from(text), 1024)
+                .unwrap()
+                .unwrap();
             assert_eq!(h.reason(), b"");
         }
     }
