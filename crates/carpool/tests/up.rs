@@ -726,3 +726,89 @@ fn access_logs_are_on_by_default_one_per_component_in_time_order() {
     assert_eq!(read("frontend.log").lines().count(), 60);
     assert_eq!(cache_lines, 60, "each request in one cache's log");
 }
+
+/// A WebSocket handshake (`Upgrade: websocket`, `Connection: Upgrade`)
+/// passes through the frontend and a cache to the origin, whose `101`
+/// turns both hops into a tunnel: bytes go both ways. The request layer
+/// used to drop `Upgrade` as hop-by-hop, so no WebSocket could pass.
+#[test]
+fn a_websocket_handshake_passes_and_becomes_a_tunnel() {
+    use std::io::{BufRead, Read};
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in origin.incoming().take(8) {
+            let Ok(conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let lower = head.to_ascii_lowercase();
+                seen.lock().unwrap().push(head);
+                let mut w = conn;
+                if lower.contains("upgrade: websocket") && lower.contains("connection: upgrade") {
+                    w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                        .unwrap();
+                    // echo until the client goes
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if w.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    let _ = w.write_all(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    let up = Up::start("up-websocket");
+    for path in ["/chat", "/other-room"] {
+        let mut s = TcpStream::connect(("127.0.0.1", up.fe)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        assert!(
+            status.starts_with("HTTP/1.1 101"),
+            "{status} (origin saw: {:?})",
+            heads.lock().unwrap()
+        );
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        for msg in ["hello through two proxies", "and back again"] {
+            s.write_all(msg.as_bytes()).unwrap();
+            let mut got = vec![0u8; msg.len()];
+            r.read_exact(&mut got).unwrap();
+            assert_eq!(got, msg.as_bytes());
+        }
+    }
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for h in heads.iter() {
+        assert!(h.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), "{h}");
+    }
+}

@@ -130,6 +130,23 @@ pub struct Outgoing<'a> {
     pub remote_client: bool,
     /// The framing of the body that follows the head.
     pub body: BodyLen,
+    /// The protocols the client offered to switch to (its `Upgrade`,
+    /// passed on with `Connection: upgrade`; see [`upgrade_offer`]).
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// The `Upgrade` value of an HTTP/1.1 request that offers to switch
+/// protocols (`Connection: upgrade` and an `Upgrade` field, RFC 9110 §7.8),
+/// e.g. a WebSocket handshake. A proxy passes the offer on; `Upgrade` is
+/// otherwise hop-by-hop and dropped.
+pub fn upgrade_offer(head: &RequestHead) -> Option<&[u8]> {
+    if head.version != Version::Http11 || !head.fields.has_token(Known::Connection, "upgrade") {
+        return None;
+    }
+    head.fields
+        .get_all(Known::Upgrade)
+        .map(<[u8]>::trim_ascii)
+        .find(|v| !v.is_empty())
 }
 
 /// Writes the head of a request sent upstream: `method target HTTP/1.1`,
@@ -173,6 +190,10 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_
         true
     });
     out.extend_from_slice(o.extra);
+    if let Some(protocols) = o.upgrade {
+        push_field(out, b"Upgrade", protocols);
+        push_field(out, b"Connection", b"upgrade");
+    }
     push_via(out, head.version, o.via);
     if o.remote_client {
         push_field(out, b"Carpool-Client", b"remote");
@@ -366,13 +387,50 @@ mod tests {
             client: "127.0.0.1".parse().unwrap(),
             remote_client: false,
             body: BodyLen::Empty,
+            upgrade: upgrade_offer(&h),
         };
+        // no `Connection: upgrade`: nothing to pass on
+        assert_eq!(o.upgrade, None);
         write_request_head(&mut out, &h, &o);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nAccept: */*\r\nVia: 1.1 fe:3128 (carpool)\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_protocol_switch_is_offered_on() {
+        let head = |text: &str| {
+            let mut b = BytesMut::from(text.as_bytes());
+            parse_request(&mut b, &Limits::default()).unwrap().unwrap()
+        };
+        let ws = head("GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n");
+        assert_eq!(upgrade_offer(&ws), Some(&b"websocket"[..]));
+        let mut out = Vec::new();
+        let o = Outgoing {
+            method: b"GET",
+            target: b"/chat",
+            host: b"h",
+            drop: &[],
+            extra: b"",
+            via: "c1 (carpool)",
+            xff: Xff::Off,
+            client: "127.0.0.1".parse().unwrap(),
+            remote_client: false,
+            body: BodyLen::Empty,
+            upgrade: upgrade_offer(&ws),
+        };
+        write_request_head(&mut out, &ws, &o);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /chat HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\nUpgrade: websocket\r\nConnection: upgrade\r\nVia: 1.1 c1 (carpool)\r\n\r\n"
+        );
+        // HTTP/1.0 cannot switch; without the Connection token no offer
+        let old = head("GET /chat HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+        assert_eq!(upgrade_offer(&old), None);
+        let bare = head("GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(upgrade_offer(&bare), None);
     }
 
     #[test]
@@ -396,6 +454,7 @@ mod tests {
                 client: "::1".parse().unwrap(),
                 remote_client: true,
                 body: BodyLen::Length(3),
+                upgrade: None,
             },
         );
         assert_eq!(

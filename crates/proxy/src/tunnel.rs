@@ -92,6 +92,7 @@ async fn open<R: Role>(
         client: req.client,
         remote_client: info.kind == crate::peer::PeerKind::Parent && req.remote(),
         body: BodyLen::Empty,
+        upgrade: None,
     };
     headers::write_request_head(&mut out, &req.head, &connect);
     let sent = upstream::send_head(&mut conn, info.kind, &out, false).await;

@@ -139,6 +139,11 @@ pub fn outgoing<'a>(
         // for the client this one saw
         remote_client: kind == PeerKind::Parent && req.remote(),
         body: req.body,
+        // a protocol switch (WebSocket) is offered on requests without a body
+        upgrade: match req.body {
+            httpx::framing::BodyLen::Empty => httpx::headers::upgrade_offer(&req.head),
+            _ => None,
+        },
     }
 }
 

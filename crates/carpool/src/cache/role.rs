@@ -54,7 +54,11 @@ impl Role for Worker {
     async fn request_filter(&self, s: &mut Session, req: &Request, job: &mut Job) -> Filter {
         match req.method() {
             b"PURGE" => Filter::Answered(purge(self, s, req).await),
-            b"GET" | b"HEAD" if req.body == BodyLen::Empty => {
+            // a protocol switch (WebSocket) is relayed, never stored
+            b"GET" | b"HEAD"
+                if req.body == BodyLen::Empty
+                    && httpx::headers::upgrade_offer(&req.head).is_none() =>
+            {
                 self.stored_or_fill(s, req, job).await
             }
             _ => Filter::Forward,
