@@ -719,9 +719,10 @@ impl Cache {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// The access log so far (flushed by the cache every 200 ms).
+    /// The access log so far: a line is written once it is
+    /// `httpx::accesslog::HOLD` (1 s) old, on the next flush tick (250 ms).
     pub fn access_log(&self) -> String {
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(1600));
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
