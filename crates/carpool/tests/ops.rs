@@ -121,7 +121,7 @@ impl Site {
 
     /// Starts `argv` (a `carpool up` command line) and waits until the
     /// array serves.
-    fn start(&self, argv: &[String]) -> Child {
+    fn start(&self, argv: &[String]) -> Up {
         let err = std::fs::File::create(self.dir.join("up.err")).unwrap();
         let child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -138,11 +138,36 @@ impl Site {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        child
+        Up(child)
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("up.err")).unwrap_or_default()
+    }
+}
+
+/// A running `carpool up`: stopped (SIGTERM) and reaped when dropped, if
+/// the test did not do it.
+struct Up(Child);
+
+impl Up {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
     }
 }
 

@@ -809,6 +809,9 @@ fn a_websocket_handshake_passes_and_becomes_a_tunnel() {
     let heads = heads.lock().unwrap();
     assert_eq!(heads.len(), 2, "{heads:?}");
     for h in heads.iter() {
-        assert!(h.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), "{h}");
+        assert!(
+            h.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),
+            "{h}"
+        );
     }
 }
