@@ -34,14 +34,30 @@
 //!
 //! **Disk** (`disk`): one file per object under `dir/objects/XX/<key hex>`
 //! (format in `disk/format.rs`): a header (magic, version, key, lengths,
-//! publish sequence, body xxh3-64, and an xxh3-64 of the header, key string
-//! and meta), then the key string, the meta and the body. An object is
-//! written to `dir/tmp/` and published by `rename(2)`, so a lookup sees a
-//! whole object or none. Small objects found on disk are read whole, their
-//! body checksum checked, and copied into memory; large ones are served as
-//! an open file ([`DiskBody`]: positional reads or `sendfile(2)` from
-//! [`DiskBody::body_offset`]), never read whole. An open `DiskBody` keeps
-//! working when its object is evicted, replaced or removed.
+//! publish sequence, block size, the checksum of the block table, and an
+//! xxh3-64 of the header, key string and meta), then the key string, the
+//! meta, the body, and the block table: one xxh3-64 per 256 KiB block of
+//! the body. An object is written to `dir/tmp/` and published by
+//! `rename(2)`, so a lookup sees a whole object or none. Small objects found
+//! on disk are read whole, every block checked, and copied into memory;
+//! large ones are served as an open file ([`DiskBody`]: positional reads or
+//! `sendfile(2)` from [`DiskBody::body_offset`]), never read whole. An open
+//! `DiskBody` keeps working when its object is evicted, replaced or
+//! removed.
+//!
+//! **Block checks.** A large body found on disk at open is checked block
+//! by block before its bytes are served ([`DiskBody::check`]; `read_at`
+//! does it itself, a caller that uses `sendfile(2)` calls it for each range
+//! first): only the blocks a read covers, each once per object (the index
+//! entry shares what was checked among readers); once every block was
+//! checked, lookups return bodies with nothing left to check
+//! ([`DiskBody::is_checked`]), so steady-state hits cost no extra I/O. A
+//! block that fails drops the object (index and file), is logged with the
+//! key and the block, counts in [`Stats::dropped_corrupt`], and fails the
+//! read with `InvalidData`. Objects written by this run are trusted.
+//! Version 1 files (before block checksums, one xxh3-64 of the whole body)
+//! are read as one block, checked whole when first read; those over 8 MiB
+//! are discarded at open with one warning ([`OpenProgress::outdated`]).
 //!
 //! **Meta refresh** ([`Store::update_meta`], a 304): the new meta goes into a
 //! small sidecar `<key hex>.m` (magic, the object's publish sequence, meta,
@@ -83,14 +99,15 @@
 //! - **At open** every object's header is read and checked (magic, version,
 //!   key against the file name, checksum, file length against the header).
 //!   After an unclean shutdown (no clean mark), objects published at or
-//!   after the last checkpoint also have their body checksum verified; what
+//!   after the last checkpoint also have every body block verified; what
 //!   fails any check is deleted and counted ([`Stats::dropped_corrupt`],
-//!   [`OpenProgress::dropped`]). Older objects were synced, so their bodies
-//!   are trusted; small ones are re-checked whenever read into memory.
+//!   [`OpenProgress::dropped`]). The other bodies are checked block by
+//!   block when first read (above); small ones whenever read into memory.
 //! - **Limits of the guarantee.** A removal or meta refresh made after the
 //!   last sync may be undone by a power loss (the old object or meta comes
-//!   back whole; sidecars carry their own checksum). Bit rot in a large body
-//!   older than the last checkpoint is not detected on the serving path.
+//!   back whole; sidecars carry their own checksum). A body is checked once
+//!   per run: damage done to its file after it was checked (or after this
+//!   run wrote it) is not seen until the next start.
 //!   `syncfs` flushes the whole file system: give the cache its own.
 //!
 //! # Concurrency

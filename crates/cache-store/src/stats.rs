@@ -25,7 +25,8 @@ pub struct Stats {
     /// Lookups that found nothing.
     pub misses: u64,
     /// Disk objects dropped because a check failed (header, length,
-    /// structure, body checksum), at open or when read.
+    /// structure, block table, a body block's checksum), at open or when
+    /// read.
     pub dropped_corrupt: u64,
     /// Disk bytes reserved by objects being written (counted against the
     /// disk budget, not yet in `disk.bytes`).
@@ -44,9 +45,13 @@ pub struct OpenProgress {
     pub bytes: u64,
     /// Files dropped as corrupt so far.
     pub dropped: u64,
-    /// Bodies whose checksum was checked, good or bad (objects published
+    /// Bodies whose checksums were checked, good or bad (objects published
     /// after the last checkpoint of an unclean shutdown).
     pub verified: u64,
+    /// Objects of the older format (version 1) discarded because their
+    /// body is too large to be checked when read (over 8 MiB); not counted
+    /// in `dropped`.
+    pub outdated: u64,
     /// The last report: the scan is complete.
     pub done: bool,
 }

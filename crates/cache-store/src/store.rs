@@ -1,12 +1,14 @@
 //! The store: the public face over both tiers. Lookups try memory, then
-//! disk (copying small disk hits into memory after checking their body
-//! checksum); writers stream a body to disk (or memory) and publish it
+//! disk (copying small disk hits into memory after checking their body's
+//! blocks; larger ones are returned as a file with what remains to check);
+//! writers stream a body to disk (or memory) and publish it
 //! atomically into both tiers; `update_meta`, `remove`, `stats` and `close`.
 
 use crate::body::{Body, DiskBody, Hit, Tier};
 use crate::config::StoreConfig;
 use crate::disk::format::{MAX_KEY_LEN, MAX_META_LEN};
 use crate::disk::index::Index;
+use crate::disk::reader::ReadError;
 use crate::disk::writer::TempObject;
 use crate::disk::DiskTier;
 use crate::error::StoreError;
@@ -142,15 +144,27 @@ impl Store {
         hit
     }
 
-    fn lookup_disk(&self, d: &DiskTier, key: Key, key_str: &[u8]) -> Option<Hit> {
-        let (_, o) = d.open_current(key)?;
+    fn lookup_disk(&self, d: &Arc<DiskTier>, key: Key, key_str: &[u8]) -> Option<Hit> {
+        let (e, o) = d.open_current(key)?;
         if o.key_str != key_str {
             return None;
         }
         let h = o.header;
         let mem = self.inner.mem.as_ref().filter(|m| m.admits(h.body_len));
         let Some(mem) = mem else {
-            let body = DiskBody::new(o.file, h.body_offset(), h.body_len);
+            // Served from the file: what to check before its bytes go out.
+            let check = match d.body_check(key, e.seq, &e.check, &o) {
+                Ok(c) => c,
+                Err(ReadError::Corrupt(why)) => {
+                    d.drop_corrupt(key, h.seq, Some(key_str), None, why);
+                    return None;
+                }
+                Err(ReadError::Io(err)) => {
+                    tracing::warn!(path = %d.layout.object(key).display(), %err, "cannot read cached object");
+                    return None;
+                }
+            };
+            let body = DiskBody::new(o.file, h.body_offset(), h.body_len, check);
             return Some(Hit {
                 meta: o.meta,
                 body: Body::Disk(body),
@@ -160,12 +174,12 @@ impl Store {
         };
         // Small enough for memory: read it whole, check it, keep a copy.
         let body = match d.read_body(&o) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                d.drop_corrupt(key, h.seq, "body checksum mismatch");
+            Ok(b) => b,
+            Err(ReadError::Corrupt(why)) => {
+                d.drop_corrupt(key, h.seq, Some(key_str), None, why);
                 return None;
             }
-            Err(err) => {
+            Err(ReadError::Io(err)) => {
                 tracing::warn!(path = %d.layout.object(key).display(), %err, "cannot read cached object");
                 return None;
             }

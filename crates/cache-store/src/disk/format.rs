@@ -1,23 +1,37 @@
 //! On-disk formats and names: the object file (header, key string, meta,
-//! body), the meta sidecar written by `update_meta`, the checkpoint file, and
-//! where each lives in the cache directory. Pure: encodes and checks bytes,
-//! does no I/O.
+//! body, block table), the meta sidecar written by `update_meta`, the
+//! checkpoint file, and where each lives in the cache directory. Pure:
+//! encodes and checks bytes, does no I/O.
 //!
-//! Object file (`objects/XX/<32 hex>`, XX = the key's top byte):
+//! Object file (`objects/XX/<32 hex>`, XX = the key's top byte), version 2:
 //!
 //! ```text
 //!  0  magic "carpOBJ1"            8
-//!  8  format version (u32 LE)     4
-//! 12  flags (u32, 0)              4
+//!  8  format version (u32 LE)     4   2
+//! 12  block size, log2 (u32)      4   18: blocks of 256 KiB
 //! 16  key (u128 LE)               16
 //! 32  key string length (u32)     4
 //! 36  meta length (u32)           4
 //! 40  body length (u64)           8
 //! 48  publish sequence (u64)      8
-//! 56  body xxh3-64 (u64)          8
+//! 56  block table xxh3-64 (u64)   8
 //! 64  header xxh3-64 (u64)        8   over bytes 0..64, the key string and the meta
-//! 72  key string, meta, body
+//! 72  key string, meta, body, block table
 //! ```
+//!
+//! The block table follows the body: one u64 LE per block of the body (the
+//! last one may be short), the xxh3-64 of that block's bytes seeded with
+//! the block's number (so a block moved elsewhere in the file does not
+//! match). Its own checksum is in the header, so the header checksum covers
+//! the whole chain. A body can thus be checked block by block, only where it
+//! is read.
+//!
+//! Version 1 (written before block checksums) is still read: its bytes
+//! 12..16 are 0, bytes 56..64 hold the xxh3-64 of the whole body, and there
+//! is no table. It reads as a body of one block (number 0, so its seeded
+//! sum is the same xxh3-64), which means checking any byte of it checks all
+//! of it: the store keeps only version 1 objects up to
+//! [`V1_MAX_BODY`] and discards larger ones at open.
 //!
 //! Sidecar (`objects/XX/<32 hex>.m`): magic "carpMET1", version, meta length,
 //! key, the publish sequence of the object it belongs to, the meta, then an
@@ -28,10 +42,25 @@
 
 use crate::key::Key;
 use std::path::{Path, PathBuf};
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
 
-/// Current version of all three formats.
+/// Version of the sidecar and checkpoint formats.
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version of the object files written: with a block table.
+pub(crate) const OBJECT_VERSION: u32 = 2;
+/// The older object version still read: one checksum for the whole body.
+pub(crate) const OBJECT_VERSION_1: u32 = 1;
+/// Block size of the object files written, as a power of two: 256 KiB.
+pub(crate) const BLOCK_SHIFT: u32 = 18;
+/// Block sizes a version 2 header may give (4 KiB to 1 GiB), as powers of two.
+const BLOCK_SHIFTS: std::ops::RangeInclusive<u32> = 12..=30;
+/// The block "size" of a version 1 object: its whole body is one block.
+const V1_SHIFT: u32 = 63;
+/// Largest version 1 body kept at open: checking any part of it means
+/// reading all of it.
+pub const V1_MAX_BODY: u64 = 8 << 20;
+/// Why a version 1 object is discarded at open.
+pub(crate) const V1_TOO_LARGE: Invalid = "older format (version 1) body over 8 MiB";
 const OBJECT_MAGIC: [u8; 8] = *b"carpOBJ1";
 const META_MAGIC: [u8; 8] = *b"carpMET1";
 const CHECKPOINT_MAGIC: [u8; 8] = *b"carpCKP1";
@@ -109,12 +138,18 @@ pub(crate) type Invalid = &'static str;
 /// The fixed header of an object file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// [`OBJECT_VERSION`], or [`OBJECT_VERSION_1`] for an older file.
+    pub version: u32,
+    /// The body's blocks are `1 << block_shift` bytes (version 1: one block).
+    pub block_shift: u32,
     pub key: Key,
     pub key_len: u32,
     pub meta_len: u32,
     pub body_len: u64,
     pub seq: u64,
-    pub body_hash: u64,
+    /// Version 2: the xxh3-64 of the block table; version 1: of the body
+    /// (the sum of its one block).
+    pub sum: u64,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -143,27 +178,79 @@ impl Header {
 
     /// Length the file must have.
     pub fn file_len(&self) -> u64 {
+        self.table_offset() + self.table_len()
+    }
+
+    /// Offset of the block table (right after the body).
+    pub fn table_offset(&self) -> u64 {
         self.body_offset() + self.body_len
+    }
+
+    /// Length of the block table in the file (version 1: none).
+    pub fn table_len(&self) -> u64 {
+        if self.version == OBJECT_VERSION_1 {
+            0
+        } else {
+            self.blocks() * 8
+        }
+    }
+
+    /// Number of blocks of the body.
+    pub fn blocks(&self) -> u64 {
+        block_count(self.body_len, self.block_shift)
+    }
+
+    /// Body offsets of block `i`: `start..end`.
+    pub fn block_range(&self, i: u64) -> std::ops::Range<u64> {
+        let start = i.saturating_mul(1 << self.block_shift).min(self.body_len);
+        let end = start
+            .saturating_add(1 << self.block_shift)
+            .min(self.body_len);
+        start..end
+    }
+
+    /// The block sums from the bytes of the block table (version 1: the
+    /// header's one sum; `table` is then empty), checked against the
+    /// header.
+    pub fn decode_table(&self, table: &[u8]) -> Result<Vec<u64>, Invalid> {
+        if self.version == OBJECT_VERSION_1 {
+            return Ok(if self.body_len == 0 {
+                Vec::new()
+            } else {
+                vec![self.sum]
+            });
+        }
+        if table.len() as u64 != self.table_len() {
+            return Err("block table length mismatch");
+        }
+        if xxh3_64(table) != self.sum {
+            return Err("block table checksum mismatch");
+        }
+        Ok(table.chunks_exact(8).map(|c| u64_at(c, 0)).collect())
     }
 
     /// The fixed header, its checksum covering `key_str` and `meta`.
     pub fn encode(&self, key_str: &[u8], meta: &[u8]) -> [u8; FIXED_LEN] {
         let mut b = [0u8; FIXED_LEN];
         b[0..8].copy_from_slice(&OBJECT_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
+        if self.version != OBJECT_VERSION_1 {
+            b[12..16].copy_from_slice(&self.block_shift.to_le_bytes());
+        }
         b[16..32].copy_from_slice(&self.key.as_u128().to_le_bytes());
         b[32..36].copy_from_slice(&self.key_len.to_le_bytes());
         b[36..40].copy_from_slice(&self.meta_len.to_le_bytes());
         b[40..48].copy_from_slice(&self.body_len.to_le_bytes());
         b[48..56].copy_from_slice(&self.seq.to_le_bytes());
-        b[56..64].copy_from_slice(&self.body_hash.to_le_bytes());
+        b[56..64].copy_from_slice(&self.sum.to_le_bytes());
         let h = header_hash(&b[..64], key_str, meta);
         b[64..72].copy_from_slice(&h.to_le_bytes());
         b
     }
 
     /// Parses the fixed header (first [`FIXED_LEN`] bytes of `b`) and checks
-    /// what it can alone: magic, version, length limits. Returns the header
+    /// what it can alone: magic, version, block size, length limits. Reads
+    /// versions 1 and 2. Returns the header
     /// and its stored checksum, to check with [`Header::check`] once the key
     /// string and meta are read.
     pub fn decode(b: &[u8]) -> Result<(Header, u64), Invalid> {
@@ -173,16 +260,24 @@ impl Header {
         if b[0..8] != OBJECT_MAGIC {
             return Err("bad magic");
         }
-        if u32_at(b, 8) != FORMAT_VERSION {
-            return Err("unknown format version");
+        let version = u32_at(b, 8);
+        let block_shift = match version {
+            OBJECT_VERSION => u32_at(b, 12),
+            OBJECT_VERSION_1 => V1_SHIFT,
+            _ => return Err("unknown format version"),
+        };
+        if version == OBJECT_VERSION && !BLOCK_SHIFTS.contains(&block_shift) {
+            return Err("block size out of range");
         }
         let h = Header {
+            version,
+            block_shift,
             key: Key::from_u128(u128_at(b, 16)),
             key_len: u32_at(b, 32),
             meta_len: u32_at(b, 36),
             body_len: u64_at(b, 40),
             seq: u64_at(b, 48),
-            body_hash: u64_at(b, 56),
+            sum: u64_at(b, 56),
         };
         if h.key_len as usize > MAX_KEY_LEN {
             return Err("key string length over the limit");
@@ -204,6 +299,23 @@ impl Header {
         }
         Ok(())
     }
+}
+
+/// Number of blocks of `1 << shift` bytes in a body of `len` bytes.
+pub(crate) fn block_count(len: u64, shift: u32) -> u64 {
+    len.div_ceil(1u64 << shift)
+}
+
+/// The sum of block number `index` holding `data`.
+pub(crate) fn block_sum(index: u64, data: &[u8]) -> u64 {
+    xxh3_64_with_seed(data, index)
+}
+
+/// A block table's bytes and its checksum (for the header).
+pub(crate) fn encode_table(sums: &[u64]) -> (Vec<u8>, u64) {
+    let b: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let sum = xxh3_64(&b);
+    (b, sum)
 }
 
 /// Offset of the body after a key string and meta of these lengths.
@@ -304,12 +416,14 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            version: OBJECT_VERSION,
+            block_shift: BLOCK_SHIFT,
             key: Key::of(b"k"),
             key_len: 1,
             meta_len: 3,
             body_len: 5,
             seq: 9,
-            body_hash: xxh3_64(b"hello"),
+            sum: encode_table(&[block_sum(0, b"hello")]).1,
         }
     }
 
@@ -321,7 +435,8 @@ mod tests {
         assert_eq!(d, h);
         Header::check(&b, b"k", b"met", stored).unwrap();
         assert_eq!(h.body_offset(), 76);
-        assert_eq!(h.file_len(), 81);
+        assert_eq!((h.blocks(), h.table_offset(), h.table_len()), (1, 81, 8));
+        assert_eq!(h.file_len(), 89);
         // Any flipped bit of the fixed part, key string or meta is caught.
         for i in 0..FIXED_LEN * 8 {
             let mut c = b;
@@ -334,6 +449,79 @@ mod tests {
         }
         assert!(Header::check(&b, b"k", b"meT", stored).is_err());
         assert!(Header::check(&b, b"K", b"met", stored).is_err());
+    }
+
+    #[test]
+    fn version_1_headers_read_as_one_block() {
+        let h = Header {
+            version: OBJECT_VERSION_1,
+            block_shift: V1_SHIFT,
+            sum: xxh3_64(b"hello"),
+            ..header()
+        };
+        let b = h.encode(b"k", b"met");
+        assert_eq!(&b[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
+        let (d, stored) = Header::decode(&b).unwrap();
+        assert_eq!(d, h);
+        Header::check(&b, b"k", b"met", stored).unwrap();
+        assert_eq!((d.blocks(), d.table_len(), d.file_len()), (1, 0, 81));
+        assert_eq!(d.block_range(0), 0..5);
+        // Its one sum is the body's xxh3-64, which block 0's seeded sum is.
+        assert_eq!(d.decode_table(&[]), Ok(vec![block_sum(0, b"hello")]));
+        let big = Header {
+            body_len: u64::MAX / 2,
+            ..d
+        };
+        assert_eq!(big.blocks(), 1);
+        assert_eq!(big.block_range(0), 0..u64::MAX / 2);
+        let empty = Header { body_len: 0, ..d };
+        assert_eq!((empty.blocks(), empty.decode_table(&[])), (0, Ok(vec![])));
+    }
+
+    #[test]
+    fn blocks_and_their_table() {
+        let h = Header {
+            body_len: 600_000,
+            ..header()
+        };
+        assert_eq!(h.blocks(), 3);
+        assert_eq!(h.block_range(0), 0..262_144);
+        assert_eq!(h.block_range(2), 524_288..600_000);
+        assert_eq!(h.block_range(3), 600_000..600_000);
+        assert_eq!(block_count(0, BLOCK_SHIFT), 0);
+        assert_eq!(block_count(1 << BLOCK_SHIFT, BLOCK_SHIFT), 1);
+        let sums = [1u64, 2, 0xdead_beef];
+        let (table, sum) = encode_table(&sums);
+        let h = Header { sum, ..h };
+        assert_eq!(h.table_len(), table.len() as u64);
+        assert_eq!(h.decode_table(&table), Ok(sums.to_vec()));
+        for i in 0..table.len() {
+            let mut t = table.clone();
+            t[i] ^= 4;
+            assert_eq!(h.decode_table(&t), Err("block table checksum mismatch"));
+        }
+        assert!(h.decode_table(&table[..16]).is_err());
+        // Sums are seeded with the block's number.
+        assert_eq!(block_sum(0, b"abc"), xxh3_64(b"abc"));
+        assert_ne!(block_sum(1, b"abc"), block_sum(0, b"abc"));
+    }
+
+    #[test]
+    fn unknown_versions_and_block_sizes_are_refused() {
+        let mut b = header().encode(b"k", b"met");
+        b[8] = 3;
+        assert_eq!(Header::decode(&b), Err("unknown format version"));
+        for shift in [0u32, 11, 31, 63] {
+            let h = Header {
+                block_shift: shift,
+                ..header()
+            };
+            assert_eq!(
+                Header::decode(&h.encode(b"k", b"met")),
+                Err("block size out of range"),
+                "{shift}"
+            );
+        }
     }
 
     #[test]

@@ -1,22 +1,37 @@
 //! The disk tier's in-memory index: which objects are published, their
-//! publish sequence, accounted size and last access, in shards each behind
+//! publish sequence, accounted size, last access and whether their body is
+//! known sound (see `verify`), in shards each behind
 //! its own mutex. Also the per-shard recency order eviction reads. Holds no
 //! file handles and does no I/O; the disk tier does its short metadata
 //! operations (rename, unlink of a sidecar) while holding a shard, so the
 //! index and the directory change together for one key.
 
+use super::verify::Marks;
 use crate::key::Key;
 use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Number of index shards (a power of two).
 pub(crate) const SHARDS: usize = 64;
 
+/// What is known of a published object's body.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Check {
+    /// Sound: written by this run, or every block checked since open.
+    #[default]
+    Sound,
+    /// Found at open and not read since: its blocks are to be checked
+    /// before anything of them is served.
+    Unchecked,
+    /// Being checked: the blocks checked so far (shared by every reader).
+    Partly(Arc<Marks>),
+}
+
 /// One published object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Entry {
     /// Publish sequence, also in the file header.
     pub seq: u64,
@@ -26,6 +41,8 @@ pub(crate) struct Entry {
     pub meta_bytes: u64,
     /// Last access tick (the store's clock).
     pub access: u64,
+    /// What is known of its body.
+    pub check: Check,
 }
 
 impl Entry {
@@ -119,8 +136,13 @@ impl Index {
 
 impl ShardGuard<'_> {
     /// The entry of `key`.
-    pub fn get(&self, key: Key) -> Option<Entry> {
-        self.shard.map.get(&key).copied()
+    pub fn get(&self, key: Key) -> Option<&Entry> {
+        self.shard.map.get(&key)
+    }
+
+    /// The entry of `key`, to change what is known of its body.
+    pub fn check_mut(&mut self, key: Key) -> Option<&mut Check> {
+        self.shard.map.get_mut(&key).map(|e| &mut e.check)
     }
 
     /// Records an access at `tick`; returns the entry.
@@ -132,16 +154,16 @@ impl ShardGuard<'_> {
             e.access = tick;
             s.lru.insert((tick, key));
         }
-        Some(*e)
+        Some(e.clone())
     }
 
     /// Inserts or replaces; returns the entry replaced.
     pub fn insert(&mut self, key: Key, e: Entry) -> Option<Entry> {
         let old = self.remove(key);
         self.shard.lru.insert((e.access, key));
-        self.shard.map.insert(key, e);
         self.index.objects.fetch_add(1, Ordering::Relaxed);
         self.index.bytes.fetch_add(e.bytes(), Ordering::Relaxed);
+        self.shard.map.insert(key, e);
         old
     }
 
@@ -180,6 +202,7 @@ mod tests {
             obj_bytes: bytes,
             meta_bytes: 0,
             access: seq,
+            check: Check::Sound,
         }
     }
 
@@ -206,7 +229,7 @@ mod tests {
         assert_eq!((idx.objects(), idx.bytes()), (3, 12288));
         assert_eq!(g.oldest(), Some((3, k(3))));
         assert_eq!(g.remove(k(3)).map(|e| e.seq), Some(3));
-        assert_eq!(g.remove(k(3)), None);
+        assert!(g.remove(k(3)).is_none());
         assert_eq!(g.oldest(), Some((10, k(1))));
         assert_eq!((idx.objects(), idx.bytes()), (2, 8192));
     }

@@ -2,9 +2,10 @@
 //! rebuilt at open, byte-bounded eviction, and periodic syncs with
 //! checkpoints. Submodules own one step each: `format` (bytes on disk),
 //! `index` (what is published), `writer` (an object being written),
-//! `reader` (opening a published object), `recovery` (open: lock, scan,
-//! verify), `evict` (space accounting and eviction), `sync` (background
-//! syncs, checkpoints, close).
+//! `reader` (opening a published object), `verify` (checking bodies block
+//! by block), `recovery` (open: lock, scan, verify), `evict` (space
+//! accounting and eviction), `sync` (background syncs, checkpoints,
+//! close).
 //!
 //! Every change of a key's files (publish by rename, retire, sidecar) is
 //! made while holding that key's index shard, so the index and the
@@ -16,14 +17,15 @@ pub(crate) mod index;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod sync;
+pub(crate) mod verify;
 pub(crate) mod writer;
 
 use crate::config::DiskConfig;
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::sync::{read, Signal};
-use format::{blocks, encode_sidecar, Header, Layout};
-use index::{Entry, Index, ShardGuard};
+use format::{blocks, encode_sidecar, Header, Layout, BLOCK_SHIFT, OBJECT_VERSION};
+use index::{Check, Entry, Index, ShardGuard};
 use reader::OpenObject;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -43,6 +45,9 @@ pub(crate) struct DiskTier {
     reserved: AtomicU64,
     /// Publish sequences and access ticks.
     clock: AtomicU64,
+    /// The first sequence of this run: objects from here on were written
+    /// by it, and their bodies are sound.
+    run_start: AtomicU64,
     /// Objects published since open (the syncer skips idle intervals).
     publishes: AtomicU64,
     /// Publishers hold it shared from taking a sequence until their rename is
@@ -66,6 +71,11 @@ impl DiskTier {
     /// A new tick of the clock.
     pub fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The first sequence of this run.
+    pub fn run_start(&self) -> u64 {
+        self.run_start.load(Ordering::Relaxed)
     }
 
     /// A name for a temporary file, unique while this tier is open.
@@ -94,24 +104,27 @@ impl DiskTier {
     /// shard is still held (to update the memory tier consistently).
     pub fn publish(
         &self,
-        t: TempObject,
+        mut t: TempObject,
         key: Key,
         key_str: &[u8],
         meta: &[u8],
         under_lock: impl FnOnce(&mut ShardGuard<'_>, u64),
     ) -> Result<(), StoreError> {
+        let sum = t.seal()?;
         let _gate = read(&self.gate);
         if self.is_closed() {
             return Err(StoreError::Closed);
         }
         let seq = self.tick();
         let h = Header {
+            version: OBJECT_VERSION,
+            block_shift: BLOCK_SHIFT,
             key,
             key_len: key_str.len() as u32,
             meta_len: meta.len() as u32,
             body_len: t.written(),
             seq,
-            body_hash: t.body_hash(),
+            sum,
         };
         t.file()
             .write_all_at(&h.encode(key_str, meta), 0)
@@ -140,6 +153,7 @@ impl DiskTier {
                 obj_bytes,
                 meta_bytes: 0,
                 access: seq,
+                check: Check::Sound,
             },
         );
         if let Some(old) = old {
@@ -166,7 +180,7 @@ impl DiskTier {
                 None
             }
             Err(reader::ReadError::Corrupt(why)) => {
-                self.drop_corrupt(key, e.seq, why);
+                self.drop_corrupt(key, e.seq, None, None, why);
                 None
             }
             Err(reader::ReadError::Io(err)) => {
@@ -243,11 +257,30 @@ impl DiskTier {
         self.retire_if(key, e.seq).is_some()
     }
 
-    /// Drops the object of `key` found corrupt, if it is still version `seq`.
-    pub fn drop_corrupt(&self, key: Key, seq: u64, why: &str) {
-        tracing::warn!(path = %self.layout.object(key).display(), why, "dropping corrupt cached object");
-        if self.retire_if(key, seq).is_some() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Drops the object of `key` found corrupt (in body block `block`, when
+    /// one failed), if it is still version `seq`; logs it once, with its
+    /// key string when known.
+    pub fn drop_corrupt(
+        &self,
+        key: Key,
+        seq: u64,
+        key_str: Option<&[u8]>,
+        block: Option<u64>,
+        why: &str,
+    ) {
+        if self.retire_if(key, seq).is_none() {
+            // Gone or replaced meanwhile (another reader dropped it first).
+            return;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let path = self.layout.object(key);
+        match key_str {
+            Some(k) => {
+                tracing::warn!(key = %String::from_utf8_lossy(k), path = %path.display(), block, why, "dropping corrupt cached object: it is not served")
+            }
+            None => {
+                tracing::warn!(path = %path.display(), why, "dropping corrupt cached object: it is not served")
+            }
         }
     }
 
@@ -265,7 +298,7 @@ impl DiskTier {
         }
         let r = self.retire_locked(&mut g, key)?;
         drop(g);
-        let e = r.entry;
+        let e = r.entry.clone();
         self.finish_retire(r);
         Some(e)
     }

@@ -1,22 +1,21 @@
 //! Opening a published object: reads and checks its header, key string and
-//! meta (or the newer meta of its sidecar), and reads or verifies its body
-//! by positional reads. Never reads a body unless asked to.
+//! meta (or the newer meta of its sidecar), and reads a whole small body
+//! with its block table, checked. Never reads a body unless asked to
+//! (checking a body served from the file is `verify`'s).
 
 use super::format::{decode_sidecar, Header, Invalid, FIXED_LEN};
 use super::index::Entry;
+use super::verify::check_in_memory;
 use super::DiskTier;
 use crate::key::Key;
 use bytes::{Bytes, BytesMut};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use xxhash_rust::xxh3::Xxh3;
 
 /// Bytes read at once from the start of an object file: the header, key
 /// string and meta of most objects.
 const HEAD_READ: usize = 4096;
-/// Buffer for verifying a body checksum.
-const VERIFY_BUF: usize = 256 << 10;
 
 /// An opened object file.
 #[derive(Debug)]
@@ -83,23 +82,6 @@ pub(crate) fn read_head(file: &File, key: Key) -> Result<(Header, Vec<u8>, Bytes
     Ok((h, key_str.to_vec(), Bytes::copy_from_slice(meta)))
 }
 
-/// Hashes `len` bytes of `file` from `off`; `None` if the file is shorter.
-pub(crate) fn hash_range(file: &File, off: u64, len: u64) -> io::Result<Option<u64>> {
-    let mut h = Xxh3::new();
-    let mut buf = vec![0u8; VERIFY_BUF.min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let n = read_full_at(file, &mut buf[..want], off + done)?;
-        if n < want {
-            return Ok(None);
-        }
-        h.update(&buf[..n]);
-        done += n as u64;
-    }
-    Ok(Some(h.digest()))
-}
-
 impl DiskTier {
     /// Opens the object file of `key` (index entry `e`). `Ok(None)`: the
     /// file is gone.
@@ -138,17 +120,19 @@ impl DiskTier {
         }
     }
 
-    /// Reads a whole body (for the memory tier) and checks its checksum.
-    /// `Ok(None)`: the body is corrupt.
-    pub(crate) fn read_body(&self, o: &OpenObject) -> io::Result<Option<Bytes>> {
-        let len = o.header.body_len as usize;
+    /// Reads a whole body (for the memory tier) with its block table, in
+    /// one read, and checks every block.
+    pub(crate) fn read_body(&self, o: &OpenObject) -> Result<Bytes, ReadError> {
+        let h = &o.header;
+        let len = usize::try_from(h.body_len + h.table_len())
+            .map_err(|_| ReadError::Corrupt("body length out of range"))?;
         let mut buf = BytesMut::zeroed(len);
-        let n = read_full_at(&o.file, &mut buf, o.header.body_offset())?;
+        let n = read_full_at(&o.file, &mut buf, h.body_offset())?;
         if n < len {
-            return Ok(None);
+            return Err(ReadError::Corrupt("file shorter than its header says"));
         }
-        let mut h = Xxh3::new();
-        h.update(&buf);
-        Ok((h.digest() == o.header.body_hash).then(|| buf.freeze()))
+        check_in_memory(h, &buf).map_err(ReadError::Corrupt)?;
+        buf.truncate(h.body_len as usize);
+        Ok(buf.freeze())
     }
 }

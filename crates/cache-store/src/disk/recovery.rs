@@ -1,14 +1,18 @@
 //! Opening the disk tier: creates the directory layout, takes the directory
 //! lock, clears `tmp/`, rebuilds the index by reading every object's header
-//! (dropping files that fail a check), verifies the body checksums of
-//! objects that an unclean shutdown may have left incomplete, attaches meta
-//! sidecars, and records a fresh (unclean) checkpoint before any write.
+//! (dropping files that fail a check), verifies every block of the objects
+//! that an unclean shutdown may have left incomplete (the others are checked
+//! block by block when first read), discards version 1 objects too large to
+//! check that way, attaches meta sidecars, and records a fresh (unclean)
+//! checkpoint before any write.
 
 use super::format::{
     blocks, decode_sidecar, Checkpoint, Layout, CHECKPOINT_FILE, LOCK_FILE, META_SUFFIX,
+    OBJECT_VERSION_1, V1_MAX_BODY, V1_TOO_LARGE,
 };
-use super::index::{Entry, Index};
-use super::reader::{hash_range, read_head, ReadError};
+use super::index::{Check, Entry, Index};
+use super::reader::{read_head, ReadError};
+use super::verify::check_all;
 use super::{remove_quietly, DiskTier};
 use crate::config::DiskConfig;
 use crate::error::StoreError;
@@ -77,9 +81,10 @@ fn clear_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks one object file, its body too when its publish sequence is at
-/// least `verify_from` (counted in `verified`); returns the sequence and the
-/// file length.
+/// Checks one object file, every block of its body too when its publish
+/// sequence is at least `verify_from` (counted in `verified`); returns the
+/// sequence and the file length. A version 1 object over [`V1_MAX_BODY`]
+/// fails with [`V1_TOO_LARGE`].
 fn check_object(
     path: &Path,
     key: Key,
@@ -96,11 +101,12 @@ fn check_object(
             "file longer than its header says"
         }));
     }
+    if h.version == OBJECT_VERSION_1 && h.body_len > V1_MAX_BODY {
+        return Err(ReadError::Corrupt(V1_TOO_LARGE));
+    }
     if h.seq >= verify_from {
         *verified += 1;
-        if hash_range(&file, h.body_offset(), h.body_len)? != Some(h.body_hash) {
-            return Err(ReadError::Corrupt("body checksum mismatch"));
-        }
+        check_all(&file, &h)?;
     }
     Ok((h.seq, len))
 }
@@ -129,6 +135,7 @@ impl DiskTier {
             used: AtomicU64::new(0),
             reserved: AtomicU64::new(0),
             clock: AtomicU64::new(1),
+            run_start: AtomicU64::new(u64::MAX),
             publishes: AtomicU64::new(0),
             gate: RwLock::new(()),
             closed: AtomicBool::new(false),
@@ -143,6 +150,7 @@ impl DiskTier {
         });
         let (max_seq, verified) = tier.scan(checkpoint, progress)?;
         tier.clock.store(max_seq + 1, Ordering::Relaxed);
+        tier.run_start.store(max_seq + 1, Ordering::Relaxed);
         if tier.used() > tier.cfg.max_bytes {
             tier.evict_to(tier.cfg.max_bytes);
         }
@@ -226,12 +234,22 @@ impl DiskTier {
                                 obj_bytes: bytes,
                                 meta_bytes: 0,
                                 access: seq,
+                                // Verified now, or to be checked when read.
+                                check: if seq >= verify_from {
+                                    Check::Sound
+                                } else {
+                                    Check::Unchecked
+                                },
                             },
                         );
                         self.add_used(bytes);
                         max_seq = max_seq.max(seq);
                         p.objects += 1;
                         p.bytes += len;
+                    }
+                    Err(ReadError::Corrupt(V1_TOO_LARGE)) => {
+                        remove_quietly(&path);
+                        p.outdated += 1;
                     }
                     Err(ReadError::Corrupt(why)) => self.drop_file(&path, why, &mut p),
                     Err(ReadError::Io(e)) => return Err(StoreError::io("read", &path, e)),
@@ -243,6 +261,12 @@ impl DiskTier {
         }
         for key in sidecars {
             self.attach_sidecar(key, &mut p);
+        }
+        if p.outdated > 0 {
+            tracing::warn!(
+                objects = p.outdated,
+                "discarded objects of the older disk format (version 1) over 8 MiB: their one body checksum cannot be checked block by block; they will be fetched again"
+            );
         }
         p.done = true;
         progress(p);

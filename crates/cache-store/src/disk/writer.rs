@@ -1,9 +1,10 @@
 //! An object being written to disk: a file in `tmp/` holding room for the
-//! header, the key string, the meta and the body as it arrives, its running
-//! body checksum, and its reservation of disk space. Dropping it unpublished
+//! header, the key string, the meta and the body as it arrives, the sums of
+//! its body's blocks as they fill, and its reservation of disk space.
+//! [`TempObject::seal`] appends the block table; dropping it unpublished
 //! deletes the file and returns the space; publishing is `DiskTier::publish`.
 
-use super::format::{blocks, body_offset, FIXED_LEN};
+use super::format::{blocks, body_offset, encode_table, BLOCK_SHIFT, FIXED_LEN};
 use super::DiskTier;
 use crate::error::StoreError;
 use std::fs::File;
@@ -19,7 +20,10 @@ pub(crate) struct TempObject {
     path: PathBuf,
     body_offset: u64,
     written: u64,
-    hasher: Xxh3,
+    /// Sums of the body's full blocks so far.
+    sums: Vec<u64>,
+    /// The running sum of the block being filled (seeded with its number).
+    block: Xxh3,
     /// Accounted bytes reserved so far (whole blocks of the file written).
     reserved: u64,
     published: bool,
@@ -55,7 +59,8 @@ impl TempObject {
             path,
             body_offset,
             written: 0,
-            hasher: Xxh3::new(),
+            sums: Vec::new(),
+            block: Xxh3::with_seed(0),
             reserved,
             published: false,
         };
@@ -79,19 +84,48 @@ impl TempObject {
         self.file
             .write_all_at(data, self.body_offset + self.written)
             .map_err(|e| StoreError::io("write", &self.path, e))?;
-        self.hasher.update(data);
-        self.written += data.len() as u64;
+        self.sum_blocks(data);
         Ok(())
+    }
+
+    /// Adds body bytes to the block sums and to the count written.
+    fn sum_blocks(&mut self, mut data: &[u8]) {
+        const SIZE: u64 = 1 << BLOCK_SHIFT;
+        while !data.is_empty() {
+            let room = SIZE - self.written % SIZE;
+            let n = data.len().min(room as usize);
+            self.block.update(&data[..n]);
+            self.written += n as u64;
+            data = &data[n..];
+            if self.written.is_multiple_of(SIZE) {
+                self.sums.push(self.block.digest());
+                self.block = Xxh3::with_seed(self.sums.len() as u64);
+            }
+        }
+    }
+
+    /// Ends the body: appends the block table after it (reserving the
+    /// space) and returns the table's checksum, for the header.
+    pub fn seal(&mut self) -> Result<u64, StoreError> {
+        if !self.written.is_multiple_of(1 << BLOCK_SHIFT) {
+            self.sums.push(self.block.digest());
+        }
+        let (table, sum) = encode_table(&self.sums);
+        let at = self.body_offset + self.written;
+        let need = blocks(at + table.len() as u64).saturating_sub(self.reserved);
+        if need > 0 {
+            self.disk.reserve(need)?;
+            self.reserved += need;
+        }
+        self.file
+            .write_all_at(&table, at)
+            .map_err(|e| StoreError::io("write", &self.path, e))?;
+        Ok(sum)
     }
 
     /// Body bytes written.
     pub fn written(&self) -> u64 {
         self.written
-    }
-
-    /// Checksum of the body written.
-    pub fn body_hash(&self) -> u64 {
-        self.hasher.digest()
     }
 
     /// The file (shared with readers of the partial body).

@@ -1,6 +1,12 @@
 //! Answering from a stored object: a 304 for a conditional request it
 //! satisfies, 206 or 416 for a `Range`, else the object itself (HEAD: its
-//! head), from memory or from disk.
+//! head), from memory or from disk. A body on disk not known sound yet (the
+//! store found it at start) is checked against its block checksums: the
+//! part the request needs first before the lookup counts as a hit
+//! ([`check_ahead`]), the rest as it is sent; damage found after the head
+//! went out aborts the connection.
+
+use std::io;
 
 use cache_store::Body;
 use httpx::body;
@@ -13,6 +19,56 @@ use super::meta::Meta;
 use super::policy;
 use super::respond::{self, Ranges, Reply, Served};
 use super::Worker;
+
+/// Bytes of a stored body checked before a lookup counts as a hit, when
+/// the body still needs checking: damage there makes the request a miss;
+/// damage further on is found while the body is sent, and aborts it.
+const CHECK_BEFORE_HEAD: u64 = 8 << 20;
+
+/// Checks, before anything is sent, the part of a stored `body` that the
+/// request `head` gets first: the ranges it asks for, else the start of the
+/// body, up to [`CHECK_BEFORE_HEAD`] bytes in all (nothing for a HEAD, or
+/// a body known sound). False: it failed, the store dropped the object,
+/// and the request is a miss.
+pub(super) fn check_ahead(head: &RequestHead, body: &Body) -> bool {
+    if body.is_checked() || head.method() == b"HEAD" {
+        return true;
+    }
+    let total = body.len();
+    let ranges = match head.fields.get("range") {
+        Some(v) => match respond::parse_range(v, total) {
+            respond::Ranges::Some(r) => r,
+            _ => vec![(0, total.saturating_sub(1))],
+        },
+        None => vec![(0, total.saturating_sub(1))],
+    };
+    let mut budget = CHECK_BEFORE_HEAD;
+    for (a, b) in ranges {
+        let n = (b + 1).saturating_sub(a).min(budget);
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = body.check(a, n) {
+            // The store logged the damage (key, block, reason) when it was
+            // a bad block; an I/O error is logged here.
+            if e.kind() != io::ErrorKind::InvalidData {
+                tracing::warn!(err = %e, "cannot read stored object");
+            }
+            return false;
+        }
+        budget -= n;
+    }
+    true
+}
+
+/// Why sending a stored body failed, for the access log.
+fn send_failure(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::InvalidData => "stored object failed its checksum",
+        io::ErrorKind::UnexpectedEof => "stored object damaged",
+        _ => "client stopped reading the response",
+    }
+}
 
 /// A stored object: its body and record.
 #[derive(Clone, Copy)]
@@ -109,8 +165,8 @@ async fn ranged(
         idle,
     )
     .await;
-    if sent.is_err() {
-        s.log.reason = "client stopped reading the response";
+    if let Err(e) = sent {
+        s.log.reason = send_failure(&e);
         return Some(Next::Close);
     }
     s.log.bytes += len;
@@ -146,12 +202,10 @@ async fn whole(
     match result {
         Ok(()) => Next::keep_if(reply.keep),
         Err(e) => {
-            s.log.reason = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
                 tracing::warn!(url = %String::from_utf8_lossy(s.log.url()), "stored body shorter than its record: dropped");
-                "stored object damaged"
-            } else {
-                "client stopped reading the response"
-            };
+            }
+            s.log.reason = send_failure(&e);
             Next::Close
         }
     }

@@ -1,9 +1,12 @@
 //! Finding a request's stored object: under the URL's own key, or, when the
-//! URL has a `Vary` marker, under the key of the request's variant.
+//! URL has a `Vary` marker, under the key of the request's variant. An
+//! object whose body fails the check of what the request gets first is not
+//! found ([`super::hit::check_ahead`]).
 
 use cache_store::{Hit, Key};
 use httpx::RequestHead;
 
+use super::hit::check_ahead;
 use super::meta::{self, Meta, Stored};
 use super::policy;
 use super::Cache;
@@ -27,8 +30,21 @@ impl Found {
 }
 
 /// Looks up the object `head` asks for under the URL key `base`. A record
-/// that cannot be read is dropped (and logged).
+/// that cannot be read is dropped (and logged); so is a body that fails its
+/// check (by the store).
 pub(super) fn lookup(cache: &Cache, base: &[u8], head: &RequestHead) -> Found {
+    let mut found = find(cache, base, head);
+    if found
+        .object
+        .as_ref()
+        .is_some_and(|(hit, _)| !check_ahead(head, &hit.body))
+    {
+        found.object = None;
+    }
+    found
+}
+
+fn find(cache: &Cache, base: &[u8], head: &RequestHead) -> Found {
     let mut found = Found {
         variant: None,
         vary: None,

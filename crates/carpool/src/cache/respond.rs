@@ -73,6 +73,9 @@ const MAX_RANGES: usize = 16;
 const BOUNDARY: &str = "CARPOOL_BYTERANGES_7d3a9c";
 /// Most bytes one sendfile call is asked for.
 const SENDFILE_CHUNK: u64 = 1 << 30;
+/// A disk body not checked yet is checked and sent this many bytes at a
+/// time (four of the store's blocks).
+const CHECK_CHUNK: u64 = 1 << 20;
 
 /// What goes into every head we write from a stored object.
 pub struct Reply<'a> {
@@ -335,7 +338,11 @@ pub fn if_range_allows(m: &Meta, fields: &Fields) -> bool {
     }
 }
 
-/// Writes bytes `start..start+len` of a stored body.
+/// Writes bytes `start..start+len` of a stored body. A body on disk that
+/// is not known sound yet (found at start, not read since) is checked a
+/// chunk at a time just before each chunk is sent; a chunk that fails is
+/// never sent, and the error is `InvalidData` (the store dropped the
+/// object). A sound body goes out in one sendfile loop, unchecked.
 pub async fn send_body(
     client: &mut TcpStream,
     body: &Body,
@@ -352,7 +359,19 @@ pub async fn send_body(
             })?;
             timed(idle, client.write_all(part)).await
         }
-        Body::Disk(d) => sendfile_all(client, d.file(), d.body_offset() + start, len, idle).await,
+        Body::Disk(d) if d.is_checked() => {
+            sendfile_all(client, d.file(), d.body_offset() + start, len, idle).await
+        }
+        Body::Disk(d) => {
+            let (mut off, end) = (start, start + len);
+            while off < end {
+                let n = (end - off).min(CHECK_CHUNK);
+                d.check(off, n)?;
+                sendfile_all(client, d.file(), d.body_offset() + off, n, idle).await?;
+                off += n;
+            }
+            Ok(())
+        }
     }
 }
 
