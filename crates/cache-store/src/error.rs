@@ -8,14 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file system operation failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {error}", path.display())]
     Io {
         /// What was being done ("create", "rename", ...).
         what: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The system error.
-        source: io::Error,
+        /// The system error: part of the message, not a separate `source`,
+        /// so that a report of the error chain says it once.
+        error: io::Error,
     },
     /// Another process (or another `Store` in this one) has the directory open.
     #[error(
@@ -77,11 +78,11 @@ pub enum StoreError {
 
 impl StoreError {
     /// An I/O error with its operation and path.
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
         StoreError::Io {
             what,
             path: path.into(),
-            source,
+            error,
         }
     }
 }

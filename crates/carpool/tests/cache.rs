@@ -892,3 +892,27 @@ fn damage_found_while_sending_aborts_the_response() {
     assert!(r.body == want);
     assert_eq!(o.count("/l24"), 2);
 }
+
+/// A cache whose directory cannot be made stops with one line that says
+/// what failed, where, and why, the system's reason once (it was printed
+/// twice: in the store error's message and again as its source).
+#[test]
+fn a_store_that_cannot_open_says_why_once() {
+    let dir = common::temp_dir("store-error");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["cache", "--listen", "127.0.0.1:0", "--access-log", "none"])
+        .arg("--dir")
+        .arg(file.join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("carpool: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains(&file.display().to_string()), "{line}");
+    assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
+}
