@@ -67,51 +67,118 @@ fn month(b: &[u8]) -> Option<u32> {
         .map(|i| i as u32 + 1)
 }
 
-fn num(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 4 || !b.iter().all(u8::is_ascii_digit) {
+/// Exactly `n` digits.
+fn digits(b: &[u8], n: usize) -> Option<i64> {
+    if b.len() != n || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(b.iter().fold(0i64, |n, d| n * 10 + (d - b'0') as i64))
+    Some(b.iter().fold(0i64, |v, d| v * 10 + i64::from(d - b'0')))
 }
 
-fn hms(b: &[u8]) -> Option<i64> {
-    let mut p = b.split(|&c| c == b':');
-    let (h, m, s) = (num(p.next()?)?, num(p.next()?)?, num(p.next()?)?);
-    if p.next().is_some() || h > 23 || m > 59 || s > 60 {
+/// `HH:MM:SS` as seconds of the day.
+fn time_of_day(b: &[u8]) -> Option<i64> {
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (
+        digits(&b[0..2], 2)?,
+        digits(&b[3..5], 2)?,
+        digits(&b[6..8], 2)?,
+    );
+    if h > 23 || m > 59 || s > 60 {
         return None;
     }
     Some(h * 3600 + m * 60 + s)
 }
 
-/// Reads an HTTP date in any of its three forms.
+/// A short day name (`Mon`), any case.
+fn day_name(b: &[u8]) -> bool {
+    DAYS.iter().any(|d| d.eq_ignore_ascii_case(b))
+}
+
+/// A full day name (`Monday`), any case.
+fn day_name_long(b: &[u8]) -> bool {
+    const LONG: [&[u8]; 7] = [
+        b"Monday",
+        b"Tuesday",
+        b"Wednesday",
+        b"Thursday",
+        b"Friday",
+        b"Saturday",
+        b"Sunday",
+    ];
+    LONG.iter().any(|d| d.eq_ignore_ascii_case(b))
+}
+
+/// The year of a two-digit RFC 850 year: the one in this century, unless
+/// that is more than 50 years ahead of `now` (RFC 9110 §5.6.7): then the
+/// century before.
+fn full_year(yy: i64, now: SystemTime) -> i64 {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let this_year = civil_from_days(secs.div_euclid(86_400)).0;
+    let y = this_year - this_year.rem_euclid(100) + yy;
+    if y > this_year + 50 {
+        y - 100
+    } else if y < this_year - 50 {
+        y + 100
+    } else {
+        y
+    }
+}
+
+/// Reads an HTTP date in one of its three forms (RFC 9110 §5.6.7), exactly
+/// as the grammar has it: single spaces, two-digit days (asctime: a space
+/// before a one-digit day), four-digit years (RFC 850: two), `GMT`. Names
+/// of days and months in any case. Anything else is no date: for `Expires`
+/// that means already expired.
 pub fn parse(v: &[u8]) -> Option<SystemTime> {
-    let words: Vec<&[u8]> = v
-        .trim_ascii()
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let (y, m, d, t) = match words.as_slice() {
+    let v = v.trim_ascii();
+    let (y, m, d, t) = if v.len() == 29 && v[3] == b',' {
         // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [_, d, mon, y, t, gmt] if gmt.eq_ignore_ascii_case(b"GMT") => {
-            (num(y)?, month(mon)?, num(d)?, hms(t)?)
+        if !day_name(&v[0..3]) || v[4] != b' ' || v[7] != b' ' || v[11] != b' ' {
+            return None;
         }
+        if v[16] != b' ' || v[25] != b' ' || &v[26..] != b"GMT" {
+            return None;
+        }
+        let (d, m, y) = (
+            digits(&v[5..7], 2)?,
+            month(&v[8..11])?,
+            digits(&v[12..16], 4)?,
+        );
+        (y, m, d, time_of_day(&v[17..25])?)
+    } else if let Some(comma) = v.iter().position(|&b| b == b',').filter(|&c| c > 3) {
         // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [_, dmy, t, gmt] if gmt.eq_ignore_ascii_case(b"GMT") => {
-            let mut p = dmy.split(|&c| c == b'-');
-            let (d, mon, y) = (num(p.next()?)?, month(p.next()?)?, num(p.next()?)?);
-            // two-digit years: within 50 years of now (RFC 9110), taken as 19xx/20xx
-            let y = if y < 70 {
-                2000 + y
-            } else if y < 100 {
-                1900 + y
-            } else {
-                y
-            };
-            (y, mon, d, hms(t)?)
+        let rest = &v[comma..];
+        if !day_name_long(&v[..comma]) || rest.len() != 24 || rest[1] != b' ' {
+            return None;
         }
+        if rest[4] != b'-' || rest[8] != b'-' || rest[11] != b' ' || rest[20] != b' ' {
+            return None;
+        }
+        if &rest[21..] != b"GMT" {
+            return None;
+        }
+        let (d, m) = (digits(&rest[2..4], 2)?, month(&rest[5..8])?);
+        let y = full_year(digits(&rest[9..11], 2)?, SystemTime::now());
+        (y, m, d, time_of_day(&rest[12..20])?)
+    } else if v.len() == 24 {
         // asctime: Sun Nov  6 08:49:37 1994
-        [_, mon, d, t, y] => (num(y)?, month(mon)?, num(d)?, hms(t)?),
-        _ => return None,
+        if !day_name(&v[0..3]) || v[3] != b' ' || v[7] != b' ' || v[10] != b' ' || v[19] != b' ' {
+            return None;
+        }
+        let d = match &v[8..10] {
+            [b' ', one] => digits(&[*one], 1)?,
+            two => digits(two, 2)?,
+        };
+        (
+            digits(&v[20..24], 4)?,
+            month(&v[4..7])?,
+            d,
+            time_of_day(&v[11..19])?,
+        )
+    } else {
+        return None;
     };
     if !(1..=31).contains(&d) || y < 1970 {
         return None;
@@ -135,6 +202,45 @@ mod tests {
         assert_eq!(out, b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(parse(b"yesterday"), None);
         assert_eq!(parse(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
+        assert_eq!(parse(b"sun, 06 nov 1994 08:49:37 GMT"), Some(t));
+    }
+
+    /// RFC 9110 §5.6.7's grammar, exactly: extra or missing spaces, short
+    /// fields and other zones are no date (an `Expires` like that means
+    /// already expired).
+    #[test]
+    fn anything_off_the_grammar_is_no_date() {
+        for bad in [
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050  02:01:18 GMT",
+            "Thu, 8 Aug 2050 02:01:18 GMT",
+            "Thu,18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 Aug 50 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+            "Thu, 18 Agu 2050 02:01:18 GMT",
+            "Thursday, 18-Aug-2050 02:01:18 GMT",
+            "Thursday, 18 Aug 50 02:01:18 GMT",
+            "Thu Aug 18 02:01:18 2050 GMT",
+            "Thu Aug 8 02:01:18 2050",
+            "Thu  Aug 18 02:01:18 2050",
+            "0",
+            "",
+        ] {
+            assert_eq!(parse(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert!(parse(b"Thu Aug 18 02:01:18 2050").is_some());
+        assert!(parse(b"Thursday, 18-Aug-50 02:01:18 GMT").is_some());
+    }
+
+    #[test]
+    fn two_digit_years_are_within_fifty_years() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_000_000); // 2026
+        assert_eq!(full_year(50, now), 2050);
+        assert_eq!(full_year(94, now), 1994);
+        assert_eq!(full_year(76, now), 2076);
+        assert_eq!(full_year(77, now), 1977);
+        assert_eq!(full_year(0, now), 2000);
     }
 
     #[test]
