@@ -1,8 +1,8 @@
 //! What the cache stores beside an object's body: a small binary record that
-//! the hit path reads without parsing JSON (status, when it was received, how
-//! long it stays fresh, the response head ready to send), followed by the
-//! full RFC 9111 policy (`http-cache-semantics`, as JSON) for the slower
-//! paths: conditional client requests with `Cache-Control`, revalidation.
+//! the hit path reads without parsing anything (status, when it was
+//! received, its age then, how long it stays fresh, the response head ready
+//! to send), and the cache directives that govern its reuse, read only on
+//! the slower paths (a request with directives of its own, a stale object).
 //!
 //! A `Vary` marker is stored under the URL's own key: it names the request
 //! fields the URL's responses vary on, and each variant lives under a key
@@ -11,10 +11,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_cache_semantics::CachePolicy;
 
-/// First bytes of every record; bump the digit when the layout changes.
-const MAGIC: &[u8; 4] = b"CPM1";
+use super::directives::Directives;
+
+/// First bytes of every record; bump the digit when the layout changes
+/// (records of another layout read as nothing stored).
+const MAGIC: &[u8; 4] = b"CPM2";
 
 /// Kinds of record.
 const KIND_OBJECT: u8 = 0;
@@ -27,18 +29,22 @@ pub struct Meta {
     pub status: u16,
     /// When the response was received.
     pub response_time: SystemTime,
-    /// The response's age when it was received (`Age` plus transit).
+    /// The response's age when it was received (RFC 9111 §4.2.3: its `Age`
+    /// corrected by the response delay, or what its `Date` says if more).
     pub initial_age: Duration,
-    /// Freshness lifetime from `response_time` (zero: always revalidate).
-    pub ttl: Duration,
+    /// Freshness lifetime (zero: always revalidate): fresh while the age is
+    /// less.
+    pub lifetime: Duration,
     /// The response head to send: status line and end-to-end fields, each
-    /// ending in CRLF, without `Age`, `Date`, framing or connection fields.
+    /// ending in CRLF, without `Age`, framing or connection fields.
     pub head: Bytes,
     /// The request fields the response varies on (lower case, sorted; empty
     /// when it does not vary).
     pub vary: Vec<String>,
-    /// The policy (kept serialized; decoded only when needed).
-    pub policy_json: Bytes,
+    /// The cache directives that govern reuse: the values of the field
+    /// they came from (`Cache-Control`, or the targeted field used, which
+    /// is not in `head`), comma-joined.
+    pub directives: Bytes,
 }
 
 /// A record as stored: an object, or a `Vary` marker.
@@ -71,13 +77,12 @@ impl Meta {
     /// Fresh at `now` without revalidation (for a request that adds no
     /// conditions of its own).
     pub fn is_fresh(&self, now: SystemTime) -> bool {
-        now.duration_since(self.response_time)
-            .is_ok_and(|resident| resident < self.ttl)
+        self.age(now) < self.lifetime
     }
 
-    /// The decoded policy.
-    pub fn policy(&self) -> Option<CachePolicy> {
-        serde_json::from_slice(&self.policy_json).ok()
+    /// The directives that govern reuse, parsed.
+    pub fn directives(&self) -> Directives {
+        Directives::cache_control([&self.directives[..]])
     }
 
     /// The stored head's first field value named `name`.
@@ -87,16 +92,16 @@ impl Meta {
 
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.head.len() + self.policy_json.len());
+        let mut out = Vec::with_capacity(64 + self.head.len() + self.directives.len());
         out.extend_from_slice(MAGIC);
         out.push(KIND_OBJECT);
         out.extend_from_slice(&self.status.to_le_bytes());
         out.extend_from_slice(&millis(self.response_time).to_le_bytes());
         out.extend_from_slice(&(self.initial_age.as_millis() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.ttl.as_millis() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.lifetime.as_millis() as u64).to_le_bytes());
         put_bytes(&mut out, &self.head);
         put_bytes(&mut out, self.vary.join(",").as_bytes());
-        put_bytes(&mut out, &self.policy_json);
+        put_bytes(&mut out, &self.directives);
         out
     }
 }
@@ -116,7 +121,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Reads a record back (without copying its head or policy); `None` when it
+/// Reads a record back (without copying its head or directives); `None` when it
 /// is not one of ours (another layout version, or damage the store's
 /// checksums did not catch).
 pub fn decode(b: &Bytes) -> Option<Stored> {
@@ -129,18 +134,18 @@ pub fn decode(b: &Bytes) -> Option<Stored> {
             let status = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
             let response_time = UNIX_EPOCH + Duration::from_millis(r.u64()?);
             let initial_age = Duration::from_millis(r.u64()?);
-            let ttl = Duration::from_millis(r.u64()?);
+            let lifetime = Duration::from_millis(r.u64()?);
             let head = b.slice_ref(r.bytes()?);
             let vary = split_names(r.bytes()?);
-            let policy_json = b.slice_ref(r.bytes()?);
+            let directives = b.slice_ref(r.bytes()?);
             Some(Stored::Object(Meta {
                 status,
                 response_time,
                 initial_age,
-                ttl,
+                lifetime,
                 head,
                 vary,
-                policy_json,
+                directives,
             }))
         }
         KIND_VARY => {
@@ -184,7 +189,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The `name: value` fields of a stored head (after its status line).
-pub fn fields(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub fn fields(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
     head.split(|&b| b == b'\n').skip(1).filter_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let colon = line.iter().position(|&b| b == b':')?;
@@ -202,19 +207,20 @@ mod tests {
             status: 200,
             response_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             initial_age: Duration::from_secs(3),
-            ttl: Duration::from_secs(60),
+            lifetime: Duration::from_secs(63),
             head: Bytes::from_static(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: \"x\"\r\n",
             ),
             vary: vec!["accept-encoding".into()],
-            policy_json: Bytes::from_static(b"{}"),
+            directives: Bytes::from_static(b"max-age=63, must-revalidate"),
         };
         let Some(Stored::Object(back)) = decode(&m.encode().into()) else {
             panic!("not decoded")
         };
         assert_eq!(back.status, 200);
         assert_eq!(back.response_time, m.response_time);
-        assert_eq!(back.ttl, m.ttl);
+        assert_eq!(back.lifetime, m.lifetime);
+        assert!(back.directives().must_revalidate);
         assert_eq!(back.head, m.head);
         assert_eq!(back.vary, m.vary);
         assert_eq!(back.field("etag"), Some(&b"\"x\""[..]));

@@ -18,11 +18,12 @@ use tokio::sync::watch;
 
 use super::fill::{End, Leader, Progress, Role as FillRole};
 use super::follow::{follow, Followed};
+use super::freshness::{self, Exchange, StaleWindow, Verdict};
 use super::hit::{serve_hit, Object};
 use super::lookup::Found;
 use super::meta::{self, Meta};
 use super::origin::{Hop, CLIENT_CONDITIONS};
-use super::policy::{self, Verdict};
+use super::policy;
 use super::respond::{Served, XCache};
 use super::Worker;
 
@@ -32,6 +33,9 @@ pub(super) struct Lead {
     pub(super) found: Found,
     leader: Leader,
     validators: Vec<u8>,
+    /// When the fill began: no later than its request is sent (the start
+    /// of the response delay, RFC 9111 §4.2.3).
+    request_time: SystemTime,
 }
 
 impl Lead {
@@ -46,6 +50,7 @@ impl Lead {
             found,
             leader,
             validators,
+            request_time: SystemTime::now(),
         }
     }
 
@@ -93,13 +98,19 @@ pub(super) async fn answer(
 ) -> Proceed {
     let served = lead.served();
     s.log.code = served.code;
-    let Lead { found, leader, .. } = lead;
+    let Lead {
+        found,
+        leader,
+        request_time,
+        ..
+    } = lead;
     let fill = Fill {
         w,
         req,
         found: &found,
         leader,
         hop,
+        request_time,
     };
     let next = match fill.take(resp) {
         Filled::Pass(resp) => return Proceed::Relay(resp, served.x_cache.field()),
@@ -142,7 +153,12 @@ pub(super) async fn stale_if_error(
     e: HttpError,
 ) -> Option<Next> {
     let (hit, m) = found.object.as_ref()?;
-    if !stale_within(m, "stale-if-error") {
+    if !freshness::stale_within(
+        m,
+        &w.cache.freshness,
+        StaleWindow::IfError,
+        SystemTime::now(),
+    ) {
         return None;
     }
     tracing::info!(url = %String::from_utf8_lossy(req.uri.effective()), reason = e.reason, "origin failed: serving stale (stale-if-error)");
@@ -161,6 +177,7 @@ struct Fill<'a> {
     found: &'a Found,
     leader: Leader,
     hop: Hop,
+    request_time: SystemTime,
 }
 
 impl Fill<'_> {
@@ -169,21 +186,21 @@ impl Fill<'_> {
     /// own fills the store, the followers stream from it); anything else
     /// passes to this one client.
     fn take(self, resp: Response) -> Filled {
-        let response_time = SystemTime::now();
+        let at = Exchange {
+            request_time: self.request_time,
+            response_time: SystemTime::now(),
+        };
+        let rules = &self.w.cache.freshness;
         let (uri, fields) = (self.req.uri.effective(), &self.req.head.fields);
-        let req_parts = policy::request_parts(b"GET", uri, fields);
         if let (Some((hit, m)), 304) = (&self.found.object, resp.head.status) {
             if headers::server_keep_alive(&resp.head) {
                 self.w.pools.borrow_mut().put(&self.hop, resp.conn);
             }
             let merged = policy::merge_304(&m.head, &resp.head);
-            let refreshed =
-                req_parts.and_then(
-                    |r| match policy::judge(&r, m.status, merged, response_time) {
-                        Verdict::Store(n) => Some(n),
-                        Verdict::Pass(_) => None,
-                    },
-                );
+            let refreshed = match freshness::judge(rules, fields, m.status, merged, at) {
+                Verdict::Store(n) => Some(n),
+                Verdict::Pass(_) => None,
+            };
             let now = refresh(self.w, self.found.key(uri), hit.version, refreshed);
             self.leader.end(End::Refreshed);
             return Filled::Refreshed(now.unwrap_or_else(|| m.clone()));
@@ -192,14 +209,13 @@ impl Fill<'_> {
             Ok(l) => l,
             Err(e) => return Filled::Failed(e),
         };
-        let verdict = match (req_parts, known_len(len)) {
-            (None, _) => Verdict::Pass("request not representable for RFC 9111 rules"),
-            (Some(_), Some(n)) if n > self.w.cache.settings.max_object_size => {
+        let verdict = match known_len(len) {
+            Some(n) if n > self.w.cache.settings.max_object_size => {
                 Verdict::Pass("larger than max_object_size")
             }
-            (Some(r), _) => {
-                let stored = policy::stored_head(&resp.head);
-                policy::judge(&r, resp.head.status, stored, response_time)
+            _ => {
+                let head = policy::stored_head(&resp.head);
+                freshness::judge(rules, fields, resp.head.status, head, at)
             }
         };
         match verdict {
@@ -321,13 +337,19 @@ pub(super) fn refresh_in_background(w: &Worker, req: &Request, found: Found) {
                 return;
             }
         };
-        let Lead { found, leader, .. } = lead;
+        let Lead {
+            found,
+            leader,
+            request_time,
+            ..
+        } = lead;
         let fill = Fill {
             w: &w,
             req: &req,
             found: &found,
             leader,
             hop,
+            request_time,
         };
         if let Filled::Failed(e) = fill.take(resp) {
             tracing::info!(url = %String::from_utf8_lossy(req.uri.effective()), reason = e.reason, "background revalidation failed");
@@ -355,32 +377,6 @@ async fn fetch(w: &Worker, req: &Request, hop: &Hop, lead: &Lead) -> Result<Resp
         })?;
     resp.skip_interim(info.kind, &layer.upstream).await?;
     Ok(resp)
-}
-
-/// True when the stored response is stale by less than its `directive`
-/// window (`stale-if-error` or `stale-while-revalidate`, RFC 5861).
-pub(super) fn stale_within(m: &Meta, directive: &str) -> bool {
-    let Some(window) = directive_secs(m, directive) else {
-        return false;
-    };
-    let resident = SystemTime::now()
-        .duration_since(m.response_time)
-        .unwrap_or_default();
-    resident < m.ttl + std::time::Duration::from_secs(window)
-}
-
-/// The seconds of a `Cache-Control` directive of the stored response.
-fn directive_secs(m: &Meta, name: &str) -> Option<u64> {
-    meta::fields(&m.head)
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"cache-control"))
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
-        .find_map(|d| {
-            let d = std::str::from_utf8(d).ok()?.trim();
-            let (k, v) = d.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().trim_matches('"').parse().ok())?
-        })
 }
 
 /// Reads the origin's body into the store, announcing progress to the

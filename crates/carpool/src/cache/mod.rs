@@ -12,8 +12,10 @@
 //! and [`follow`] (objects being filled); filling it: [`miss`]; removing
 //! it: [`purge`]; where misses go: [`origin`].
 
+mod directives;
 pub mod fill;
 mod follow;
+mod freshness;
 mod hit;
 mod lookup;
 pub mod meta;
@@ -53,6 +55,8 @@ pub struct Cache {
     pub inflight: Arc<InFlight>,
     /// The upstream proxy misses go through, if any.
     pub upstream: Option<HostPort>,
+    /// What the configuration adds to RFC 9111's rules.
+    pub freshness: freshness::Rules,
 }
 
 /// One worker thread's cache: the shared cache, and its own origin
@@ -154,6 +158,11 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         store,
         inflight: Arc::new(InFlight::default()),
         upstream: settings.upstream_proxy.clone(),
+        freshness: freshness::Rules {
+            targeted: settings.targeted_cache_control.clone(),
+            stale_while_revalidate: settings.stale_while_revalidate,
+            stale_if_error: settings.stale_if_error,
+        },
         settings,
     });
     tracing::info!(listen = %cache.settings.server.listen, workers, "carpool cache started");

@@ -1,19 +1,17 @@
-//! RFC 9111 decisions through `http-cache-semantics` (cacheability,
-//! freshness lifetime, age, whether a stored response satisfies a request),
-//! and the pieces the crate leaves to its user: the response head we store,
-//! `Vary` variant keys, revalidation requests and merging a 304's fields.
+//! The heads and keys around RFC 9111's decisions (those are `freshness`):
+//! the response head a cache judges and stores, `Vary` variant keys,
+//! revalidation requests, merging a 304's fields, and the client
+//! conditionals a stored head answers.
 
-use std::time::SystemTime;
-
-use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use httpx::{Fields, ResponseHead};
 
 use super::meta::{self, Meta};
 
-/// Fields a stored head never keeps beyond the hop-by-hop ones: framing
-/// (re-written when served), `Age` (computed when served) and an upstream
-/// cache's `X-Cache` (ours says what this cache did).
-const NOT_STORED: [&str; 3] = ["content-length", "age", "x-cache"];
+/// Fields a response head loses before it is judged, beyond the hop-by-hop
+/// ones: framing (re-written when served) and an upstream cache's
+/// `X-Cache` (ours says what this cache did). `Age` is judged, then dropped
+/// ([`super::freshness::judge`]): it is computed when served.
+const NOT_STORED: [&str; 2] = ["content-length", "x-cache"];
 
 /// Fields a 304 does not update in the stored head (RFC 9111 §3.2, plus
 /// what describes the stored body itself).
@@ -28,46 +26,8 @@ fn is_in(list: &[&str], name: &[u8]) -> bool {
     list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
-/// The request as `http-cache-semantics` sees it: method, effective URI and
-/// the fields (with `Host` taken from the URI, which wins over the field).
-pub fn request_parts(method: &[u8], uri: &[u8], fields: &Fields) -> Option<http::request::Parts> {
-    let uri: http::Uri = http::Uri::try_from(uri).ok()?;
-    let mut b = http::Request::builder()
-        .method(http::Method::from_bytes(method).ok()?)
-        .uri(uri.clone());
-    for (n, v) in fields.iter() {
-        if n.eq_ignore_ascii_case(b"host") {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(n),
-            http::HeaderValue::from_bytes(v),
-        ) {
-            b = b.header(n, v);
-        }
-    }
-    if let Some(a) = uri.authority() {
-        b = b.header(http::header::HOST, a.as_str());
-    }
-    Some(b.body(()).ok()?.into_parts().0)
-}
-
-/// A response status and head bytes (a stored head, or one from the
-/// origin) as `http-cache-semantics` sees them.
-pub fn response_parts(status: u16, head: &[u8]) -> Option<http::response::Parts> {
-    let mut b = http::Response::builder().status(status);
-    for (n, v) in meta::fields(head) {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(n),
-            http::HeaderValue::from_bytes(v),
-        ) {
-            b = b.header(n, v);
-        }
-    }
-    Some(b.body(()).ok()?.into_parts().0)
-}
-
-/// The head we store for a response: its status line and end-to-end fields.
+/// The head of a response as it is judged, then stored: its status line
+/// and end-to-end fields (`Age` still in).
 pub fn stored_head(resp: &ResponseHead) -> Vec<u8> {
     let mut out = Vec::with_capacity(resp.raw().len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -105,74 +65,19 @@ pub fn merge_304(stored: &[u8], not_modified: &ResponseHead) -> Vec<u8> {
     out
 }
 
-/// The options of a shared cache.
-fn options() -> CacheOptions {
-    CacheOptions {
-        shared: true,
-        ..CacheOptions::default()
+/// `head` (a status line and fields) without the fields named in `names`.
+pub fn without_fields(head: &[u8], names: &[&[u8]]) -> Vec<u8> {
+    let status_line_end = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    let mut out = head[..status_line_end].to_vec();
+    for (n, v) in meta::fields(head) {
+        if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+            httpx::headers::push_field(&mut out, n, v);
+        }
     }
-}
-
-/// What a response may become in the cache.
-pub enum Verdict {
-    /// Store it with this record.
-    Store(Meta),
-    /// Do not store it (the reason is logged at debug level).
-    Pass(&'static str),
-}
-
-/// Decides whether `head` (the response to `req`) is stored, and builds its
-/// record.
-pub fn judge(
-    req: &http::request::Parts,
-    status: u16,
-    head: Vec<u8>,
-    response_time: SystemTime,
-) -> Verdict {
-    let Some(res) = response_parts(status, &head) else {
-        return Verdict::Pass("response fields not representable");
-    };
-    let policy = CachePolicy::new_options(req, &res, response_time, options());
-    if !policy.is_storable() {
-        return Verdict::Pass("not storable (RFC 9111)");
-    }
-    let Some(vary) = vary_names(meta::fields(&head)) else {
-        return Verdict::Pass("Vary: *");
-    };
-    let ttl = policy.time_to_live(response_time);
-    let initial_age = policy.age(response_time);
-    let policy_json = match serde_json::to_vec(&policy) {
-        Ok(j) => j,
-        Err(_) => return Verdict::Pass("policy not serializable"),
-    };
-    Verdict::Store(Meta {
-        status,
-        response_time,
-        initial_age,
-        ttl,
-        head: head.into(),
-        vary,
-        policy_json: policy_json.into(),
-    })
-}
-
-/// How a stored object may answer a request.
-pub enum Use {
-    /// As it is.
-    Fresh,
-    /// Only after revalidation with the origin.
-    Stale,
-}
-
-/// Does the stored object satisfy this request without the origin?
-pub fn usable(meta: &Meta, req: &http::request::Parts, now: SystemTime) -> Use {
-    match meta.policy() {
-        Some(p) => match p.before_request(req, now) {
-            BeforeRequest::Fresh(_) => Use::Fresh,
-            BeforeRequest::Stale { .. } => Use::Stale,
-        },
-        None => Use::Stale,
-    }
+    out
 }
 
 /// True when the request adds conditions on freshness of its own
@@ -264,9 +169,12 @@ pub fn not_modified_for(meta: &Meta, fields: &Fields) -> bool {
             .any(|t| t == b"*" || weak_tag(t) == etag);
     }
     if let Some(ims) = fields.get("if-modified-since") {
+        // without Last-Modified, the stored response's Date stands in (RFC
+        // 9111 §4.3.2): it was current then
+        let validator = meta.field("last-modified").or_else(|| meta.field("date"));
         let (Some(since), Some(lm)) = (
             httpx::date::parse(ims),
-            meta.field("last-modified").and_then(httpx::date::parse),
+            validator.and_then(httpx::date::parse),
         ) else {
             return false;
         };
@@ -283,9 +191,10 @@ fn weak_tag(t: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::freshness;
     use bytes::BytesMut;
     use httpx::RequestHead;
-    use std::time::Duration;
+    use std::time::SystemTime;
 
     const URL: &[u8] = b"http://h.example/a";
 
@@ -305,70 +214,26 @@ mod tests {
             .unwrap()
     }
 
-    /// The verdict on `resp` (status line and fields, without the blank
-    /// line) to a GET with `req_fields`, received at `at`.
-    fn verdict(req_fields: &str, resp: &str, at: SystemTime) -> Verdict {
-        let req = request(req_fields);
-        let parts = request_parts(b"GET", URL, &req.fields).unwrap();
+    /// `resp` (status line and fields, without the blank line) stored as
+    /// the answer to a plain GET received now.
+    fn stored(resp: &str) -> Meta {
         let head = response(&format!("{resp}\r\n"));
-        judge(&parts, head.status, stored_head(&head), at)
-    }
-
-    fn stored(req_fields: &str, resp: &str, at: SystemTime) -> Meta {
-        match verdict(req_fields, resp, at) {
-            Verdict::Store(m) => m,
-            Verdict::Pass(why) => panic!("not stored: {why}"),
-        }
-    }
-
-    fn passes(req_fields: &str, resp: &str) -> bool {
-        matches!(
-            verdict(req_fields, resp, SystemTime::now()),
-            Verdict::Pass(_)
-        )
-    }
-
-    #[test]
-    fn what_a_shared_cache_may_store() {
         let now = SystemTime::now();
-        let m = stored("", "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n", now);
-        assert_eq!(m.ttl, Duration::from_secs(60));
-        assert!(m.is_fresh(now + Duration::from_secs(59)));
-        assert!(!m.is_fresh(now + Duration::from_secs(61)));
-        // s-maxage is for shared caches and wins over max-age
-        let m = stored(
-            "",
-            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, s-maxage=5\r\n",
-            now,
-        );
-        assert_eq!(m.ttl, Duration::from_secs(5));
-        assert!(passes(
-            "",
-            "HTTP/1.1 200 OK\r\nCache-Control: no-store, max-age=60\r\n"
-        ));
-        assert!(passes(
-            "",
-            "HTTP/1.1 200 OK\r\nCache-Control: private, max-age=60\r\n"
-        ));
-        assert!(passes(
-            "",
-            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: *\r\n"
-        ));
-        assert!(passes(
-            "Cache-Control: no-store\r\n",
-            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
-        ));
-        // an answer to a request with Authorization only when it says so
-        let auth = "Authorization: Basic eDp5\r\n";
-        assert!(passes(
-            auth,
-            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
-        ));
-        stored(
-            auth,
-            "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\n",
-            now,
-        );
+        let at = freshness::Exchange {
+            request_time: now,
+            response_time: now,
+        };
+        let rules = freshness::Rules::default();
+        match freshness::judge(
+            &rules,
+            &request("").fields,
+            head.status,
+            stored_head(&head),
+            at,
+        ) {
+            freshness::Verdict::Store(m) => m,
+            freshness::Verdict::Pass(why) => panic!("not stored: {why}"),
+        }
     }
 
     #[test]
@@ -378,7 +243,11 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(stored_head(&head)).unwrap(),
-            "HTTP/1.1 200 Fine\r\nETag: \"e\"\r\nContent-Type: text/plain\r\n"
+            "HTTP/1.1 200 Fine\r\nAge: 7\r\nETag: \"e\"\r\nContent-Type: text/plain\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(without_fields(&stored_head(&head), &[b"age", b"ETAG"])).unwrap(),
+            "HTTP/1.1 200 Fine\r\nContent-Type: text/plain\r\n"
         );
     }
 
@@ -402,32 +271,6 @@ mod tests {
             merged.contains("X-Old: kept\r\n") && merged.contains("X-New: added\r\n"),
             "{merged}"
         );
-    }
-
-    #[test]
-    fn a_request_with_its_own_directives_is_judged_by_the_policy() {
-        let now = SystemTime::now();
-        let m = stored("", "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n", now);
-        let usable_with = |fields: &str, at: SystemTime| {
-            let req = request(fields);
-            assert!(request_has_cache_directives(&req.fields) != fields.is_empty());
-            matches!(
-                usable(&m, &request_parts(b"GET", URL, &req.fields).unwrap(), at),
-                Use::Fresh
-            )
-        };
-        assert!(usable_with("Cache-Control: max-stale\r\n", now));
-        assert!(!usable_with("Cache-Control: no-cache\r\n", now));
-        assert!(!usable_with("Pragma: no-cache\r\n", now));
-        assert!(!usable_with(
-            "Cache-Control: max-age=0\r\n",
-            now + Duration::from_secs(1)
-        ));
-        assert!(!usable_with("Cache-Control: min-fresh=120\r\n", now));
-        assert!(!usable_with(
-            "Cache-Control: max-stale=1\r\n",
-            now + Duration::from_secs(120)
-        ));
     }
 
     #[test]
@@ -464,9 +307,7 @@ mod tests {
     #[test]
     fn validators_and_the_conditions_a_stored_object_satisfies() {
         let m = stored(
-            "",
             "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: W/\"v1\"\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n",
-            SystemTime::now(),
         );
         assert_eq!(
             String::from_utf8(validators(&m)).unwrap(),
@@ -485,5 +326,12 @@ mod tests {
             "If-None-Match: \"v2\"\r\nIf-Modified-Since: Fri, 02 Jan 2026 00:00:00 GMT\r\n"
         ));
         assert!(!nm(""));
+        // no Last-Modified: its Date is the validator
+        let m = stored(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n",
+        );
+        let nm = |f: &str| not_modified_for(&m, &request(f).fields);
+        assert!(nm("If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT\r\n"));
+        assert!(!nm("If-Modified-Since: Wed, 31 Dec 2025 00:00:00 GMT\r\n"));
     }
 }

@@ -18,13 +18,15 @@ use proxy::log::Code;
 use proxy::upstream::Response;
 use proxy::{Filter, Next, PeerInfo, Proceed, Request, Role, Session};
 
+use super::directives::Directives;
 use super::fill::Role as FillRole;
 use super::follow::{follow, Followed};
+use super::freshness::{self, stale_within, StaleWindow, Use};
 use super::hit::{serve_hit, Object};
 use super::lookup::lookup;
 use super::miss::{self, Lead};
 use super::origin::Hop;
-use super::policy::{self, Use};
+use super::policy;
 use super::purge::purge;
 use super::respond::{Served, XCache};
 use super::Worker;
@@ -146,7 +148,8 @@ impl Worker {
                     let served = Served::new(code, XCache::Hit);
                     return Filter::Answered(serve_hit(self, s, head, obj, served).await);
                 }
-                if plain && miss::stale_within(m, "stale-while-revalidate") {
+                let swr = StaleWindow::WhileRevalidate;
+                if plain && stale_within(m, &self.cache.freshness, swr, SystemTime::now()) {
                     let served = Served::new(Code::StaleHit, XCache::Hit);
                     let next = serve_hit(self, s, head, obj, served).await;
                     miss::refresh_in_background(self, req, found);
@@ -189,16 +192,11 @@ fn is_fresh(req: &Request, m: &super::meta::Meta, plain: bool) -> bool {
     if plain {
         return m.is_fresh(now);
     }
-    match policy::request_parts(req.method(), req.uri.effective(), &req.head.fields) {
-        Some(r) => matches!(policy::usable(m, &r, now), Use::Fresh),
-        None => false,
-    }
+    let d = freshness::request_directives(&req.head.fields);
+    freshness::usable(m, &d, now) == Use::Fresh
 }
 
 /// True when the client asked for a stored answer only (`only-if-cached`).
 fn only_if_cached(req: &Request) -> bool {
-    req.head.fields.get_all("cache-control").any(|v| {
-        v.windows(14)
-            .any(|x| x.eq_ignore_ascii_case(b"only-if-cached"))
-    })
+    Directives::cache_control(req.head.fields.get_all("cache-control")).only_if_cached
 }

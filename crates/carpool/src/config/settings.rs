@@ -272,7 +272,23 @@ pub struct CacheSettings {
     pub origin_idle_connections: usize,
     /// How long an idle origin connection is kept.
     pub origin_idle_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys instead of
+    /// `Cache-Control`, first one first, lower case. Default: none for a
+    /// forward proxy; `carpool-cache-control`, `cdn-cache-control` when the
+    /// frontend is an accelerator ([`DEFAULT_TARGETED`]).
+    pub targeted_cache_control: Vec<String>,
+    /// How long past its freshness a stored object may be served while it
+    /// is refreshed in the background, when the response does not say
+    /// (`stale-while-revalidate`, RFC 5861). Zero: off.
+    pub stale_while_revalidate: Duration,
+    /// How long past its freshness a stored object may be served when the
+    /// origin fails, when the response does not say (`stale-if-error`).
+    /// Zero: off.
+    pub stale_if_error: Duration,
 }
+
+/// The targeted cache-control fields of the caches of an accelerator.
+pub const DEFAULT_TARGETED: [&str; 2] = ["carpool-cache-control", "cdn-cache-control"];
 
 /// A `host:port` (`[v6]:port` too), checked when the config is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,6 +349,9 @@ impl Default for CacheSettings {
             origin_first_byte_timeout: Duration::from_secs(60),
             origin_idle_connections: 32,
             origin_idle_timeout: Duration::from_secs(30),
+            targeted_cache_control: Vec::new(),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
         }
     }
 }

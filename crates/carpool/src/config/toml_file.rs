@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::settings::{
     parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
-    ServerSettings,
+    ServerSettings, DEFAULT_TARGETED,
 };
 use super::{line_of_offset, CacheOverrides, Config, ConfigError, ConfigErrors, Parent};
 
@@ -186,6 +186,9 @@ server_section! {
         origin_first_byte_timeout: Option<Spanned<Num>>,
         origin_idle_connections: Option<Spanned<i64>>,
         origin_idle_timeout: Option<Spanned<Num>>,
+        targeted_cache_control: Option<Vec<Spanned<String>>>,
+        stale_while_revalidate: Option<Spanned<Num>>,
+        stale_if_error: Option<Spanned<Num>>,
     }
 }
 
@@ -289,6 +292,15 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         .and_then(|v| c.ok(address(v, "listen", "127.0.0.1:3180", &err)));
     if let Some(errors) = ConfigErrors::new(c.errors.into_inner()) {
         return Err(errors);
+    }
+    // an accelerator's caches obey the targeted fields of RFC 9213 unless
+    // told otherwise
+    let targeted_given = file
+        .cache
+        .as_ref()
+        .is_some_and(|e| e.targeted_cache_control.is_some());
+    if !targeted_given && frontend.mode == ListenMode::Accel {
+        cache.targeted_cache_control = DEFAULT_TARGETED.iter().map(|s| s.to_string()).collect();
     }
     // the admin listener is never a destination of the array's requests
     frontend.server.array_listeners.extend(admin);
@@ -593,7 +605,56 @@ fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
         ],
         c,
     );
+    for (value, key, slot) in [
+        (
+            &e.stale_while_revalidate,
+            "stale_while_revalidate",
+            &mut s.stale_while_revalidate,
+        ),
+        (&e.stale_if_error, "stale_if_error", &mut s.stale_if_error),
+    ] {
+        if let Some(v) = value {
+            c.set(slot, stale_window(v, key, err));
+        }
+    }
+    if let Some(list) = &e.targeted_cache_control {
+        for v in list {
+            if let Some(name) = c.ok(field_name(v, "targeted_cache_control", err)) {
+                s.targeted_cache_control.push(name);
+            }
+        }
+    }
     s
+}
+
+/// Longest stale window: 31 days.
+const MAX_STALE_WINDOW: f64 = 31.0 * 86_400.0;
+
+/// A stale-serving window: seconds, 0 (off) up to 31 days.
+fn stale_window(v: &Spanned<Num>, key: &str, err: &ErrFn<'_>) -> Result<Duration, ConfigError> {
+    let x = v.get_ref().as_f64();
+    if !(0.0..=MAX_STALE_WINDOW).contains(&x) {
+        return Err(err(
+            v.span(),
+            key,
+            format!("{x} is not a number of seconds in [0, {MAX_STALE_WINDOW}] (31 days)"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(x))
+}
+
+/// An HTTP field name (an RFC 9110 token), lower-cased.
+fn field_name(v: &Spanned<String>, key: &str, err: &ErrFn<'_>) -> Result<String, ConfigError> {
+    let name = v.get_ref();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(err(
+            v.span(),
+            key,
+            format!("{name:?} is not a header field name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 type ErrFn<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;

@@ -8,7 +8,10 @@
 //!   and 304 for a matching If-None-Match; `lm=1`: Last-Modified (fixed);
 //! - `vary`: Vary on that request field (its value is echoed in the body);
 //! - `delay`: ms before the head; `pause`: ms between the two halves of the body;
-//! - `chunked=1`: chunked framing.
+//! - `chunked=1`: chunked framing;
+//! - `h=Name:%20value` (any number of times): that header line, as it is;
+//! - `nodate=1`: no `Date` field;
+//! - `interim=103,102`: these interim responses before the final one.
 //!
 //! [`Origin::bump`] changes the version (new content, new ETag).
 
@@ -144,6 +147,11 @@ fn serve(
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), decode(v)))
             .collect();
+        let extra: Vec<String> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("h="))
+            .map(decode)
+            .collect();
         let lower = head.to_ascii_lowercase();
         let field = |n: &str| {
             lower.lines().find_map(|l| {
@@ -175,10 +183,24 @@ fn serve(
             vary_value = field(name).unwrap_or_default();
         }
         fields.push_str("Content-Type: application/octet-stream\r\n");
-        fields.push_str(&format!(
-            "Date: {}\r\n",
-            super::http_date(std::time::SystemTime::now())
-        ));
+        if !q.contains_key("nodate") {
+            fields.push_str(&format!(
+                "Date: {}\r\n",
+                super::http_date(std::time::SystemTime::now())
+            ));
+        }
+        for line in &extra {
+            fields.push_str(line);
+            fields.push_str("\r\n");
+        }
+        for code in q.get("interim").into_iter().flat_map(|v| v.split(',')) {
+            let r = format!("HTTP/1.1 {code} Interim\r\nLink: </x.css>; rel=preload\r\n\r\n");
+            if out.write_all(r.as_bytes()).is_err() {
+                return;
+            }
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if q.contains_key("etag") && field("if-none-match").is_some_and(|t| t.contains(&etag)) {
             let r = format!("HTTP/1.1 304 Not Modified\r\n{fields}\r\n");
             if out.write_all(r.as_bytes()).is_err() {
