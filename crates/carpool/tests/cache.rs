@@ -916,3 +916,76 @@ fn a_store_that_cannot_open_says_why_once() {
     assert!(line.contains(&file.display().to_string()), "{line}");
     assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
 }
+
+/// Threads of a running process.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A burst of 200 concurrent misses, each stored to disk in two pieces,
+/// adds no thread to the cache: its disk work runs on a fixed number of
+/// disk threads (issue 14: every piece went to tokio's blocking pool, which
+/// grew to hundreds of threads). Every client still gets its whole body.
+#[test]
+fn a_burst_of_misses_adds_no_threads() {
+    let o = Origin::start();
+    let c = Cache::start("burst-threads", &["--workers", "1"]);
+    let pid = c.child.id();
+    // warm: one miss stored, so that whatever a first fill starts is there
+    assert_eq!(
+        c.get(&o.url("/warm?size=70000&cc=max-age%3D600")).status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = threads_of(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(threads_of(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            let url = o.url(&format!("/b{i}?size=70000&cc=max-age%3D600&pause=300"));
+            let port = c.port;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                write!(
+                    s,
+                    "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let r = read_response(&mut BufReader::new(s), false).unwrap();
+                (i, r.status, r.body)
+            })
+        })
+        .collect();
+    for t in clients {
+        let (i, status, body) = t.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body == expected(&format!("/b{i}"), 1, 70000),
+            "body of /b{i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    assert!(
+        most <= baseline + 1,
+        "threads went from {baseline} to {most} during the burst"
+    );
+}

@@ -236,6 +236,10 @@ impl Fill<'_> {
     /// writer, the announcement to the followers, and the task that fills
     /// the body.
     fn store(self, resp: Response, meta: Meta, len: BodyLen) -> Filled {
+        if self.w.cache.disk_io.as_ref().is_some_and(|io| !io.admits()) {
+            self.leader.end(End::Pass);
+            return Filled::Pass(resp);
+        }
         let key = storage_key(self.w, self.req, self.found, &meta);
         let store = &self.w.cache.store;
         let writer = match store.begin(Key::of(&key), &key, &meta.encode(), known_len(len)) {
@@ -404,7 +408,7 @@ impl FillTask {
             leader,
         } = self;
         let idle = w.cache.settings.server.body_idle_timeout;
-        let on_disk = w.cache.settings.dir.is_some();
+        let disk_io = w.cache.disk_io.clone();
         let mut dec = Decoder::new(len);
         loop {
             let piece = match dec.next(&mut conn, idle).await {
@@ -417,26 +421,27 @@ impl FillTask {
                     return;
                 }
             };
-            let appended = if on_disk {
-                // off the event loop: a slow or throttled disk stalls this
-                // fill only, not the worker's other connections
-                match tokio::task::spawn_blocking(move || {
-                    let r = writer.append(&piece);
-                    (writer, r)
-                })
-                .await
+            let appended = match &disk_io {
+                // on a disk thread: a slow or throttled disk stalls this
+                // fill only (it waits for room in the queue), not the
+                // worker's other connections
+                Some(io) => match io
+                    .run(move || {
+                        let r = writer.append(&piece);
+                        (writer, r)
+                    })
+                    .await
                 {
-                    Ok((wr, r)) => {
+                    Some((wr, r)) => {
                         writer = wr;
                         r
                     }
-                    Err(_) => {
+                    None => {
                         leader.end(End::Failed);
                         return;
                     }
-                }
-            } else {
-                writer.append(&piece)
+                },
+                None => writer.append(&piece),
             };
             if let Err(e) = appended {
                 tracing::warn!(error = %e, "storing an object failed");
@@ -453,12 +458,9 @@ impl FillTask {
             leader.progress(writer.written());
         }
         let written = writer.written();
-        let finished = if on_disk {
-            tokio::task::spawn_blocking(move || writer.finish())
-                .await
-                .unwrap_or(Ok(()))
-        } else {
-            writer.finish()
+        let finished = match &disk_io {
+            Some(io) => io.run(move || writer.finish()).await.unwrap_or(Ok(())),
+            None => writer.finish(),
         };
         if let Err(e) = finished {
             // the followers have every byte already; only later hits are lost

@@ -13,6 +13,7 @@
 //! it: [`purge`]; where misses go: [`origin`].
 
 mod directives;
+mod diskio;
 pub mod fill;
 mod follow;
 mod freshness;
@@ -57,6 +58,8 @@ pub struct Cache {
     pub upstream: Option<HostPort>,
     /// What the configuration adds to RFC 9111's rules.
     pub freshness: freshness::Rules,
+    /// The disk threads (none without a disk tier).
+    pub disk_io: Option<Arc<diskio::DiskIo>>,
 }
 
 /// One worker thread's cache: the shared cache, and its own origin
@@ -153,7 +156,14 @@ pub fn run(settings: CacheSettings) -> Result<()> {
     let layer = settings.server.layer(rules(&settings));
     let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
+    let disk_io = match settings.dir {
+        Some(_) => Some(
+            diskio::DiskIo::start(settings.disk_threads).context("starting the disk threads")?,
+        ),
+        None => None,
+    };
     let cache = Arc::new(Cache {
+        disk_io,
         layer: server.settings().clone(),
         store,
         inflight: Arc::new(InFlight::default()),
@@ -165,13 +175,20 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         },
         settings,
     });
-    tracing::info!(listen = %cache.settings.server.listen, workers, "carpool cache started");
+    let disk_threads = cache.disk_io.as_ref().map_or(0, |io| io.threads());
+    tracing::info!(listen = %cache.settings.server.listen, workers, disk_threads, "carpool cache started");
     let for_workers = cache.clone();
     server
         .start("cache", listeners, move || Worker::new(for_workers.clone()))
         .context("spawning a worker thread")?;
     crate::process::notify_ready();
     let r = server.wait_for_signals();
+    if let Some(io) = cache.disk_io.as_ref().filter(|io| io.refused() > 0) {
+        tracing::info!(
+            refused = io.refused(),
+            "misses served without being stored because the disk was behind"
+        );
+    }
     match cache.store.close() {
         Ok(()) => tracing::info!("store closed cleanly"),
         Err(e) => tracing::error!(error = %e, "closing the store"),

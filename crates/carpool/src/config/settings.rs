@@ -272,6 +272,8 @@ pub struct CacheSettings {
     pub origin_idle_connections: usize,
     /// How long an idle origin connection is kept.
     pub origin_idle_timeout: Duration,
+    /// Threads that write the disk tier (bounded: see `cache/diskio.rs`).
+    pub disk_threads: usize,
     /// Targeted cache-control fields (RFC 9213) this cache obeys instead of
     /// `Cache-Control`, first one first, lower case. Default: none for a
     /// forward proxy; `carpool-cache-control`, `cdn-cache-control` when the
@@ -349,6 +351,7 @@ impl Default for CacheSettings {
             origin_first_byte_timeout: Duration::from_secs(60),
             origin_idle_connections: 32,
             origin_idle_timeout: Duration::from_secs(30),
+            disk_threads: 4,
             targeted_cache_control: Vec::new(),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,

@@ -186,6 +186,7 @@ server_section! {
         origin_first_byte_timeout: Option<Spanned<Num>>,
         origin_idle_connections: Option<Spanned<i64>>,
         origin_idle_timeout: Option<Spanned<Num>>,
+        disk_threads: Option<Spanned<i64>>,
         targeted_cache_control: Option<Vec<Spanned<String>>>,
         stale_while_revalidate: Option<Spanned<Num>>,
         stale_if_error: Option<Spanned<Num>>,
@@ -580,6 +581,10 @@ fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
             .parse()
             .map_err(|m| err(v.span(), "upstream_proxy", m));
         s.upstream_proxy = c.ok(hp);
+    }
+    if let Some(v) = &e.disk_threads {
+        let n = int_in(v, "disk_threads", 1, 64, err).map(|x| x as usize);
+        c.set(&mut s.disk_threads, n);
     }
     if let Some(v) = &e.origin_idle_connections {
         let n = int_in(v, "origin_idle_connections", 0, 100_000, err).map(|x| x as usize);
