@@ -8,6 +8,7 @@
 pub mod admin;
 mod changes;
 mod reload;
+mod run;
 pub mod supervise;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -468,7 +469,7 @@ pub fn human(n: u64) -> String {
 /// Runs the array until SIGTERM or SIGINT.
 pub fn run(opts: UpOptions) -> Result<()> {
     let plan = plan(&opts, &[])?;
-    supervise::run(plan, opts)
+    run::run(plan, opts)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The supervisor of `carpool up`: one child process per component.
+//! The supervised processes of `carpool up`: one child process per
+//! component (the loop that runs them and answers signals is `run.rs`).
 //!
-//! - It binds every component's listening sockets itself and hands them to
+//! - The supervisor binds every component's listening sockets itself and hands them to
 //!   the child (`CARPOOL_LISTEN_FDS`), so a frontend restarted or replaced
 //!   on reload never leaves clients with a refused connect: they wait in the
 //!   backlog. A crashed cache's sockets are closed until it is back, so the
@@ -17,13 +18,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::admin::Status;
-use super::{Component, Plan, Spec, UpOptions};
+use super::{Component, Plan, Spec};
 
 /// First wait before restarting a crashed child; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -33,7 +32,7 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// How long a child may take to say it accepts connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often children are checked.
-const TICK: Duration = Duration::from_millis(100);
+pub(super) const TICK: Duration = Duration::from_millis(100);
 
 /// One component and its process.
 pub(super) struct Proc {
@@ -145,7 +144,7 @@ pub(super) async fn spawn(spec: &Spec, sockets: &[socket2::Socket]) -> Result<Ch
     }
 }
 
-fn signal_child(child: &Child, sig: libc::c_int) {
+pub(super) fn signal_child(child: &Child, sig: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, sig);
@@ -174,7 +173,7 @@ pub(super) async fn stop_child(spec: &Spec, mut child: Child) {
 
 impl Proc {
     /// Notices an exit and schedules the restart; restarts when due.
-    async fn tend(&mut self) {
+    pub(super) async fn tend(&mut self) {
         if let Some(child) = &mut self.child {
             match child.try_wait() {
                 Ok(None) | Err(_) => return,
@@ -250,7 +249,7 @@ impl Proc {
         }
     }
 
-    fn status_line(&self) -> String {
+    pub(super) fn status_line(&self) -> String {
         let state = match (&self.child, self.restart_at) {
             (Some(c), _) => format!("running pid {}", c.id()),
             (None, Some(_)) => "restarting".into(),
@@ -263,15 +262,6 @@ impl Proc {
     }
 }
 
-/// Runs the planned array until SIGTERM/SIGINT; SIGHUP reloads.
-pub fn run(plan: Plan, opts: UpOptions) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, supervise(plan, opts))
-}
-
 pub(super) fn write_snapshot(plan: &Plan) -> Result<()> {
     if let Some(dir) = plan.snapshot.parent() {
         std::fs::create_dir_all(dir)
@@ -281,111 +271,6 @@ pub(super) fn write_snapshot(plan: &Plan) -> Result<()> {
     std::fs::write(&tmp, &plan.text)
         .and_then(|()| std::fs::rename(&tmp, &plan.snapshot))
         .with_context(|| format!("cannot write {}", plan.snapshot.display()))
-}
-
-async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let _pid_file = crate::control::PidFile::create(&plan.pid_file)?;
-    let _ = std::fs::remove_file(crate::control::ReloadRecord::path(&plan.pid_file));
-    let mut reloads = 0;
-    write_snapshot(&plan)?;
-    super::make_log_dirs(&plan.specs)?;
-    let status: Status = Rc::default();
-    if let Some(addr) = plan.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("admin: cannot listen on {addr}"))?;
-        tokio::task::spawn_local(super::admin::serve(listener, status.clone()));
-    }
-    // every listener first: a port in use stops the start before any
-    // component runs
-    let sockets = plan.specs.iter().map(bind).collect::<Result<Vec<_>>>()?;
-    let mut procs: Vec<Proc> = Vec::new();
-    for (spec, sockets) in plan.specs.iter().zip(sockets) {
-        match spawn(spec, &sockets).await {
-            Ok(child) => procs.push(Proc::on(spec, sockets, Some(child), 0)),
-            Err(e) => {
-                for p in procs.drain(..).rev() {
-                    if let Some(c) = p.child {
-                        stop_child(&p.spec, c).await;
-                    }
-                }
-                return Err(e);
-            }
-        }
-    }
-    print_summary(&plan);
-    loop {
-        *status.borrow_mut() = procs
-            .iter()
-            .map(Proc::status_line)
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {
-                for p in &mut procs {
-                    p.tend().await;
-                }
-            }
-            _ = hup.recv() => {
-                let (done, text) = super::reload::reload(&mut procs, &mut plan, &opts).await;
-                reloads += 1;
-                let record = crate::control::ReloadRecord { count: reloads, done, text };
-                if let Err(e) = record.write(&plan.pid_file) {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot record the reload's outcome");
-                }
-            }
-            _ = usr1.recv() => reopen_logs(&procs),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
-    tracing::info!("stopping the array");
-    // frontend first (it drains its clients), then the caches
-    for p in procs.into_iter().rev() {
-        if let Some(c) = p.child {
-            stop_child(&p.spec, c).await;
-        }
-    }
-    tracing::info!("array stopped");
-    Ok(())
-}
-
-fn print_summary(plan: &Plan) {
-    println!("carpool up: the array is running");
-    for s in &plan.specs {
-        println!("  {}", s.summary);
-    }
-    for r in &plan.remote {
-        println!("  cache {r}: on another machine (start it there with `carpool cache -c FILE --name NAME`)");
-    }
-    if let Some(a) = plan.admin {
-        println!("  status: curl http://{a}/status");
-    }
-    if let Some(fe) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
-        let port = fe.listen.port();
-        println!("try it:  curl -x http://127.0.0.1:{port} http://example.com/");
-        println!(
-            "stop:    Ctrl-C (SIGTERM); reload the config: kill -HUP {}",
-            std::process::id()
-        );
-    }
-}
-
-/// SIGUSR1 (`squid -k rotate`, logrotate's postrotate): every running
-/// component reopens its access log.
-fn reopen_logs(procs: &[Proc]) {
-    let mut n = 0;
-    for child in procs.iter().filter_map(|p| p.child.as_ref()) {
-        signal_child(child, libc::SIGUSR1);
-        n += 1;
-    }
-    tracing::info!("SIGUSR1: asked {n} components to reopen their logs");
 }
 
 impl Proc {
