@@ -410,6 +410,24 @@ impl Checkpoint {
     }
 }
 
+/// Checks a whole body read into `body`, with the block table right after
+/// it (as it lies in the file; version 1: nothing after it).
+pub(crate) fn check_in_memory(h: &Header, body_and_table: &[u8]) -> Result<(), Invalid> {
+    let len = usize::try_from(h.body_len).map_err(|_| "body length out of range")?;
+    if (body_and_table.len() as u64) < h.body_len + h.table_len() {
+        return Err("file shorter than its header says");
+    }
+    let (body, table) = body_and_table.split_at(len);
+    let sums = h.decode_table(table)?;
+    for (i, &sum) in sums.iter().enumerate() {
+        let r = h.block_range(i as u64);
+        if block_sum(i as u64, &body[r.start as usize..r.end as usize]) != sum {
+            return Err("block checksum mismatch");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! operations (rename, unlink of a sidecar) while holding a shard, so the
 //! index and the directory change together for one key.
 
-use super::verify::Marks;
+use super::marks::Marks;
 use crate::key::Key;
 use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};

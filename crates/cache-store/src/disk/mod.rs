@@ -14,6 +14,7 @@
 pub(crate) mod evict;
 pub(crate) mod format;
 pub(crate) mod index;
+pub(crate) mod marks;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod sync;

@@ -3,9 +3,8 @@
 //! with its block table, checked. Never reads a body unless asked to
 //! (checking a body served from the file is `verify`'s).
 
-use super::format::{decode_sidecar, Header, Invalid, FIXED_LEN};
+use super::format::{check_in_memory, decode_sidecar, Header, Invalid, FIXED_LEN};
 use super::index::Entry;
-use super::verify::check_in_memory;
 use super::DiskTier;
 use crate::key::Key;
 use bytes::{Bytes, BytesMut};

@@ -1,79 +1,23 @@
 //! Checking bodies block by block against their block table (format in
 //! `format`): before anything of an object found at open is served, the
 //! blocks that hold it are read and their sums compared, once per object:
-//! [`Marks`] remembers which blocks were checked (shared by every reader of
-//! that version through its index entry), and once all are, the entry
-//! says the body is sound and readers skip checking altogether. Objects
+//! [`Marks`] (`marks.rs`) remember which blocks were checked (shared by
+//! every reader of that version through its index entry), and once all
+//! are, the entry says the body is sound and readers skip checking
+//! altogether. Objects
 //! written by this run are sound from the start. A block that fails drops
 //! the object (index and file), logged with its key and counted.
 
-use super::format::{block_sum, Header, Invalid};
+use super::format::{block_sum, Header};
 use super::index::Check;
+use super::marks::Marks;
 use super::reader::{read_full_at, OpenObject, ReadError};
 use super::DiskTier;
 use crate::key::Key;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-
-/// The blocks of one object version checked so far.
-pub(crate) struct Marks {
-    header: Header,
-    sums: Box<[u64]>,
-    /// One bit per block: checked and sound.
-    done: Box<[AtomicU64]>,
-    /// Blocks not checked yet.
-    left: AtomicU64,
-    /// A block failed: nothing more of this version may be served.
-    failed: AtomicBool,
-}
-
-impl std::fmt::Debug for Marks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Marks")
-            .field("seq", &self.header.seq)
-            .field("blocks", &self.sums.len())
-            .field("checked", &self.checked())
-            .finish()
-    }
-}
-
-impl Marks {
-    /// Nothing checked yet of the body `header` describes, whose block sums
-    /// are `sums` (one per block).
-    pub fn new(header: Header, sums: Vec<u64>) -> Marks {
-        let n = sums.len() as u64;
-        Marks {
-            header,
-            sums: sums.into(),
-            done: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            left: AtomicU64::new(n),
-            failed: AtomicBool::new(false),
-        }
-    }
-
-    /// Every block was checked and is sound.
-    pub fn complete(&self) -> bool {
-        self.left.load(Ordering::Acquire) == 0
-    }
-
-    fn is_done(&self, i: u64) -> bool {
-        self.done[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
-    }
-
-    /// Marks block `i` checked; true when that completed the body.
-    fn mark(&self, i: u64) -> bool {
-        let bit = 1 << (i % 64);
-        let old = self.done[(i / 64) as usize].fetch_or(bit, Ordering::AcqRel);
-        old & bit == 0 && self.left.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// Blocks checked so far.
-    fn checked(&self) -> u64 {
-        self.sums.len() as u64 - self.left.load(Ordering::Relaxed)
-    }
-}
 
 /// Reads the block sums of the object `o` describes (version 1: its one
 /// body sum), checked against its header.
@@ -117,24 +61,6 @@ pub(crate) fn check_all(file: &File, h: &Header) -> Result<(), ReadError> {
     let mut buf = Vec::new();
     for (i, &sum) in sums.iter().enumerate() {
         check_block(file, h, i as u64, sum, &mut buf)?;
-    }
-    Ok(())
-}
-
-/// Checks a whole body read into `body`, with the block table right after
-/// it (as it lies in the file; version 1: nothing after it).
-pub(crate) fn check_in_memory(h: &Header, body_and_table: &[u8]) -> Result<(), Invalid> {
-    let len = usize::try_from(h.body_len).map_err(|_| "body length out of range")?;
-    if (body_and_table.len() as u64) < h.body_len + h.table_len() {
-        return Err("file shorter than its header says");
-    }
-    let (body, table) = body_and_table.split_at(len);
-    let sums = h.decode_table(table)?;
-    for (i, &sum) in sums.iter().enumerate() {
-        let r = h.block_range(i as u64);
-        if block_sum(i as u64, &body[r.start as usize..r.end as usize]) != sum {
-            return Err("block checksum mismatch");
-        }
     }
     Ok(())
 }
