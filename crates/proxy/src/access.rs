@@ -11,8 +11,6 @@ use std::ops::RangeInclusive;
 use httpx::HttpError;
 use ipnet::IpNet;
 
-use crate::request::Request;
-
 /// Who may send requests to this host's own loopback and link-local
 /// addresses through the proxy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,6 +22,23 @@ pub enum LocalDestinations {
     AllClients,
     /// No client.
     None,
+}
+
+/// What the access checks look at in a request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked<'a> {
+    /// The method.
+    pub method: &'a [u8],
+    /// A CONNECT.
+    pub connect: bool,
+    /// The destination host.
+    pub host: &'a [u8],
+    /// The destination port.
+    pub port: u16,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The client is not on this host.
+    pub remote: bool,
 }
 
 /// The access checks every role shares.
@@ -54,19 +69,18 @@ impl Access {
     /// Refuses `req` (403) when it may not go where it asks: the checks
     /// that need no name lookup (a destination named by a host name is
     /// checked again once resolved, [`Access::reachable`]).
-    pub(crate) fn check(&self, req: &Request) -> Result<(), HttpError> {
-        if req.method() == b"PURGE" && !self.purge_clients.iter().any(|n| n.contains(&req.client)) {
+    pub(crate) fn check(&self, req: &Asked<'_>) -> Result<(), HttpError> {
+        if req.method == b"PURGE" && !self.purge_clients.iter().any(|n| n.contains(&req.client)) {
             return Err(HttpError::new(
                 403,
                 "PURGE from a client not in purge_clients",
             ));
         }
-        let port = req.uri.port();
-        if !req.is_connect() && !self.safe_ports.iter().any(|r| r.contains(&port)) {
+        let port = req.port;
+        if !req.connect && !self.safe_ports.iter().any(|r| r.contains(&port)) {
             return Err(HttpError::new(403, "destination port not in safe_ports"));
         }
-        let host = req.uri.host();
-        let remote = req.remote();
+        let (host, remote) = (req.host, req.remote);
         match literal_ip(host) {
             Some(ip) => self.reachable(SocketAddr::new(ip, port), remote),
             // what `localhost` names are bound to resolve to

@@ -44,7 +44,7 @@ async fn handle<R: Role>(w: &Worker<R>, s: &mut Session, head: RequestHead) -> N
         Ok(r) => r,
         Err(e) => return s.reject(e).await,
     };
-    if let Err(e) = w.settings.access.check(&req) {
+    if let Err(e) = w.settings.access.check(&req.asked()) {
         s.log.code = Code::Denied;
         return s.reject(e).await;
     }

@@ -11,6 +11,7 @@ use httpx::framing::{self, BodyLen};
 use httpx::head::Known;
 use httpx::{headers, HttpError, RequestHead, Version};
 
+use crate::access::Asked;
 use crate::log::{Code, Record};
 use crate::settings::{OriginForm, Settings};
 
@@ -98,6 +99,18 @@ impl Request {
     /// True for CONNECT.
     pub fn is_connect(&self) -> bool {
         self.connect
+    }
+
+    /// What the access checks look at.
+    pub(crate) fn asked(&self) -> Asked<'_> {
+        Asked {
+            method: self.method(),
+            connect: self.is_connect(),
+            host: self.uri.host(),
+            port: self.uri.port(),
+            client: self.client,
+            remote: self.remote(),
+        }
     }
 
     /// True when the client waits for `100 Continue` before sending its body.
