@@ -1,6 +1,12 @@
 //! A TCP connection with its read buffer: reading heads under time limits.
 //! Bytes read past a head (a body, a pipelined request) stay in the buffer
 //! for the next reader.
+//!
+//! Memory per connection: a connection waiting for its peer holds no read
+//! buffer (see `bufpool`), and one whose head is not complete yet (a slow
+//! client, or one that never finishes its head) holds only a small buffer
+//! sized for the bytes it has ([`LATE_HEAD_BUFFER`] and up), never a pooled
+//! [`READ_CHUNK`] one.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +24,28 @@ use crate::head::{self, Limits, RequestHead, ResponseHead};
 
 /// Read buffer size (and the largest single read).
 pub const READ_CHUNK: usize = crate::bufpool::BUF_SIZE;
+
+/// The smallest buffer the bytes of a head that is not complete yet wait
+/// in, instead of the pooled [`READ_CHUNK`] buffer they were read into; it
+/// grows (doubling) only as the head does, so never much past the head
+/// size limit.
+pub const LATE_HEAD_BUFFER: usize = 1024;
+
+/// Least free room for one more read of a late head (below it the
+/// buffer doubles).
+const LATE_HEAD_MIN_ROOM: usize = 512;
+
+/// Free room below which a buffer for a body grows by [`READ_CHUNK`].
+const BODY_MIN_ROOM: usize = 4096;
+
+/// What a read is for, which decides how the buffer grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Room {
+    /// A head: grow in proportion to it.
+    Head,
+    /// Anything else (a body): room for a whole [`READ_CHUNK`].
+    Body,
+}
 
 /// A connection and the bytes read from it but not consumed yet.
 #[derive(Debug)]
@@ -80,6 +108,10 @@ impl Conn {
     /// deadline on: pushing a registered timer later is a store, while a
     /// fresh `timeout()` per read registers and removes a timer each time.
     pub async fn read_more_by(&mut self, deadline: Instant) -> Option<io::Result<usize>> {
+        self.read_more(deadline, Room::Body).await
+    }
+
+    async fn read_more(&mut self, deadline: Instant, room: Room) -> Option<io::Result<usize>> {
         if self.rbuf.is_empty() {
             // Wait for the peer without a buffer (see `bufpool`).
             self.release_buffer();
@@ -104,7 +136,7 @@ impl Conn {
                     Poll::Pending => return timer.as_mut().poll(cx).map(|()| None),
                 }
             }
-            make_room(rbuf);
+            make_room(rbuf, room);
             match poll_read_buf(stream, cx, rbuf) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
                 Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
@@ -121,6 +153,39 @@ impl Conn {
         crate::bufpool::give_back(&mut self.rbuf);
     }
 
+    /// Lets go of an emptied read buffer whatever it is: into the pool,
+    /// or freed when the pool does not take it (a small one that held a
+    /// late head). For a connection that may now wait long (between
+    /// requests, or while its request is served).
+    fn drop_buffer(&mut self) {
+        self.release_buffer();
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Before waiting for the rest of a head: moves the bytes it has out of
+    /// a big (pooled) buffer into a small one of their own, and gives the
+    /// big one back, so that a connection whose head comes slowly (or
+    /// never completes) costs [`LATE_HEAD_BUFFER`] or a little more, not
+    /// [`READ_CHUNK`]. A buffer already small for them stays: bytes are
+    /// copied once, not at every wait.
+    fn park_late_head(&mut self) {
+        let len = self.rbuf.len();
+        let small = (2 * len).max(LATE_HEAD_BUFFER).next_power_of_two();
+        // See the whole allocation, not only its tail past a head already
+        // taken (a pipelined request behind it).
+        let _ = self.rbuf.try_reclaim(self.rbuf.capacity() + 1);
+        if self.rbuf.capacity() <= small {
+            return;
+        }
+        let mut parked = BytesMut::with_capacity(small);
+        parked.extend_from_slice(&self.rbuf);
+        let mut big = std::mem::replace(&mut self.rbuf, parked);
+        big.clear();
+        crate::bufpool::give_back(&mut big);
+    }
+
     /// Reads the next request head. Waits up to `idle_timeout` for its first
     /// byte, then `header_timeout` for the rest.
     pub async fn read_request_head(
@@ -129,8 +194,10 @@ impl Conn {
     ) -> Result<RequestHead, HeadReadError> {
         self.want_at_least(1);
         if self.rbuf.is_empty() {
+            // Idle between requests: no buffer at all.
+            self.drop_buffer();
             match self
-                .read_more_by(Instant::now() + limits.idle_timeout)
+                .read_more(Instant::now() + limits.idle_timeout, Room::Head)
                 .await
             {
                 None | Some(Ok(0)) => return Err(HeadReadError::Idle),
@@ -147,14 +214,22 @@ impl Conn {
         let mut deadline = None;
         loop {
             match head::parse_request(&mut self.rbuf, limits) {
-                Ok(Some(h)) => return Ok(h),
+                Ok(Some(h)) => {
+                    if self.rbuf.is_empty() {
+                        // (the head was copied out) The request is served
+                        // without holding the client's buffer.
+                        self.drop_buffer();
+                    }
+                    return Ok(h);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(HeadReadError::Bad(e)),
             }
             // The rest of the head is late (rare): from now on, it has
-            // `header_timeout` to arrive.
+            // `header_timeout` to arrive, and waits in a small buffer.
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
-            match self.read_more_by(deadline).await {
+            self.park_late_head();
+            match self.read_more(deadline, Room::Head).await {
                 None => return Err(HeadReadError::Timeout),
                 Some(Ok(0)) => {
                     // Only blank lines before the close: an idle close.
@@ -187,7 +262,10 @@ impl Conn {
                 }
             }
             let had = self.rbuf.len();
-            match self.read_more_by(deadline).await {
+            if had > 0 {
+                self.park_late_head();
+            }
+            match self.read_more(deadline, Room::Head).await {
                 None => return Err(ResponseReadError::Timeout { got_bytes: had > 0 }),
                 Some(Ok(0)) if had == 0 => return Ok(None),
                 Some(Ok(0)) => return Err(ResponseReadError::Truncated),
@@ -216,8 +294,9 @@ pub enum ResponseReadError {
 }
 
 /// Room for one more read: a pooled buffer when none is held, else more
-/// space when less than 4 KiB is left.
-fn make_room(rbuf: &mut BytesMut) {
+/// space when little is left: for a body [`READ_CHUNK`] more, for a late
+/// head (in its small buffer) as much again as it has.
+fn make_room(rbuf: &mut BytesMut, room: Room) {
     if rbuf.capacity() == 0 {
         *rbuf = crate::bufpool::take();
     } else if rbuf.is_empty() {
@@ -225,8 +304,13 @@ fn make_room(rbuf: &mut BytesMut) {
         // again rather than further on (the same cache-hot memory).
         let _ = rbuf.try_reclaim(rbuf.capacity() + 1);
     }
-    if rbuf.capacity() - rbuf.len() < 4096 {
-        rbuf.reserve(READ_CHUNK);
+    let free = rbuf.capacity() - rbuf.len();
+    match room {
+        Room::Body if free < BODY_MIN_ROOM => rbuf.reserve(READ_CHUNK),
+        Room::Head if free < LATE_HEAD_MIN_ROOM => {
+            rbuf.reserve(rbuf.len().max(LATE_HEAD_BUFFER));
+        }
+        Room::Body | Room::Head => {}
     }
 }
 
@@ -300,5 +384,78 @@ mod tests {
         peer.write_all(b"de").await.unwrap();
         assert_eq!(c.read_more_by(soon()).await.unwrap().unwrap(), 2);
         assert_eq!(&c.rbuf[..], b"de");
+    }
+
+    #[tokio::test]
+    async fn a_late_head_waits_in_a_small_buffer_and_a_whole_one_leaves_none() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut c = Conn::new(l.accept().await.unwrap().0);
+        let limits = Limits::default();
+        let wait = Duration::from_millis(50);
+        // Half a head: read into a pooled READ_CHUNK buffer, then moved to a
+        // small one for the wait (the future is dropped mid-wait; the bytes
+        // stay with the connection).
+        let half = b"GET / HTTP/1.1\r\nHost: x\r\n";
+        peer.write_all(half).await.unwrap();
+        let r = tokio::time::timeout(wait, c.read_request_head(&limits)).await;
+        assert!(r.is_err(), "the head is not complete");
+        assert_eq!(&c.rbuf[..], half);
+        assert_eq!(c.rbuf.capacity(), LATE_HEAD_BUFFER);
+        // A long field arrives: the buffer grows with the head, not to READ_CHUNK.
+        let field = format!("X-Long: {}\r\n", "a".repeat(3000));
+        peer.write_all(field.as_bytes()).await.unwrap();
+        let r = tokio::time::timeout(wait, c.read_request_head(&limits)).await;
+        assert!(r.is_err());
+        assert_eq!(c.rbuf.len(), half.len() + field.len());
+        assert!(c.rbuf.capacity() <= 8 * 1024, "{}", c.rbuf.capacity());
+        // The end of the head: the request goes on without a read buffer.
+        peer.write_all(b"\r\n").await.unwrap();
+        let h = c.read_request_head(&limits).await.unwrap();
+        assert_eq!(h.target(), b"/");
+        assert_eq!(c.rbuf.capacity(), 0);
+        // A pipelined second request cut short keeps its bytes, in a small buffer.
+        peer.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        assert_eq!(c.read_request_head(&limits).await.unwrap().target(), b"/a");
+        let r = tokio::time::timeout(wait, c.read_request_head(&limits)).await;
+        assert!(r.is_err());
+        assert_eq!(&c.rbuf[..], b"GET /b HTTP/1.1\r\n");
+        assert_eq!(c.rbuf.capacity(), LATE_HEAD_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn a_late_response_head_waits_in_a_small_buffer_and_its_body_follows() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut c = Conn::new(l.accept().await.unwrap().0);
+        let wait = Duration::from_millis(50);
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n")
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(wait, c.read_response_head(wait * 10, 64 * 1024)).await;
+        assert!(r.is_err(), "the head is not complete");
+        assert_eq!(c.rbuf.capacity(), LATE_HEAD_BUFFER);
+        // The rest of the head with the start of a body: the body reads get
+        // READ_CHUNK of room again.
+        peer.write_all(b"\r\nabc").await.unwrap();
+        let h = c
+            .read_response_head(wait, 64 * 1024)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(&c.rbuf[..], b"abc");
+        peer.write_all(&[b'x'; 8000]).await.unwrap();
+        let mut got = 3;
+        while got < 8003 {
+            got += c
+                .read_more_by(Instant::now() + wait)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert!(c.rbuf.capacity() >= READ_CHUNK, "{}", c.rbuf.capacity());
     }
 }
