@@ -81,6 +81,10 @@ impl Hierarchy {
     }
 }
 
+/// A record's field keeps its allocation from one request to the next up
+/// to this size.
+const KEPT_FIELD: usize = 1024;
+
 /// What the access log will say about the request in progress. A
 /// connection keeps one and starts it anew per request, so its buffers are
 /// reused (no allocation per request once they are warm).
@@ -137,6 +141,19 @@ impl Record {
         self.hierarchy = Hierarchy::None;
         self.peer.clear();
         self.content_type.clear();
+    }
+
+    /// Frees the fields that grew past [`KEPT_FIELD`] (a long URL): an
+    /// idle connection keeps only small ones for its next request.
+    pub(crate) fn shed(&mut self) {
+        for v in [&mut self.method, &mut self.url, &mut self.content_type] {
+            if v.capacity() > KEPT_FIELD {
+                *v = Vec::new();
+            }
+        }
+        if self.peer.capacity() > KEPT_FIELD {
+            self.peer = String::new();
+        }
     }
 
     /// The URL logged: the target as sent, then the effective URI.

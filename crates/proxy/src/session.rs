@@ -24,10 +24,6 @@ use crate::stop::{LocalStop, StopWaiter};
 /// connection (answered with `Connection: close`) before closing it.
 pub const STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// Heads written for a connection are built in one buffer it keeps, unless
-/// the buffer grew past this.
-const KEPT_HEAD_BUFFER: usize = 64 * 1024;
-
 /// What becomes of the client connection after a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -131,18 +127,32 @@ impl Session {
         Next::Close
     }
 
-    /// The connection's buffer for a head to write, emptied.
+    /// A buffer for a head to write, emptied: the one this request used
+    /// last, else one from the thread's pool (`httpx::bufpool`).
     pub fn head_buffer(&mut self) -> Vec<u8> {
         let mut b = std::mem::take(&mut self.head_out);
+        if b.capacity() == 0 {
+            return httpx::bufpool::take_write();
+        }
         b.clear();
         b
     }
 
-    /// Gives a head buffer back for the next head.
+    /// Gives a head buffer back for the next head of this request (the
+    /// connection lets go of it when it goes idle); one that grew past
+    /// `httpx::bufpool::WRITE_BUF_MAX` is freed.
     pub fn keep_buffer(&mut self, b: Vec<u8>) {
-        if b.capacity() <= KEPT_HEAD_BUFFER {
+        if b.capacity() <= httpx::bufpool::WRITE_BUF_MAX {
             self.head_out = b;
         }
+    }
+
+    /// Between requests: the write buffer goes back to the thread's pool
+    /// and oversized log fields are freed, so that an idle connection
+    /// holds no buffer (the read buffer is `Conn`'s business).
+    fn go_idle(&mut self) {
+        httpx::bufpool::give_back_write(std::mem::take(&mut self.head_out));
+        self.log.shed();
     }
 
     /// Writes `out` (a head, or a whole small answer) to the client, counts
@@ -164,6 +174,7 @@ impl Session {
         log: &RefCell<Writer>,
     ) -> Option<RequestHead> {
         let first = std::mem::replace(&mut self.first, false);
+        self.go_idle();
         let e = match self.read_head(limits, first).await? {
             Ok(h) => return Some(h),
             Err(HeadReadError::Idle) | Err(HeadReadError::Io(_)) => return None,
@@ -216,6 +227,12 @@ impl Session {
         tokio::time::timeout(wait, self.client.read_request_head(limits))
             .await
             .ok()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        httpx::bufpool::give_back_write(std::mem::take(&mut self.head_out));
     }
 }
 
