@@ -23,7 +23,11 @@ pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: So
     while let Some(head) = s.next_head(&w.settings.limits, &w.log).await {
         s.log.begin(&head);
         let next = if s.allowed() {
-            handle(&w, &mut s, head).await
+            // The phases run in a future of their own, on the heap only
+            // while a request is in flight: between requests (and while a
+            // head comes slowly) the connection's task is the size of the
+            // session and the head read, not of the role's largest phase.
+            Box::pin(handle(&w, &mut s, head)).await
         } else {
             s.log.code = Code::Denied;
             let e = HttpError::new(403, "client address not in allow_clients");
