@@ -10,11 +10,13 @@ mod control;
 mod escape;
 mod frontend;
 mod lbrules;
+mod memory;
 mod process;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than
-/// glibc malloc on the proxy's hot path (see bench/frontend).
+/// glibc malloc on the proxy's hot path (see bench/frontend). What the
+/// process frees goes back to the system even when it idles: [`memory`].
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    memory::return_freed_memory();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
