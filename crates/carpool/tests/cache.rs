@@ -989,3 +989,90 @@ fn a_burst_of_misses_adds_no_threads() {
         "threads went from {baseline} to {most} during the burst"
     );
 }
+
+/// VmRSS of a running process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Most VmRSS growth under sustained misses beyond what the disk index
+/// needs per object: the disk threads, their queue (32 pieces of at most
+/// 64 KiB per thread), the connections in flight.
+const MISS_LOAD_FIXED_KIB: u64 = 20 * 1024;
+/// Most VmRSS growth per object stored on disk (its index entry, its place
+/// in the eviction order), generously.
+const MISS_LOAD_KIB_PER_OBJECT: u64 = 1;
+
+/// Sustained misses of small objects (32 clients, 6 s, every request a new
+/// object stored on disk) keep the cache's memory within the memory tier,
+/// a fixed overhead and the index's share per object (issue 14: every piece
+/// of every fill went to tokio's blocking pool, whose hundreds of threads
+/// and their allocator heaps took ten times the memory tier).
+#[test]
+fn sustained_misses_keep_memory_bounded() {
+    let o = Origin::start();
+    let c = Cache::start(
+        "miss-rss",
+        &["--workers", "1", "--mem", "1M", "--disk", "256M"],
+    );
+    let pid = c.child.id();
+    assert_eq!(c.get(&o.url("/warm?size=200&cc=max-age%3D600")).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(pid);
+    let until = Instant::now() + Duration::from_secs(6);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let clients: Vec<_> = (0..32)
+        .map(|t| {
+            let base = o.url("");
+            let port = c.port;
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    let url = format!("{base}/m{t}-{n}?size=200&cc=max-age%3D600");
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    write!(
+                        s,
+                        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
+                    .unwrap();
+                    let r = read_response(&mut BufReader::new(s), false).unwrap();
+                    assert_eq!(r.status, 200);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let requests: u64 = clients.into_iter().map(|t| t.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    let allowed = 1024 + MISS_LOAD_FIXED_KIB + MISS_LOAD_KIB_PER_OBJECT * requests;
+    eprintln!(
+        "{requests} misses: VmRSS {before} KiB before, at most {most} KiB during (allowed growth {allowed} KiB)"
+    );
+    assert!(requests > 500, "too few requests to tell: {requests}");
+    assert!(
+        most.saturating_sub(before) <= allowed,
+        "VmRSS grew by {} KiB over {requests} misses (allowed {allowed} KiB)",
+        most.saturating_sub(before)
+    );
+}
