@@ -255,11 +255,11 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     // the structure first: a syntax error or an unknown key stops the read
     let file: File = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let key = text
-            .get(span.clone())
-            .filter(|s| !s.is_empty() && s.len() < 64)
+        let bad = text.get(span.clone()).unwrap_or_default();
+        let key = Some(bad)
+            .filter(|s| !s.is_empty() && s.len() < 64 && !s.contains(char::is_control))
             .unwrap_or("-");
-        ConfigErrors::from(err(span, key.trim_matches('"'), e.message().to_string()))
+        ConfigErrors::from(err(span, key.trim_matches('"'), syntax_message(&e, bad)))
     })?;
     let c = Check {
         err: &err,
@@ -317,6 +317,27 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         log_dir: file.log_dir.as_ref().map(|d| d.get_ref().into()),
         warnings: Vec::new(),
     })
+}
+
+/// toml's message for a syntax error, as one line (it may have several, or
+/// none: for a control character in a comment it says nothing). `bad` is
+/// the text the error points at.
+fn syntax_message(e: &toml::de::Error, bad: &str) -> String {
+    let lines: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !lines.is_empty() {
+        return lines.join("; ");
+    }
+    match bad.chars().next() {
+        Some(c) if c.is_control() => {
+            format!("character U+{:04X} is not allowed here", u32::from(c))
+        }
+        _ => "TOML syntax error".into(),
+    }
 }
 
 /// The `[[parent]]` entries: at least one, at most [`carp::MAX_MEMBERS`],
@@ -765,6 +786,36 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         parse_toml(Path::new("t.toml"), text)
             .map_err(|e| e.iter().next().cloned().expect("never empty"))
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/config_toml.rs): a control
+    /// character in a comment gave an error with no message and the raw
+    /// character as its key; some syntax errors had a message of two lines
+    /// (`carpool check` prints one line per error).
+    #[test]
+    fn syntax_errors_are_one_line_with_a_message() {
+        for (text, line, key, message) in [
+            (
+                "[[parent]\nhost = \"a\"\n",
+                1,
+                "]",
+                "invalid table header; expected `.`, `]]`",
+            ),
+            (
+                "[[parent]]\n# a\u{b}b\nhost = \"a\"\n",
+                2,
+                "-",
+                "character U+000B is not allowed here",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(
+                (e.line, &e.key[..], &e.message[..]),
+                (line, key, message),
+                "{text:?}"
+            );
+            assert!(!e.to_string().contains('\n'));
+        }
     }
 
     #[test]
