@@ -609,6 +609,10 @@ pub fn parse_response(
         }
         Err(_) => return Err(HttpError::new(502, "malformed response head from parent")),
     };
+    // whole in one read or not, the same limit
+    if n > max_head_bytes {
+        return Err(HttpError::new(502, "parent response head too large"));
+    }
     let base = buf.as_ptr() as usize;
     let status = res.code.unwrap_or(0);
     // an empty reason may not point into `buf` (httparse gives a static "")
@@ -789,6 +793,22 @@ mod tests {
                 .unwrap();
             assert_eq!(h.reason(), b"");
         }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/response_head.rs): a response
+    /// head over the limit was refused when it came in pieces, but accepted
+    /// when it came whole in one read.
+    #[test]
+    fn a_response_head_over_the_limit_is_refused_however_it_arrives() {
+        let text = &b"HTTP/1.1 200 OK\r\nX-Long: a fairly long value\r\n\r\n"[..];
+        let max = 32;
+        let part = parse_response(&mut BytesMut::from(&text[..max + 1]), max);
+        assert_eq!(part.unwrap_err().status, 502);
+        let whole = parse_response(&mut BytesMut::from(text), max);
+        assert_eq!(whole.unwrap_err().status, 502);
+        // at the limit exactly, it passes
+        let whole = parse_response(&mut BytesMut::from(text), text.len());
+        assert!(whole.unwrap().is_some());
     }
 
     #[test]
