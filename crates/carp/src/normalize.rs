@@ -242,7 +242,12 @@ pub fn parse_input(line: &[u8]) -> Outcome {
 /// routing hashes, or why the target is not a usable URL (status, reason).
 /// Unlike [`parse_request_line`] this applies no Squid answer-it-myself
 /// policy (PURGE, cache manager, URNs) and not Squid's 8,191-byte URL limit:
-/// the caller decides what to serve, and how long a target may be.
+/// the caller decides what to serve, and how long a target may be. It
+/// refuses one thing Squid takes: a host that Squid writes out so that it
+/// names another host or port, or none, when parsed again (a host in
+/// brackets that is no IPv6 address: `[1000:d:1]:8443` becomes
+/// `1000:d:1:8443`; a host of dots: `http://./` becomes `http:///`; a host
+/// name Squid cuts to 255 bytes; a URN NID that reads as an IPv4 address).
 pub fn normalize_target(method: &[u8], target: &[u8]) -> Result<RequestUri, (u16, &'static str)> {
     if target.len() > MAX_URI_FIELD {
         return Err((414, "URI longer than 65535 bytes"));
@@ -250,9 +255,42 @@ pub fn normalize_target(method: &[u8], target: &[u8]) -> Result<RequestUri, (u16
     if target.iter().any(|&b| !is_target_char(b)) {
         return Err((400, "invalid character in URI"));
     }
-    parse_url(Method::classify(method), target)
+    let uri = parse_url(Method::classify(method), target)
         .map(|p| p.uri)
-        .map_err(|r| (400, r))
+        .map_err(|r| (400, r))?;
+    // Squid keeps a host in brackets that is no IP address without its
+    // brackets (`[1000:d:1]:8443` -> `1000:d:1:8443`): written back, the
+    // effective URI names another host or port. The key is Squid's (route
+    // keeps it), but a proxy, which forwards the effective URI, refuses it.
+    if target != b"*" {
+        reads_back(&uri).map_err(|r| (400, r))?;
+    }
+    Ok(uri)
+}
+
+/// Whether the host of a normalized URI is read back as itself: a name or
+/// an IPv4 address (not empty, no `:` and no brackets, not cut to 255
+/// bytes), or an IPv6 address in brackets; a URN's NID as sent.
+fn reads_back(uri: &RequestUri) -> Result<(), &'static str> {
+    let host = uri.host();
+    if uri.scheme() == b"urn" {
+        // Squid writes a NID that reads as an IPv4 address as one
+        // (`urn:31:x` -> `urn:0.0.0.31:x`), which is no NID
+        let nid = host.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        return if nid {
+            Ok(())
+        } else {
+            Err("URN NID is an IP address")
+        };
+    }
+    match host {
+        [] => Err("missing host"),
+        // (a DNS name has at most 253; cut, it may end in a dot)
+        _ if host.len() >= MAX_HOST_LEN => Err("host name too long"),
+        [b'[', inner @ .., b']'] if ip::canonical_numeric(inner).is_some() => Ok(()),
+        _ if host.iter().any(|b| matches!(b, b':' | b'[' | b']')) => Err("invalid IP literal"),
+        _ => Ok(()),
+    }
 }
 
 /// Parses a request line (without its LF; trailing CRs are allowed) sent with
@@ -1004,6 +1042,58 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(key(line), want, "{line:?}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/normalize.rs): a bracketed host
+    /// that is no IP address lost its brackets in the effective URI, which
+    /// then named another host and port: `CONNECT [1000:d:1]:8443` became
+    /// `1000:d:1:8443`, which a parent normalizes to `0.0.3.232:443`; and
+    /// `http://./x` became `http:///x`, with no host; a host cut to 255
+    /// bytes lost the dot it ended in; `urn:31:x` became `urn:0.0.0.31:x`,
+    /// which is no URN. A proxy refuses them;
+    /// `carpool route` still routes them as Squid does.
+    #[test]
+    fn a_host_that_does_not_read_back_as_itself_is_refused() {
+        for (method, target) in [
+            ("CONNECT", "[1000:d:1]:8443"),
+            ("GET", "http://[1000:d:1]:8443/"),
+            ("GET", "http://[fe80::1%25eth0]/"),
+            ("GET", "http://fe80::1%25eth0/"),
+            ("GET", "http://[::]:8080/"),
+            // no closing bracket: the rest is the host
+            ("CONNECT", "[[a:b"),
+            // dots only: no host left
+            ("GET", "http://./x"),
+            ("CONNECT", "..:443"),
+            // a URN NID that reads as an IPv4 address
+            ("GET", "urn:31:N-B0B1"),
+        ] {
+            let got = normalize_target(method.as_bytes(), target.as_bytes());
+            assert_eq!(got.map_err(|e| e.0), Err(400), "{method} {target}");
+        }
+        for (method, target, effective) in [
+            ("CONNECT", "[2001:DB8::1]:8443", "[2001:db8::1]:8443"),
+            ("GET", "http://[::1]:8080/", "http://[::1]:8080/"),
+            ("GET", "http://[::ffff:1.2.3.4]/", "http://1.2.3.4/"),
+            // an IPvFuture loses its brackets too, but names the same host again
+            ("GET", "http://[v1.x]/", "http://v1.x/"),
+            ("GET", "urn:ISBN:0-395-36341-1", "urn:ISBN:0-395-36341-1"),
+        ] {
+            let uri = normalize_target(method.as_bytes(), target.as_bytes()).unwrap();
+            assert_eq!(uri.effective(), effective.as_bytes());
+            let again = normalize_target(method.as_bytes(), uri.effective()).unwrap();
+            assert_eq!(again, uri);
+        }
+        // cut to 255 bytes, ending in a dot
+        let long = format!("{}.{}", "a".repeat(254), "b".repeat(20));
+        let got = normalize_target(b"CONNECT", long.as_bytes());
+        assert_eq!(got.map_err(|e| e.0), Err(400));
+        assert_eq!(
+            key(&format!("CONNECT {long} HTTP/1.1")),
+            format!("{}.:443", "a".repeat(254))
+        );
+        assert_eq!(key("CONNECT [1000:d:1]:8443 HTTP/1.1"), "1000:d:1:8443");
+        assert_eq!(key("GET http://[v1.x]/ HTTP/1.1"), "http://v1.x/");
     }
 
     #[test]
