@@ -120,8 +120,7 @@ fn reference_framing(method: &[u8], head: &ResponseHead) -> Result<BodyLen, u16>
             .iter()
             .flat_map(|v| v.split(|&b| b == b','))
             .map(|t| t.trim_ascii())
-            .filter(|t| !t.is_empty())
-            .last();
+            .rfind(|t| !t.is_empty());
         return Ok(match last {
             Some(t) if t.eq_ignore_ascii_case(b"chunked") => BodyLen::Chunked,
             _ => BodyLen::UntilClose,
