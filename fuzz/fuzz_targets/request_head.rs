@@ -74,7 +74,12 @@ fuzz_target!(|data: &[u8]| {
     let framing = request_body(&head).map_err(|e| e.status);
     assert_eq!(framing, reference_framing(&head), "{head:?}");
 
-    // re-serialised, it parses to the same
+    // re-serialised, it parses to the same (with CRLF and `name: value`
+    // it may be longer than the head was: not held to the size limit)
+    let roomy = Limits {
+        max_head_bytes: usize::MAX,
+        ..limits.clone()
+    };
     let mut out = Vec::new();
     out.extend_from_slice(head.method());
     out.push(b' ');
@@ -84,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
     out.extend_from_slice(b"\r\n");
     head.fields.write_kept(&mut out, |_, _, _| true);
     out.extend_from_slice(b"\r\n");
-    let again = match parse(&out, &limits) {
+    let again = match parse(&out, &roomy) {
         Ok(Some((h, m))) => {
             assert_eq!(m, out.len());
             h
