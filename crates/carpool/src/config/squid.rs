@@ -116,6 +116,10 @@ fn cache_peer<'a>(
 ) -> Result<(Parent, bool), ConfigError> {
     let missing = |what: &str| err(line, "cache_peer", format!("missing {what}"));
     let host = tokens.next().ok_or_else(|| missing("hostname"))?;
+    if host.contains(|c: char| c.is_control() || c.is_whitespace()) {
+        let message = format!("hostname {host:?} holds a control character");
+        return Err(err(line, "cache_peer", message));
+    }
     let kind = tokens
         .next()
         .ok_or_else(|| missing("peer type (parent, sibling, multicast)"))?;
@@ -300,6 +304,23 @@ mod tests {
                 .key,
             "http_port"
         );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/config_squid.rs): a host with a
+    /// control character (`\v127.0.0.1`: words are split at ASCII
+    /// whitespace, which VT is not) was taken as written, where
+    /// carpool.toml trims it; no such host can be reached.
+    #[test]
+    fn a_peer_host_with_a_control_character_is_refused() {
+        for text in [
+            "cache_peer \u{b}127.0.0.1 parent 3128 0 carp\n",
+            "cache_peer a\u{1}b parent 3128 0 carp name=x\n",
+            "cache_peer a\u{85} parent 3128 0 carp\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (1, "cache_peer"), "{text:?}");
+            assert!(e.message.contains("hostname"), "{e}");
+        }
     }
 
     #[test]
