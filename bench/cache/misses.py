@@ -235,7 +235,8 @@ def check(port, origin, count, samples):
 
 # ---------------------------------------------------------------- report
 
-NAMES = {"carpool": "carpool cache", "nginx": "nginx `proxy_cache`", "squid": "Squid 5.7 rock"}
+NAMES = {"carpool": "carpool cache", "carpool-mem": "carpool cache, no disk tier", "nginx": "nginx `proxy_cache`",
+         "squid": "Squid 5.7 rock"}
 
 
 def _med(xs):
