@@ -917,16 +917,44 @@ fn a_store_that_cannot_open_says_why_once() {
     assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
 }
 
-/// Threads of a running process.
-fn threads_of(pid: u32) -> usize {
+/// A number field of `/proc/PID/status` (`Threads:`, `VmRSS:` in KiB).
+fn status_number(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|n| n.trim().parse().ok())
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Samples a `/proc/PID/status` field every few ms until [`Peak::most`].
+struct Peak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl Peak {
+    fn watch(pid: u32, field: &'static str) -> Peak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(status_number(pid, field));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        });
+        Peak { stop, sampler }
+    }
+
+    /// The highest value seen.
+    fn most(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap()
+    }
 }
 
 /// A burst of 200 concurrent misses, each stored to disk in two pieces,
@@ -944,19 +972,8 @@ fn a_burst_of_misses_adds_no_threads() {
         200
     );
     std::thread::sleep(Duration::from_millis(300));
-    let baseline = threads_of(pid);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                most = most.max(threads_of(pid));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            most
-        })
-    };
+    let baseline = status_number(pid, "Threads:");
+    let peak = Peak::watch(pid, "Threads:");
     let clients: Vec<_> = (0..200)
         .map(|i| {
             let url = o.url(&format!("/b{i}?size=70000&cc=max-age%3D600&pause=300"));
@@ -982,24 +999,11 @@ fn a_burst_of_misses_adds_no_threads() {
             "body of /b{i}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let most = sampler.join().unwrap();
+    let most = peak.most();
     assert!(
         most <= baseline + 1,
         "threads went from {baseline} to {most} during the burst"
     );
-}
-
-/// VmRSS of a running process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Most VmRSS growth under sustained misses beyond what the disk index
@@ -1025,20 +1029,9 @@ fn sustained_misses_keep_memory_bounded() {
     let pid = c.child.id();
     assert_eq!(c.get(&o.url("/warm?size=200&cc=max-age%3D600")).status, 200);
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(pid);
+    let before = status_number(pid, "VmRSS:");
     let until = Instant::now() + Duration::from_secs(6);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                most = most.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            most
-        })
-    };
+    let peak = Peak::watch(pid, "VmRSS:");
     let clients: Vec<_> = (0..32)
         .map(|t| {
             let base = o.url("");
@@ -1063,8 +1056,7 @@ fn sustained_misses_keep_memory_bounded() {
         })
         .collect();
     let requests: u64 = clients.into_iter().map(|t| t.join().unwrap()).sum();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let most = sampler.join().unwrap();
+    let most = peak.most();
     let allowed = 1024 + MISS_LOAD_FIXED_KIB + MISS_LOAD_KIB_PER_OBJECT * requests;
     eprintln!(
         "{requests} misses: VmRSS {before} KiB before, at most {most} KiB during (allowed growth {allowed} KiB)"
