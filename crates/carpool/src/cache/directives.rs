@@ -185,7 +185,7 @@ impl Arg {
             [b'"', inner @ .., b'"'] => inner,
             _ => a,
         };
-        digits(a).map_or(Arg::Other, Arg::Seconds)
+        delta_seconds(a).map_or(Arg::Other, Arg::Seconds)
     }
 
     /// An RFC 8941 bare item: an integer is seconds (a negative one or
@@ -195,11 +195,11 @@ impl Arg {
         if a.is_empty() {
             return None;
         }
-        if let Some(n) = digits(a) {
+        if let Some(n) = delta_seconds(a) {
             return Some(Arg::Seconds(n));
         }
         match a[0] {
-            b'-' if digits(&a[1..]).is_some() => Some(Arg::Other),
+            b'-' if delta_seconds(&a[1..]).is_some() => Some(Arg::Other),
             b'"' if a.len() >= 2 && a[a.len() - 1] == b'"' => Some(Arg::Other),
             b'?' if a == b"?0" || a == b"?1" => Some(Arg::Other),
             c if c.is_ascii_alphabetic() || c == b'*' => Some(Arg::Other),
@@ -208,8 +208,9 @@ impl Arg {
     }
 }
 
-/// delta-seconds: digits only, capped at [`MAX_SECONDS`].
-fn digits(a: &[u8]) -> Option<u64> {
+/// delta-seconds (RFC 9111 §1.2.2; also the `Age` value): digits only,
+/// capped at [`MAX_SECONDS`].
+pub fn delta_seconds(a: &[u8]) -> Option<u64> {
     if a.is_empty() || !a.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use httpx::Fields;
 
-use super::directives::{Directives, MAX_SECONDS};
+use super::directives::{delta_seconds, Directives};
 use super::meta::{self, Meta};
 use super::policy;
 
@@ -126,16 +126,9 @@ fn single<'a>(head: &'a [u8], name: &str) -> Option<Option<&'a [u8]>> {
 /// `corrected_initial_age`, the larger of the apparent age (from `Date`)
 /// and the received `Age` corrected by the response delay.
 pub fn initial_age(head: &[u8], at: Exchange) -> Duration {
+    // an Age that is no delta-seconds, or there twice, is ignored
     let age_value = match single(head, "age") {
-        Some(Some(v)) => v
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| {
-                v.iter()
-                    .fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(MAX_SECONDS))
-            })
-            .filter(|_| !v.is_empty())
-            .unwrap_or(0),
+        Some(Some(v)) => delta_seconds(v).unwrap_or(0),
         _ => 0,
     };
     let date = date_value(head).unwrap_or(at.response_time);
