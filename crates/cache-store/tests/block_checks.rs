@@ -11,24 +11,11 @@ mod common;
 use cache_store::{Body, Key, OpenProgress, Store};
 use common::*;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 const FIXED: u64 = 72;
 const BLOCK: u64 = 256 << 10;
-
-fn flip(path: &Path, at: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x01;
-    f.write_all_at(&b, at).unwrap();
-}
 
 fn reopen(dir: &Path) -> (Arc<Store>, OpenProgress) {
     let mut last = OpenProgress::default();
@@ -98,7 +85,7 @@ fn a_flipped_body_byte_fails_only_the_blocks_holding_it() {
     let body = stored(dir.path(), b"big", 6 * BLOCK as usize - 1000, 65536);
     let path = object_path(dir.path(), b"big");
     let bad = 3 * BLOCK + 12_345;
-    flip(&path, body_at(b"big", bad));
+    flip(&path, body_at(b"big", bad), 0x01);
     let (s, p) = reopen(dir.path());
     assert_eq!((p.objects, p.dropped), (1, 0), "not seen at a clean open");
     let h = s.lookup(Key::of(b"big"), b"big").unwrap();
@@ -126,7 +113,11 @@ fn a_flipped_body_byte_fails_only_the_blocks_holding_it() {
 fn a_read_through_read_at_is_checked_too() {
     let dir = tempfile::tempdir().unwrap();
     stored(dir.path(), b"r", 3 * BLOCK as usize, 65536);
-    flip(&object_path(dir.path(), b"r"), body_at(b"r", BLOCK * 3 - 1));
+    flip(
+        &object_path(dir.path(), b"r"),
+        body_at(b"r", BLOCK * 3 - 1),
+        0x01,
+    );
     let (s, _) = reopen(dir.path());
     let h = s.lookup(Key::of(b"r"), b"r").unwrap();
     let mut buf = vec![0u8; 10];
@@ -144,7 +135,7 @@ fn a_bad_block_table_drops_the_object_when_first_read() {
     let len = std::fs::metadata(&path).unwrap().len();
     // The table: 3 sums after the body, at the end of the file.
     assert_eq!(len, body_at(b"t", 2 * BLOCK + 1) + 24);
-    flip(&path, len - 20);
+    flip(&path, len - 20, 0x01);
     let (s, p) = reopen(dir.path());
     assert_eq!(p.dropped, 0);
     assert!(s.lookup(Key::of(b"t"), b"t").is_none());
@@ -161,7 +152,11 @@ fn objects_verified_at_an_unclean_open_are_not_checked_again() {
         put(&s, b"bad", b"m", &content(b"bad", 1, 700_000), 65536);
         // Dropped without close: unclean, nothing synced since.
     }
-    flip(&object_path(dir.path(), b"bad"), body_at(b"bad", 600_000));
+    flip(
+        &object_path(dir.path(), b"bad"),
+        body_at(b"bad", 600_000),
+        0x01,
+    );
     let (s, p) = reopen(dir.path());
     assert_eq!((p.objects, p.verified, p.dropped), (1, 2, 1), "{p:?}");
     assert!(s.lookup(Key::of(b"u"), b"u").unwrap().body.is_checked());
@@ -215,7 +210,11 @@ fn version_1_objects_are_read_and_checked_whole_or_discarded_when_large() {
     write_v1(dir.path(), b"small", b"m1", &small, 5);
     let bad = content(b"bad", 1, 500_000);
     write_v1(dir.path(), b"bad", b"m1", &bad, 6);
-    flip(&object_path(dir.path(), b"bad"), FIXED + 3 + 2 + 400_000);
+    flip(
+        &object_path(dir.path(), b"bad"),
+        FIXED + 3 + 2 + 400_000,
+        0x01,
+    );
     write_v1(
         dir.path(),
         b"large",
@@ -260,7 +259,11 @@ fn a_small_version_1_object_is_checked_when_read_into_memory() {
     let body = content(b"s1", 1, 20_000);
     write_v1(dir.path(), b"s1", b"m", &body, 3);
     write_v1(dir.path(), b"s1bad", b"m", &body, 4);
-    flip(&object_path(dir.path(), b"s1bad"), FIXED + 5 + 1 + 19_999);
+    flip(
+        &object_path(dir.path(), b"s1bad"),
+        FIXED + 5 + 1 + 19_999,
+        0x01,
+    );
     let s = Store::open(disk_cfg(dir.path(), 256 << 20, MEM), |_| {}).unwrap();
     let h = s.lookup(Key::of(b"s1"), b"s1").unwrap();
     assert!(matches!(h.body, Body::Memory(_)));

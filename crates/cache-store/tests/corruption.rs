@@ -9,23 +9,10 @@ mod common;
 
 use cache_store::{Key, OpenProgress, Store, Tier};
 use common::*;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const FIXED: u64 = 72;
-
-fn flip(path: &Path, at: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x40;
-    f.write_all_at(&b, at).unwrap();
-}
 
 fn reopen(dir: &Path, mem: u64) -> (std::sync::Arc<Store>, OpenProgress) {
     let mut last = OpenProgress::default();
@@ -48,7 +35,7 @@ fn a_flipped_header_byte_anywhere_drops_the_object() {
             s.close().unwrap();
         }
         let path = object_path(dir.path(), key);
-        flip(&path, at);
+        flip(&path, at, 0x40);
         let (s, p) = reopen(dir.path(), 0);
         assert_eq!((p.objects, p.dropped), (1, 1), "byte {at}");
         assert_eq!(s.stats().dropped_corrupt, 1);
@@ -95,7 +82,7 @@ fn a_flipped_body_byte_after_an_unclean_shutdown_is_dropped() {
     }
     let path = object_path(dir.path(), b"big");
     let len = std::fs::metadata(&path).unwrap().len();
-    flip(&path, len - 150_000);
+    flip(&path, len - 150_000, 0x40);
     let (s, p) = reopen(dir.path(), 0);
     assert_eq!((p.objects, p.dropped, p.verified), (1, 1, 2), "{p:?}");
     assert_eq!(s.stats().dropped_corrupt, 1);
@@ -152,7 +139,7 @@ fn a_bad_body_is_caught_when_a_small_object_is_read_into_memory() {
     }
     let path = object_path(dir.path(), b"s");
     let len = std::fs::metadata(&path).unwrap().len();
-    flip(&path, len - 1);
+    flip(&path, len - 1, 0x40);
     // A clean shutdown: bodies are trusted at open...
     let (s, p) = reopen(dir.path(), MEM);
     assert_eq!((p.objects, p.dropped, p.verified), (1, 0, 0));
@@ -176,7 +163,7 @@ fn bad_and_stale_sidecars_fall_back_to_the_objects_meta() {
     let side = |k: &[u8]| object_path(dir.path(), k).with_extension("m");
     // a: corrupt sidecar; b: a sidecar of another version (copied from a's).
     let good_a = std::fs::read(side(b"a")).unwrap();
-    flip(&side(b"a"), 45);
+    flip(&side(b"a"), 45, 0x40);
     std::fs::write(side(b"b"), &good_a).unwrap();
     let (s, p) = reopen(dir.path(), 0);
     assert_eq!((p.objects, p.dropped), (2, 1), "{p:?}");

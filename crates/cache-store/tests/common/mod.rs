@@ -153,3 +153,17 @@ pub fn seed() -> u64 {
     eprintln!("seed: {s} (CACHE_STORE_SEED={s} to replay)");
     s
 }
+
+/// Flips bit `mask` of the byte at `at` of the file `path` (damage on disk).
+pub fn flip(path: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, at).unwrap();
+}
