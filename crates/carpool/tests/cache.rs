@@ -760,6 +760,18 @@ fn flip_body_byte(c: &Cache, body_start: &[u8], at: u64) {
     f.write_all_at(&b, start + at).unwrap();
 }
 
+/// An origin, a cache (tagged `tag`) and one object of `size` bytes at
+/// `path`, fresh for ten minutes, stored in it by a first GET; its URL and
+/// body.
+fn stored_object(tag: &str, path: &str, size: u64) -> (Origin, Cache, String, Vec<u8>) {
+    let o = Origin::start();
+    let c = Cache::start(tag, &[]);
+    let url = o.url(&format!("{path}?size={size}&cc=max-age%3D600"));
+    let want = expected(path, 1, size);
+    assert!(c.get(&url).body == want);
+    (o, c, url, want)
+}
+
 /// A 6 MB object (served with sendfile: larger than `mem_max_object`) with
 /// one flipped byte on disk after a clean restart is not served: the
 /// request is a miss, fetched again from the origin with the right body,
@@ -767,12 +779,7 @@ fn flip_body_byte(c: &Cache, body_start: &[u8], at: u64) {
 /// body as a HIT.
 #[test]
 fn a_corrupt_large_object_is_refetched_after_a_restart() {
-    let o = Origin::start();
-    let mut c = Cache::start("corrupt-clean", &[]);
-    let size = 6_000_000u64;
-    let url = o.url(&format!("/c6?size={size}&cc=max-age%3D600"));
-    let want = expected("/c6", 1, size);
-    assert!(c.get(&url).body == want);
+    let (o, mut c, url, want) = stored_object("corrupt-clean", "/c6", 6_000_000);
     stop_edit_start(&mut c, Stop::Clean, &[], |c| {
         flip_body_byte(c, &want[..64], 3_500_000)
     });
@@ -797,12 +804,7 @@ fn a_corrupt_large_object_is_refetched_after_a_restart() {
 /// recent objects does not look at its body; the first read does.
 #[test]
 fn a_corrupt_large_object_is_refetched_after_kill_9() {
-    let o = Origin::start();
-    let mut c = Cache::start("corrupt-kill9", &[]);
-    let size = 6_000_000u64;
-    let url = o.url(&format!("/k6?size={size}&cc=max-age%3D600"));
-    let want = expected("/k6", 1, size);
-    assert!(c.get(&url).body == want);
+    let (o, mut c, url, want) = stored_object("corrupt-kill9", "/k6", 6_000_000);
     // This start verifies the object (published after the last checkpoint)
     // and records a checkpoint that covers it.
     stop_edit_start(&mut c, Stop::Kill9, &[], |_| {});
@@ -820,12 +822,7 @@ fn a_corrupt_large_object_is_refetched_after_kill_9() {
 /// the damage is still a hit, one over it is not served from the store.
 #[test]
 fn a_range_over_a_corrupt_block_is_not_served_from_the_store() {
-    let o = Origin::start();
-    let mut c = Cache::start("corrupt-range", &[]);
-    let size = 6_000_000u64;
-    let url = o.url(&format!("/r6?size={size}&cc=max-age%3D600"));
-    let want = expected("/r6", 1, size);
-    assert!(c.get(&url).body == want);
+    let (o, mut c, url, want) = stored_object("corrupt-range", "/r6", 6_000_000);
     stop_edit_start(&mut c, Stop::Clean, &[], |c| {
         flip_body_byte(c, &want[..64], 4_000_000)
     });
@@ -852,12 +849,8 @@ fn a_range_over_a_corrupt_block_is_not_served_from_the_store() {
 /// whole corrupt 200. The next request fetches the object again.
 #[test]
 fn damage_found_while_sending_aborts_the_response() {
-    let o = Origin::start();
-    let mut c = Cache::start("corrupt-late", &[]);
-    let size = 24_000_000u64;
-    let url = o.url(&format!("/l24?size={size}&cc=max-age%3D600"));
-    let want = expected("/l24", 1, size);
-    assert!(c.get(&url).body == want);
+    let (o, mut c, url, want) = stored_object("corrupt-late", "/l24", 24_000_000);
+    let size = want.len() as u64;
     stop_edit_start(&mut c, Stop::Clean, &[], |c| {
         flip_body_byte(c, &want[..64], 20_000_000)
     });
