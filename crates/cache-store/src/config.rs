@@ -11,6 +11,9 @@ pub const DEFAULT_MEM_BYTES: u64 = 256 << 20;
 pub const DEFAULT_MEM_MAX_OBJECT: u64 = 1 << 20;
 /// Default largest object the store accepts.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 4 << 30;
+/// Default largest object packed into the disk log (key string, meta,
+/// body and a 56-byte record header).
+pub const DEFAULT_SMALL_OBJECT: u64 = 32 << 10;
 /// Default interval between two disk syncs (and checkpoints).
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -53,6 +56,12 @@ pub struct DiskConfig {
     /// checkpoint recorded; objects published since the last checkpoint are
     /// verified at open after an unclean shutdown.
     pub sync_interval: Duration,
+    /// Objects whose record (key string, meta, body and a 56-byte header)
+    /// takes at most this many bytes are packed into the log's segments;
+    /// larger ones get a file each. Capped at a quarter of a segment
+    /// (segments are 1/32 of `max_bytes`, between 256 KiB and 16 MiB).
+    /// 0: every object gets a file.
+    pub small_object: u64,
 }
 
 impl DiskConfig {
@@ -63,6 +72,7 @@ impl DiskConfig {
             dir: dir.into(),
             max_bytes,
             sync_interval: DEFAULT_SYNC_INTERVAL,
+            small_object: DEFAULT_SMALL_OBJECT,
         }
     }
 }

@@ -139,7 +139,7 @@ mod sync;
 pub use body::{Body, DiskBody, Hit, Tier};
 pub use config::{
     DiskConfig, StoreConfig, DEFAULT_MAX_OBJECT_SIZE, DEFAULT_MEM_BYTES, DEFAULT_MEM_MAX_OBJECT,
-    DEFAULT_SYNC_INTERVAL,
+    DEFAULT_SMALL_OBJECT, DEFAULT_SYNC_INTERVAL,
 };
 pub use disk::format::{MAX_KEY_LEN, MAX_META_LEN};
 pub use error::StoreError;

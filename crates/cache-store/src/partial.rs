@@ -36,6 +36,12 @@ impl WriteState {
 enum MemBuf {
     Growing(BytesMut),
     Frozen(Bytes),
+    /// Moved to a file (a body grown too large for memory): read from
+    /// `file` at `offset`.
+    Spilled {
+        file: Arc<File>,
+        offset: u64,
+    },
 }
 
 enum Source {
@@ -106,9 +112,30 @@ impl Partial {
         let frozen = match &mut *g {
             MemBuf::Growing(b) => std::mem::take(b).freeze(),
             MemBuf::Frozen(b) => b.clone(),
+            MemBuf::Spilled { .. } => return Bytes::new(),
         };
         *g = MemBuf::Frozen(frozen.clone());
         frozen
+    }
+
+    /// A copy of the in-memory body so far.
+    pub fn snapshot(&self) -> Bytes {
+        let Source::Memory(m) = &self.source else {
+            return Bytes::new();
+        };
+        match &*read(m) {
+            MemBuf::Growing(b) => Bytes::copy_from_slice(b),
+            MemBuf::Frozen(b) => b.clone(),
+            MemBuf::Spilled { .. } => Bytes::new(),
+        }
+    }
+
+    /// From now on the body is in `file` from `offset` (every byte written
+    /// so far is there already): readers follow, the memory is freed.
+    pub fn spill(&self, file: Arc<File>, offset: u64) {
+        if let Source::Memory(m) = &self.source {
+            *write(m) = MemBuf::Spilled { file, offset };
+        }
     }
 }
 
@@ -149,18 +176,20 @@ impl PartialBody {
             return Ok(0);
         }
         let want = (written - off).min(buf.len() as u64) as usize;
-        match &self.shared.source {
-            Source::File { file, offset } => loop {
-                match file.read_at(&mut buf[..want], offset + off) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+        let (file, offset) = match &self.shared.source {
+            Source::File { file, offset } => (file.clone(), *offset),
+            Source::Memory(m) => match &*read(m) {
+                MemBuf::Growing(b) => return Ok(copy_from(b, off, &mut buf[..want])),
+                MemBuf::Frozen(b) => return Ok(copy_from(b, off, &mut buf[..want])),
+                MemBuf::Spilled { file, offset } => (file.clone(), *offset),
             },
-            Source::Memory(m) => Ok(match &*read(m) {
-                MemBuf::Growing(b) => copy_from(b, off, &mut buf[..want]),
-                MemBuf::Frozen(b) => copy_from(b, off, &mut buf[..want]),
-            }),
+        };
+        loop {
+            match file.read_at(&mut buf[..want], offset + off) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 }

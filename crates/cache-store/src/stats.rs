@@ -6,8 +6,9 @@
 pub struct TierStats {
     /// Objects held.
     pub objects: u64,
-    /// Bytes held (memory: body + meta + key string; disk: file sizes rounded
-    /// up to 4 KiB blocks).
+    /// Bytes held (memory: body + meta + key string; disk: object file
+    /// sizes rounded up to 4 KiB blocks, and the length of each small
+    /// object's record in the log).
     pub bytes: u64,
     /// Lookups answered from this tier.
     pub hits: u64,
@@ -31,13 +32,18 @@ pub struct Stats {
     /// Disk bytes reserved by objects being written (counted against the
     /// disk budget, not yet in `disk.bytes`).
     pub disk_writing_bytes: u64,
+    /// Everything counted against the disk budget: object files and
+    /// sidecars, the log's segments whole (records of objects replaced or
+    /// removed since included, until their segment is evicted), and
+    /// `disk_writing_bytes`.
+    pub disk_used_bytes: u64,
 }
 
 /// Progress of the disk index rebuild, reported while [`crate::Store::open`]
 /// scans the directory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenProgress {
-    /// Object files looked at so far.
+    /// Object files and log records looked at so far.
     pub scanned: u64,
     /// Objects kept so far.
     pub objects: u64,

@@ -10,7 +10,7 @@ use crate::disk::format::{MAX_KEY_LEN, MAX_META_LEN};
 use crate::disk::index::Index;
 use crate::disk::reader::ReadError;
 use crate::disk::writer::TempObject;
-use crate::disk::DiskTier;
+use crate::disk::{Current, DiskTier, Logged};
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::memory::{MemObject, MemoryTier};
@@ -64,6 +64,11 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_threads();
+        // Small objects still buffered reach the file (not the disk: an
+        // unclean stop, found as such at the next open).
+        if let Some(Err(err)) = self.disk.as_ref().map(|d| d.log.flush()) {
+            tracing::warn!(%err, "writing the last small objects to the disk log failed");
+        }
     }
 }
 
@@ -145,7 +150,10 @@ impl Store {
     }
 
     fn lookup_disk(&self, d: &Arc<DiskTier>, key: Key, key_str: &[u8]) -> Option<Hit> {
-        let (e, o) = d.open_current(key)?;
+        let (e, o) = match d.current(key)? {
+            Current::File(e, o) => (e, o),
+            Current::Log(l) => return self.logged_hit(key, key_str, l),
+        };
         if o.key_str != key_str {
             return None;
         }
@@ -153,7 +161,7 @@ impl Store {
         let mem = self.inner.mem.as_ref().filter(|m| m.admits(h.body_len));
         let Some(mem) = mem else {
             // Served from the file: what to check before its bytes go out.
-            let check = match d.body_check(key, e.seq, &e.check, &o) {
+            let check = match d.body_check(key, e.seq, e.as_file().map(|f| &f.check), &o) {
                 Ok(c) => c,
                 Err(ReadError::Corrupt(why)) => {
                     d.drop_corrupt(key, h.seq, Some(key_str), None, why);
@@ -205,6 +213,39 @@ impl Store {
         })
     }
 
+    /// A hit on a small object read from the log: it is in memory already,
+    /// and goes into the memory tier when that admits it.
+    fn logged_hit(&self, key: Key, key_str: &[u8], l: Logged) -> Option<Hit> {
+        if l.key_str != key_str {
+            return None;
+        }
+        if let Some(mem) = self
+            .inner
+            .mem
+            .as_ref()
+            .filter(|m| m.admits(l.body.len() as u64))
+        {
+            let g = self.inner.index.lock(key);
+            if g.get(key).map(|e| e.seq) == Some(l.seq) {
+                mem.insert(
+                    key,
+                    MemObject {
+                        version: l.seq,
+                        key_str: l.key_str.to_vec().into(),
+                        meta: l.meta.clone(),
+                        body: l.body.clone(),
+                    },
+                );
+            }
+        }
+        Some(Hit {
+            meta: l.meta,
+            body: Body::Memory(l.body),
+            tier: Tier::Disk,
+            version: l.seq,
+        })
+    }
+
     /// Starts storing an object: its body is appended through the returned
     /// [`Writer`] and becomes visible at [`Writer::finish`]. `expected_len`,
     /// when known, is checked (and refused early if over the size limit).
@@ -238,21 +279,32 @@ impl Store {
             });
         }
         let small = |cap: u64| expected_len.unwrap_or(0).min(cap) as usize;
-        let (temp, partial, mem_copy) = match &inner.disk {
+        let (sink, partial) = match &inner.disk {
+            // Small, or of unknown length (it moves to a file of its own
+            // if it grows too large for the log).
+            Some(d) if expected_len.is_none_or(|n| d.logs(key_str.len(), meta.len(), n)) => (
+                Sink::Log,
+                Partial::memory(small(d.log.max_record()), expected_len),
+            ),
             Some(d) => {
                 let t = d.begin(key_str, meta)?;
                 let p = Partial::file(t.file().clone(), t.body_offset(), expected_len);
-                let copy = inner
+                let mem_copy = inner
                     .mem
                     .as_ref()
                     .filter(|m| expected_len.is_none_or(|n| m.admits(n)))
                     .map(|_| BytesMut::with_capacity(small(inner.mem_max_object)));
-                (Some(t), p, copy)
+                (
+                    Sink::File {
+                        temp: Box::new(t),
+                        mem_copy,
+                    },
+                    p,
+                )
             }
             None => (
-                None,
+                Sink::Memory,
                 Partial::memory(small(inner.limit), expected_len),
-                None,
             ),
         };
         Ok(Writer {
@@ -263,8 +315,7 @@ impl Store {
             expected_len,
             written: 0,
             partial: Arc::new(partial),
-            temp,
-            mem_copy,
+            sink,
             done: false,
         })
     }
@@ -369,6 +420,7 @@ impl Store {
             };
             s.dropped_corrupt = d.dropped.load(Ordering::Relaxed);
             s.disk_writing_bytes = d.reserved();
+            s.disk_used_bytes = d.used();
         }
         s
     }
@@ -397,11 +449,22 @@ pub struct Writer {
     expected_len: Option<u64>,
     written: u64,
     partial: Arc<Partial>,
-    /// The object file being written (disk tier).
-    temp: Option<TempObject>,
-    /// A copy for the memory tier while the body is small enough (disk tier).
-    mem_copy: Option<BytesMut>,
+    sink: Sink,
     done: bool,
+}
+
+/// Where a writer's body goes.
+enum Sink {
+    /// A memory-only store: the partial body becomes the object.
+    Memory,
+    /// A small object so far: held in the partial body, for the log.
+    Log,
+    /// An object file of its own, with a copy for the memory tier while the
+    /// body is small enough for it.
+    File {
+        temp: Box<TempObject>,
+        mem_copy: Option<BytesMut>,
+    },
 }
 
 impl Writer {
@@ -422,21 +485,46 @@ impl Writer {
                 written: total,
             });
         }
-        match &mut self.temp {
-            Some(t) => {
-                t.append(data)?;
-                if self.mem_copy.is_some() && total > self.inner.mem_max_object {
-                    self.mem_copy = None;
+        if let (Sink::Log, Some(d)) = (&self.sink, &self.inner.disk) {
+            if !d.logs(self.key_str.len(), self.meta.len(), total) {
+                self.sink = self.spill(d)?;
+            }
+        }
+        match &mut self.sink {
+            Sink::File { temp, mem_copy } => {
+                temp.append(data)?;
+                if mem_copy.is_some() && total > self.inner.mem_max_object {
+                    *mem_copy = None;
                 }
-                if let Some(c) = &mut self.mem_copy {
+                if let Some(c) = mem_copy {
                     c.extend_from_slice(data);
                 }
             }
-            None => self.partial.push(data),
+            Sink::Log | Sink::Memory => self.partial.push(data),
         }
         self.written = total;
         self.partial.set_written(total);
         Ok(())
+    }
+
+    /// Moves a body grown too large for the log into an object file of its
+    /// own: what was written so far goes into the file, and readers of the
+    /// partial body follow it there.
+    fn spill(&self, d: &Arc<DiskTier>) -> Result<Sink, StoreError> {
+        let mut temp = d.begin(&self.key_str, &self.meta)?;
+        let so_far = self.partial.snapshot();
+        temp.append(&so_far)?;
+        let mem_copy = self
+            .inner
+            .mem
+            .as_ref()
+            .filter(|m| m.admits(so_far.len() as u64))
+            .map(|_| BytesMut::from(&so_far[..]));
+        self.partial.spill(temp.file().clone(), temp.body_offset());
+        Ok(Sink::File {
+            temp: Box::new(temp),
+            mem_copy,
+        })
     }
 
     /// Body bytes written so far.
@@ -481,16 +569,29 @@ impl Writer {
             meta: self.meta.clone(),
             body,
         };
-        match (self.temp.take(), &inner.disk) {
-            (Some(t), Some(d)) => {
-                let copy = self.mem_copy.take().map(BytesMut::freeze);
-                d.publish(t, key, &self.key_str, &self.meta, |_, seq| {
+        let sink = std::mem::replace(&mut self.sink, Sink::Memory);
+        match (sink, &inner.disk) {
+            (Sink::File { temp, mem_copy }, Some(d)) => {
+                let copy = mem_copy.map(BytesMut::freeze);
+                d.publish(*temp, key, &self.key_str, &self.meta, |_, seq| {
                     if let Some(m) = &inner.mem {
                         match copy {
                             Some(body) => {
                                 m.insert(key, mem_obj(body, seq));
                             }
                             None => m.remove_any(key),
+                        }
+                    }
+                })
+            }
+            (Sink::Log, Some(d)) => {
+                let body = self.partial.freeze();
+                d.publish_logged(key, &self.key_str, &self.meta, &body, |_, seq| {
+                    if let Some(m) = &inner.mem {
+                        if m.admits(body.len() as u64) {
+                            m.insert(key, mem_obj(body.clone(), seq));
+                        } else {
+                            m.remove_any(key);
                         }
                     }
                 })
@@ -515,7 +616,7 @@ impl Drop for Writer {
     fn drop(&mut self) {
         if !self.done {
             self.partial.set_state(WriteState::Aborted);
-            self.temp = None; // deletes the temporary file
+            self.sink = Sink::Memory; // deletes a temporary file
         }
     }
 }

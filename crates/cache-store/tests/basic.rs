@@ -56,7 +56,7 @@ fn memory_only_refuses_bodies_it_could_not_keep() {
 #[test]
 fn disk_round_trip_small_and_large() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(disk_cfg(dir.path(), 64 << 20, MEM));
+    let s = open(file_cfg(dir.path(), 64 << 20, MEM));
     let small = content(b"small", 1, 5000);
     let large = content(b"large", 1, 3 << 20);
     let empty: Vec<u8> = Vec::new();
@@ -84,7 +84,7 @@ fn disk_round_trip_small_and_large() {
     // A store on the same directory without a memory tier reads all from disk.
     s.close().unwrap();
     drop(s);
-    let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+    let s = open(file_cfg(dir.path(), 64 << 20, 0));
     for (k, body) in [
         (&b"small"[..], &small),
         (b"large", &large),
@@ -163,7 +163,7 @@ fn update_meta_keeps_the_body_file_untouched() {
     let body = content(b"u", 1, 2 << 20);
     let path = object_path(dir.path(), b"u");
     {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        let s = open(file_cfg(dir.path(), 64 << 20, 0));
         put(&s, b"u", b"meta-one", &body, 100_000);
         let before = std::fs::metadata(&path).unwrap();
         let (ino, mtime, len) = (before.ino(), before.mtime_nsec(), before.len());
@@ -184,7 +184,7 @@ fn update_meta_keeps_the_body_file_untouched() {
         s.close().unwrap();
     }
     // The new meta survives a restart.
-    let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+    let s = open(file_cfg(dir.path(), 64 << 20, 0));
     assert_eq!(get(&s, b"u"), Some((b"meta-two".to_vec(), body.clone())));
     // Replacing the object drops the sidecar: the new object's own meta shows.
     put(&s, b"u", b"meta-new", b"tiny", 4);
@@ -240,7 +240,7 @@ fn same_key_different_key_string_is_a_miss() {
 #[test]
 fn aborted_and_dropped_writers_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(disk_cfg(dir.path(), 8 << 20, MEM));
+    let s = open(file_cfg(dir.path(), 8 << 20, MEM));
     put(&s, b"k", b"v1", b"version one", 3);
     let mut w = s.begin(Key::of(b"k"), b"k", b"v2", None).unwrap();
     w.append(&[7; 100_000]).unwrap();

@@ -110,13 +110,15 @@ fn hammer(s: &Store, seed: u64) -> (u64, u64) {
     (hits.into_inner(), writes.into_inner())
 }
 
-#[test]
-fn concurrent_lookups_writes_refreshes_and_removals_stay_consistent() {
+/// The storm below on a store made by `cfg` (the log for small objects,
+/// or files only): afterwards the index and the directory agree, exactly,
+/// and survive a restart.
+fn storm_stays_consistent(cfg: fn(&std::path::Path, u64, u64) -> cache_store::StoreConfig) {
     let seed = seed();
     let dir = tempfile::tempdir().unwrap();
     // A disk budget below the working set: eviction runs all along.
     let budget = 1 << 20;
-    let s = open(disk_cfg(dir.path(), budget, 1 << 20));
+    let s = open(cfg(dir.path(), budget, 1 << 20));
     let (hits, writes) = hammer(&s, seed);
     // Closing stops the background evictor: the directory is still now.
     s.close().unwrap();
@@ -125,14 +127,30 @@ fn concurrent_lookups_writes_refreshes_and_removals_stay_consistent() {
     assert!(hits > 100 && writes > 100);
     assert!(st.disk.evictions > 0);
     assert!(st.disk.bytes <= budget && st.memory.bytes <= 1 << 20);
+    assert!(st.disk_used_bytes <= budget);
     assert_eq!(st.disk_writing_bytes, 0);
     assert_eq!(st.dropped_corrupt, 0);
     // Index and directory agree after the storm, and survive a restart.
-    assert_eq!(usage(&dir.path().join("objects")), st.disk.bytes);
+    let on_disk = usage(&dir.path().join("objects")) + log_bytes(dir.path());
+    assert_eq!(on_disk, st.disk_used_bytes);
     assert!(files(&dir.path().join("tmp")).is_empty());
     drop(s);
-    let s = open(disk_cfg(dir.path(), budget, 0));
-    assert_eq!(s.stats().disk.objects, st.disk.objects);
+    let s = open(cfg(dir.path(), budget, 0));
+    let again = s.stats();
+    assert_eq!(
+        (again.disk.objects, again.disk.bytes, again.disk_used_bytes),
+        (st.disk.objects, st.disk.bytes, st.disk_used_bytes)
+    );
+}
+
+#[test]
+fn concurrent_lookups_writes_refreshes_and_removals_stay_consistent() {
+    storm_stays_consistent(disk_cfg);
+}
+
+#[test]
+fn the_same_storm_on_object_files_only_stays_consistent() {
+    storm_stays_consistent(file_cfg);
 }
 
 #[test]

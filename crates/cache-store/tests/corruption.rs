@@ -16,7 +16,7 @@ const FIXED: u64 = 72;
 
 fn reopen(dir: &Path, mem: u64) -> (std::sync::Arc<Store>, OpenProgress) {
     let mut last = OpenProgress::default();
-    let s = Store::open(disk_cfg(dir, 64 << 20, mem), |p| last = p).unwrap();
+    let s = Store::open(file_cfg(dir, 64 << 20, mem), |p| last = p).unwrap();
     (s, last)
 }
 
@@ -29,7 +29,7 @@ fn a_flipped_header_byte_anywhere_drops_the_object() {
     // Every byte of the header, key string and meta, one at a time.
     for at in 0..head_len {
         {
-            let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+            let s = open(file_cfg(dir.path(), 64 << 20, 0));
             put(&s, key, meta, &body, 5000);
             put(&s, b"other", b"m", b"other body", 10);
             s.close().unwrap();
@@ -55,7 +55,7 @@ fn truncated_or_extended_files_are_dropped() {
         ("cut to 10 bytes", -99_990 - 72 - 2),
     ] {
         {
-            let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+            let s = open(file_cfg(dir.path(), 64 << 20, 0));
             put(&s, b"t", b"m", &body, 10_000);
             s.close().unwrap();
         }
@@ -75,7 +75,7 @@ fn a_flipped_body_byte_after_an_unclean_shutdown_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let big = content(b"big", 1, 300_000);
     {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        let s = open(file_cfg(dir.path(), 64 << 20, 0));
         put(&s, b"big", b"m", &big, 65536);
         put(&s, b"fine", b"m", b"fine body", 9);
         // Dropped without close: unclean, and no checkpoint since the writes.
@@ -93,7 +93,7 @@ fn a_flipped_body_byte_after_an_unclean_shutdown_is_dropped() {
 #[test]
 fn only_objects_published_after_the_last_checkpoint_are_verified() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = disk_cfg(dir.path(), 64 << 20, 0);
+    let mut cfg = file_cfg(dir.path(), 64 << 20, 0);
     cfg.disk.as_mut().unwrap().sync_interval = Duration::from_millis(500);
     let checkpoint = dir.path().join("checkpoint");
     let stamp = || {
@@ -133,7 +133,7 @@ fn a_bad_body_is_caught_when_a_small_object_is_read_into_memory() {
     let dir = tempfile::tempdir().unwrap();
     let body = content(b"s", 1, 10_000);
     {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        let s = open(file_cfg(dir.path(), 64 << 20, 0));
         put(&s, b"s", b"m", &body, 10_000);
         s.close().unwrap();
     }
@@ -153,7 +153,7 @@ fn a_bad_body_is_caught_when_a_small_object_is_read_into_memory() {
 fn bad_and_stale_sidecars_fall_back_to_the_objects_meta() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        let s = open(file_cfg(dir.path(), 64 << 20, 0));
         put(&s, b"a", b"inline-a", b"body a", 6);
         put(&s, b"b", b"inline-b", b"body b", 6);
         assert!(s.update_meta(Key::of(b"a"), b"a", b"fresh-a").unwrap());
@@ -182,7 +182,7 @@ fn bad_and_stale_sidecars_fall_back_to_the_objects_meta() {
 fn temporary_and_stray_files_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        let s = open(file_cfg(dir.path(), 64 << 20, 0));
         put(&s, b"keep", b"m", b"kept", 4);
         s.close().unwrap();
     }

@@ -54,7 +54,7 @@ fn disk_tier_stays_under_budget_while_writing() {
     let mut rng = StdRng::seed_from_u64(seed());
     let dir = tempfile::tempdir().unwrap();
     let budget: u64 = 6 << 20;
-    let s = open(disk_cfg(dir.path(), budget, 0));
+    let s = open(file_cfg(dir.path(), budget, 0));
     let threads = 4;
     let rounds = 40;
     let barrier = Arc::new(Barrier::new(threads + 1));
@@ -141,7 +141,7 @@ fn disk_eviction_takes_least_recently_used_first() {
     let dir = tempfile::tempdir().unwrap();
     // Objects of 8 KiB + header take 3 blocks (12 KiB): 85 fit in 1 MiB.
     let budget: u64 = 1 << 20;
-    let s = open(disk_cfg(dir.path(), budget, 0));
+    let s = open(file_cfg(dir.path(), budget, 0));
     let body = vec![1u8; 8 << 10];
     for i in 0..64 {
         put(&s, format!("old{i}").as_bytes(), b"", &body, 8192);
@@ -184,7 +184,7 @@ fn disk_eviction_takes_least_recently_used_first() {
 #[test]
 fn objects_larger_than_the_disk_are_refused_and_full_disk_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(disk_cfg(dir.path(), 64 << 10, 0));
+    let s = open(file_cfg(dir.path(), 64 << 10, 0));
     assert!(s.begin(Key::of(b"k"), b"k", b"", Some(65 << 10)).is_err());
     // Two writers hold 56 KiB (24 KiB + a header block each): a third cannot
     // grow past 8 KiB.

@@ -82,6 +82,8 @@ pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 pub(crate) const TMP_DIR: &str = "tmp";
 /// Published objects.
 pub(crate) const OBJECTS_DIR: &str = "objects";
+/// The small-object log's segments.
+pub(crate) const LOG_DIR: &str = "log";
 /// Suffix of meta sidecar files.
 pub(crate) const META_SUFFIX: &str = ".m";
 
@@ -99,6 +101,8 @@ pub(crate) struct Layout {
     pub tmp: PathBuf,
     /// `dir/objects`.
     pub objects: PathBuf,
+    /// `dir/log`.
+    pub log: PathBuf,
 }
 
 impl Layout {
@@ -107,6 +111,7 @@ impl Layout {
             dir: dir.to_path_buf(),
             tmp: dir.join(TMP_DIR),
             objects: dir.join(OBJECTS_DIR),
+            log: dir.join(LOG_DIR),
         }
     }
 

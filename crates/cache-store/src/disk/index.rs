@@ -6,6 +6,7 @@
 //! operations (rename, unlink of a sidecar) while holding a shard, so the
 //! index and the directory change together for one key.
 
+use super::log::Spot;
 use super::marks::Marks;
 use crate::key::Key;
 use crate::sync::lock;
@@ -33,8 +34,24 @@ pub(crate) enum Check {
 /// One published object.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// Publish sequence, also in the file header.
+    /// Publish sequence, also in the file header or the log record.
     pub seq: u64,
+    /// Where it is.
+    pub place: Place,
+}
+
+/// Where a published object is.
+#[derive(Clone, Debug)]
+pub(crate) enum Place {
+    /// An object file of its own.
+    File(Box<FileObject>),
+    /// A record in the small-object log.
+    Log(Spot),
+}
+
+/// What the index knows of an object file.
+#[derive(Clone, Debug)]
+pub(crate) struct FileObject {
     /// Accounted bytes of the object file.
     pub obj_bytes: u64,
     /// Accounted bytes of its meta sidecar (0: none).
@@ -46,14 +63,53 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Accounted bytes of the object and its sidecar.
+    /// An object file just published or found.
+    pub fn file(seq: u64, obj_bytes: u64, check: Check) -> Entry {
+        Entry {
+            seq,
+            place: Place::File(Box::new(FileObject {
+                obj_bytes,
+                meta_bytes: 0,
+                access: seq,
+                check,
+            })),
+        }
+    }
+
+    /// Bytes of the object: accounted bytes of its file and sidecar, or the
+    /// length of its log record.
     pub fn bytes(&self) -> u64 {
-        self.obj_bytes + self.meta_bytes
+        match &self.place {
+            Place::File(f) => f.obj_bytes + f.meta_bytes,
+            Place::Log(s) => u64::from(s.len),
+        }
     }
 
     /// Whether a sidecar holds newer meta.
     pub fn has_sidecar(&self) -> bool {
-        self.meta_bytes > 0
+        matches!(&self.place, Place::File(f) if f.meta_bytes > 0)
+    }
+
+    /// The object file's details, if it is one.
+    pub fn as_file(&self) -> Option<&FileObject> {
+        match &self.place {
+            Place::File(f) => Some(f),
+            Place::Log(_) => None,
+        }
+    }
+
+    /// The log record's place, if it is one.
+    pub fn spot(&self) -> Option<Spot> {
+        match &self.place {
+            Place::Log(s) => Some(*s),
+            Place::File(_) => None,
+        }
+    }
+
+    /// The last access of an object file (log records are evicted with
+    /// their segment, not one by one).
+    fn lru_tick(&self) -> Option<u64> {
+        self.as_file().map(|f| f.access)
     }
 }
 
@@ -140,19 +196,26 @@ impl ShardGuard<'_> {
         self.shard.map.get(&key)
     }
 
-    /// The entry of `key`, to change what is known of its body.
+    /// The entry of an object file `key`, to change what is known of its
+    /// body.
     pub fn check_mut(&mut self, key: Key) -> Option<&mut Check> {
-        self.shard.map.get_mut(&key).map(|e| &mut e.check)
+        match &mut self.shard.map.get_mut(&key)?.place {
+            Place::File(f) => Some(&mut f.check),
+            Place::Log(_) => None,
+        }
     }
 
-    /// Records an access at `tick`; returns the entry.
+    /// Records an access at `tick` (of an object file: log records keep
+    /// no recency); returns the entry.
     pub fn touch(&mut self, key: Key, tick: u64) -> Option<Entry> {
         let s = &mut *self.shard;
         let e = s.map.get_mut(&key)?;
-        if tick > e.access {
-            s.lru.remove(&(e.access, key));
-            e.access = tick;
-            s.lru.insert((tick, key));
+        if let Place::File(f) = &mut e.place {
+            if tick > f.access {
+                s.lru.remove(&(f.access, key));
+                f.access = tick;
+                s.lru.insert((tick, key));
+            }
         }
         Some(e.clone())
     }
@@ -160,7 +223,9 @@ impl ShardGuard<'_> {
     /// Inserts or replaces; returns the entry replaced.
     pub fn insert(&mut self, key: Key, e: Entry) -> Option<Entry> {
         let old = self.remove(key);
-        self.shard.lru.insert((e.access, key));
+        if let Some(t) = e.lru_tick() {
+            self.shard.lru.insert((t, key));
+        }
         self.index.objects.fetch_add(1, Ordering::Relaxed);
         self.index.bytes.fetch_add(e.bytes(), Ordering::Relaxed);
         self.shard.map.insert(key, e);
@@ -170,23 +235,41 @@ impl ShardGuard<'_> {
     /// Removes; returns the entry removed.
     pub fn remove(&mut self, key: Key) -> Option<Entry> {
         let e = self.shard.map.remove(&key)?;
-        self.shard.lru.remove(&(e.access, key));
+        if let Some(t) = e.lru_tick() {
+            self.shard.lru.remove(&(t, key));
+        }
         self.index.objects.fetch_sub(1, Ordering::Relaxed);
         self.index.bytes.fetch_sub(e.bytes(), Ordering::Relaxed);
         Some(e)
     }
 
-    /// Sets the accounted sidecar size of `key`; returns the previous one.
+    /// Sets the accounted sidecar size of the object file `key`; returns
+    /// the previous one.
     pub fn set_meta_bytes(&mut self, key: Key, meta_bytes: u64) -> Option<u64> {
-        let e = self.shard.map.get_mut(&key)?;
-        let old = e.meta_bytes;
-        e.meta_bytes = meta_bytes;
+        let Place::File(f) = &mut self.shard.map.get_mut(&key)?.place else {
+            return None;
+        };
+        let old = f.meta_bytes;
+        f.meta_bytes = meta_bytes;
         self.index.bytes.fetch_add(meta_bytes, Ordering::Relaxed);
         self.index.bytes.fetch_sub(old, Ordering::Relaxed);
         Some(old)
     }
 
-    /// The least recently used entry of this shard: (access tick, key).
+    /// Replaces the place of the log record `key` (a rewrite with new meta);
+    /// the record's length counts in the totals.
+    pub fn set_spot(&mut self, key: Key, spot: Spot) {
+        if let Some(e) = self.shard.map.get_mut(&key) {
+            let old = e.bytes();
+            e.place = Place::Log(spot);
+            self.index
+                .bytes
+                .fetch_add(u64::from(spot.len), Ordering::Relaxed);
+            self.index.bytes.fetch_sub(old, Ordering::Relaxed);
+        }
+    }
+
+    /// The least recently used object file of this shard: (access tick, key).
     pub fn oldest(&self) -> Option<(u64, Key)> {
         self.shard.lru.first().copied()
     }
@@ -197,13 +280,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, bytes: u64) -> Entry {
-        Entry {
-            seq,
-            obj_bytes: bytes,
-            meta_bytes: 0,
-            access: seq,
-            check: Check::Sound,
-        }
+        Entry::file(seq, bytes, Check::Sound)
     }
 
     #[test]
@@ -221,7 +298,7 @@ mod tests {
         assert_eq!(g.oldest(), Some((2, k(2))));
         // An older tick never moves an entry back.
         g.touch(k(1), 4);
-        assert_eq!(g.get(k(1)).map(|e| e.access), Some(10));
+        assert_eq!(g.get(k(1)).and_then(|e| e.lru_tick()), Some(10));
         assert_eq!(g.set_meta_bytes(k(2), 4096), Some(0));
         assert_eq!(idx.bytes(), 20480);
         let old = g.insert(k(2), entry(11, 4096)).unwrap();

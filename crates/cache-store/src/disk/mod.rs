@@ -1,11 +1,12 @@
-//! The disk tier: a directory of one file per object, an in-memory index
-//! rebuilt at open, byte-bounded eviction, and periodic syncs with
-//! checkpoints. Submodules own one step each: `format` (bytes on disk),
-//! `index` (what is published), `writer` (an object being written),
-//! `reader` (opening a published object), `verify` (checking bodies block
-//! by block), `recovery` (open: lock, scan, verify), `evict` (space
-//! accounting and eviction), `sync` (background syncs, checkpoints,
-//! close).
+//! The disk tier: small objects packed into the segments of a log, larger
+//! ones a file each, an in-memory index rebuilt at open, byte-bounded
+//! eviction, and periodic syncs with checkpoints. Submodules own one step
+//! each: `format` (bytes of object files), `segment` (bytes of the log),
+//! `log` (the log's segments), `index` (what is published), `writer` (an
+//! object file being written), `reader` (opening a published object file),
+//! `verify` (checking bodies block by block), `recovery` (open: lock, scan,
+//! verify), `evict` (space accounting and eviction), `sync` (background
+//! syncs, checkpoints, close).
 //!
 //! Every change of a key's files (publish by rename, retire, sidecar) is
 //! made while holding that key's index shard, so the index and the
@@ -14,9 +15,11 @@
 pub(crate) mod evict;
 pub(crate) mod format;
 pub(crate) mod index;
+pub(crate) mod log;
 pub(crate) mod marks;
 pub(crate) mod reader;
 pub(crate) mod recovery;
+pub(crate) mod segment;
 pub(crate) mod sync;
 pub(crate) mod verify;
 pub(crate) mod writer;
@@ -25,9 +28,12 @@ use crate::config::DiskConfig;
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::sync::{read, Signal};
+use bytes::Bytes;
 use format::{blocks, encode_sidecar, Header, Layout, BLOCK_SHIFT, OBJECT_VERSION};
-use index::{Check, Entry, Index, ShardGuard};
+use index::{Check, Entry, Index, Place, ShardGuard};
+use log::{Log, Spot};
 use reader::OpenObject;
+use segment::{decode_record, Kind};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -40,6 +46,8 @@ pub(crate) struct DiskTier {
     pub layout: Layout,
     pub cfg: DiskConfig,
     pub index: Arc<Index>,
+    /// The small-object log.
+    pub log: Log,
     /// Accounted bytes: published objects plus reservations of writers.
     used: AtomicU64,
     /// Accounted bytes reserved by writers (part of `used`).
@@ -100,9 +108,16 @@ impl DiskTier {
         TempObject::create(self, key_str, meta)
     }
 
-    /// Publishes a completely written object under `key`, replacing any older
-    /// one; `under_lock` runs with the new version's sequence while the key's
-    /// shard is still held (to update the memory tier consistently).
+    /// Whether an object with these parts goes into the log (rather than a
+    /// file of its own).
+    pub fn logs(&self, key_len: usize, meta_len: usize, body_len: u64) -> bool {
+        Log::record_bytes(key_len, meta_len, body_len) <= self.log.max_record()
+    }
+
+    /// Publishes a completely written object file under `key`, replacing
+    /// any older version; `under_lock` runs with the new version's sequence
+    /// while the key's shard is still held (to update the memory tier
+    /// consistently).
     pub fn publish(
         &self,
         mut t: TempObject,
@@ -147,35 +162,121 @@ impl DiskTier {
         self.publishes.fetch_add(1, Ordering::Relaxed);
         let obj_bytes = t.into_published();
         self.reserved.fetch_sub(obj_bytes, Ordering::Relaxed);
-        let old = g.insert(
-            key,
-            Entry {
-                seq,
-                obj_bytes,
-                meta_bytes: 0,
-                access: seq,
-                check: Check::Sound,
-            },
-        );
+        let old = g.insert(key, Entry::file(seq, obj_bytes, Check::Sound));
         if let Some(old) = old {
-            if old.has_sidecar() {
-                remove_quietly(&self.layout.sidecar(key));
+            match &old.place {
+                // The rename replaced its file.
+                Place::File(_) => {
+                    if old.has_sidecar() {
+                        remove_quietly(&self.layout.sidecar(key));
+                    }
+                    self.used.fetch_sub(old.bytes(), Ordering::Relaxed);
+                }
+                // Its record stays in the log until its segment goes: say
+                // it is gone, for the next open.
+                Place::Log(_) => self.tombstone(key, old.seq),
             }
-            self.used.fetch_sub(old.bytes(), Ordering::Relaxed);
         }
         under_lock(&mut g, seq);
         Ok(())
     }
 
-    /// The published object of `key` (any key string), if its file is there
-    /// and sound. A file found corrupt is dropped.
-    pub fn open_current(&self, key: Key) -> Option<(Entry, OpenObject)> {
+    /// Publishes a small object into the log (see [`DiskTier::logs`]) under
+    /// `key`, replacing any older version; `under_lock` as for
+    /// [`DiskTier::publish`].
+    pub fn publish_logged(
+        &self,
+        key: Key,
+        key_str: &[u8],
+        meta: &[u8],
+        body: &[u8],
+        under_lock: impl FnOnce(&mut ShardGuard<'_>, u64),
+    ) -> Result<(), StoreError> {
+        let len = Log::record_bytes(key_str.len(), meta.len(), body.len() as u64);
+        self.reserve(len)?;
+        let _gate = read(&self.gate);
+        if self.is_closed() {
+            self.release(len);
+            return Err(StoreError::Closed);
+        }
+        let mut g = self.index.lock(key);
+        // Taken under the shard: the log holds a key's versions in order.
+        let seq = self.tick();
+        let spot = match self
+            .log
+            .append(Kind::Object, key, seq, key_str, meta, body, seq)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                drop(g);
+                self.release(len);
+                return Err(e);
+            }
+        };
+        // The reservation now belongs to the segment.
+        self.reserved.fetch_sub(len, Ordering::Relaxed);
+        self.publishes.fetch_add(1, Ordering::Relaxed);
+        let old = g.insert(
+            key,
+            Entry {
+                seq,
+                place: Place::Log(spot),
+            },
+        );
+        // An older record is superseded by the higher sequence; an older
+        // file goes.
+        let dead = match old.as_ref().and_then(Entry::as_file) {
+            Some(f) => {
+                let dead = self.move_out(key, f.meta_bytes > 0);
+                self.used
+                    .fetch_sub(f.obj_bytes + f.meta_bytes, Ordering::Relaxed);
+                dead
+            }
+            None => None,
+        };
+        under_lock(&mut g, seq);
+        drop(g);
+        if let Some(d) = dead {
+            remove_quietly(&d);
+        }
+        Ok(())
+    }
+
+    /// Appends a tombstone for the versions of `key` up to `seq` (called
+    /// with the key's shard held) and writes it out with what the log
+    /// buffers. Its few bytes are counted without waiting for room: the
+    /// evictor makes it.
+    pub(crate) fn tombstone(&self, key: Key, seq: u64) {
+        let len = Log::record_bytes(0, 0, 0);
+        self.used.fetch_add(len, Ordering::AcqRel);
+        // Written out at once: a removal must survive the process.
+        let appended = self
+            .log
+            .append(Kind::Tombstone, key, seq, b"", b"", b"", self.tick())
+            .and_then(|_| self.log.flush());
+        if let Err(err) = appended {
+            self.used.fetch_sub(len, Ordering::AcqRel);
+            tracing::warn!(%err, "cannot record a removal in the disk log: the object may come back after a restart");
+        }
+    }
+
+    /// The published object of `key` (any key string), if it is there and
+    /// sound. An object found corrupt is dropped.
+    pub fn current(&self, key: Key) -> Option<Current> {
         let e = {
             let tick = self.tick();
             self.index.lock(key).touch(key, tick)?
         };
-        match self.open_object(key, &e) {
-            Ok(Some(o)) => Some((e, o)),
+        let res = match &e.place {
+            Place::File(_) => self
+                .open_object(key, &e)
+                .map(|o| o.map(|o| Current::File(e.clone(), o))),
+            Place::Log(spot) => self
+                .read_logged(key, e.seq, *spot)
+                .map(|o| o.map(Current::Log)),
+        };
+        match res {
+            Ok(Some(c)) => Some(c),
             Ok(None) => {
                 self.forget(key, e.seq);
                 None
@@ -185,16 +286,59 @@ impl DiskTier {
                 None
             }
             Err(reader::ReadError::Io(err)) => {
-                tracing::warn!(path = %self.layout.object(key).display(), %err, "cannot read cached object");
+                tracing::warn!(path = %self.where_is(key, &e).display(), %err, "cannot read cached object");
                 None
             }
         }
     }
 
+    /// The file holding the object of entry `e` (for log lines).
+    pub fn where_is(&self, key: Key, e: &Entry) -> std::path::PathBuf {
+        match &e.place {
+            Place::File(_) => self.layout.object(key),
+            Place::Log(s) => self.log.path(s.seg),
+        }
+    }
+
+    /// Reads and checks the log record of `key` version `seq` at `spot`.
+    /// `Ok(None)`: its segment is gone.
+    fn read_logged(
+        &self,
+        key: Key,
+        seq: u64,
+        spot: Spot,
+    ) -> Result<Option<Logged>, reader::ReadError> {
+        use reader::ReadError::Corrupt;
+        let Some(b) = self.log.read(spot)? else {
+            return Ok(None);
+        };
+        if b.len() < spot.len as usize {
+            return Err(Corrupt("segment shorter than its index says"));
+        }
+        let h = decode_record(&b, spot.seg, u64::from(spot.off))
+            .map_err(Corrupt)?
+            .ok_or(Corrupt("no record where the index says"))?;
+        if h.kind != Kind::Object
+            || h.key != key
+            || h.seq != seq
+            || h.record_len() != u64::from(spot.len)
+        {
+            return Err(Corrupt("record differs from its index entry"));
+        }
+        let (k, m, body) = h.parts();
+        Ok(Some(Logged {
+            seq,
+            key_str: b.slice(k),
+            meta: b.slice(m),
+            body: b.slice(body),
+        }))
+    }
+
     /// Replaces the meta of the object `key`/`key_str` (of that `version`
-    /// only, if given) with a sidecar, never touching its body. Returns false
-    /// when no such object is published. `under_lock` runs with the object's
-    /// version while the shard is held.
+    /// only, if given), never touching its body file: a sidecar for an
+    /// object file, a new record (the same version) for a logged one.
+    /// Returns false when no such object is published. `under_lock` runs
+    /// with the object's version while the shard is held.
     pub fn update_meta(
         &self,
         key: Key,
@@ -203,14 +347,73 @@ impl DiskTier {
         meta: &[u8],
         under_lock: impl FnOnce(&mut ShardGuard<'_>, u64),
     ) -> Result<bool, StoreError> {
-        let Some((_, obj)) = self.open_current(key) else {
-            return Ok(false);
+        let (seq, logged) = match self.current(key) {
+            None => return Ok(false),
+            Some(Current::File(_, obj)) => {
+                if obj.key_str != key_str {
+                    return Ok(false);
+                }
+                (obj.header.seq, None)
+            }
+            Some(Current::Log(l)) => {
+                if l.key_str != key_str {
+                    return Ok(false);
+                }
+                (l.seq, Some(l))
+            }
         };
-        let seq = obj.header.seq;
-        if obj.key_str != key_str || version.is_some_and(|v| v != seq) {
+        if version.is_some_and(|v| v != seq) {
             return Ok(false);
         }
-        drop(obj);
+        match logged {
+            Some(l) => self.rewrite_logged(key, l, meta, under_lock),
+            None => self.write_sidecar(key, seq, meta, under_lock),
+        }
+    }
+
+    /// Writes the record of `l` again with new meta.
+    fn rewrite_logged(
+        &self,
+        key: Key,
+        l: Logged,
+        meta: &[u8],
+        under_lock: impl FnOnce(&mut ShardGuard<'_>, u64),
+    ) -> Result<bool, StoreError> {
+        let len = Log::record_bytes(l.key_str.len(), meta.len(), l.body.len() as u64);
+        self.reserve(len)?;
+        let mut g = self.index.lock(key);
+        if g.get(key).map(|e| (e.seq, e.spot().is_some())) != Some((l.seq, true)) {
+            drop(g);
+            self.release(len);
+            return Ok(false);
+        }
+        let tick = self.tick();
+        match self
+            .log
+            .append(Kind::Object, key, l.seq, &l.key_str, meta, &l.body, tick)
+        {
+            Ok(spot) => {
+                self.reserved.fetch_sub(len, Ordering::Relaxed);
+                g.set_spot(key, spot);
+                under_lock(&mut g, l.seq);
+                Ok(true)
+            }
+            Err(e) => {
+                drop(g);
+                self.release(len);
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes a meta sidecar for the object file `key` version `seq`.
+    fn write_sidecar(
+        &self,
+        key: Key,
+        seq: u64,
+        meta: &[u8],
+        under_lock: impl FnOnce(&mut ShardGuard<'_>, u64),
+    ) -> Result<bool, StoreError> {
         let bytes = encode_sidecar(key, seq, meta);
         let need = blocks(bytes.len() as u64);
         self.reserve(need)?;
@@ -226,7 +429,7 @@ impl DiskTier {
             return Err(StoreError::io("write meta sidecar", &tmp, e));
         }
         let mut g = self.index.lock(key);
-        if g.get(key).map(|e| e.seq) != Some(seq) {
+        if g.get(key).map(|e| (e.seq, e.as_file().is_some())) != Some((seq, true)) {
             drop(g);
             remove_quietly(&tmp);
             self.release(need);
@@ -248,14 +451,12 @@ impl DiskTier {
 
     /// Removes the object `key`/`key_str`. Returns whether it was there.
     pub fn remove(&self, key: Key, key_str: &[u8]) -> bool {
-        let Some((e, obj)) = self.open_current(key) else {
-            return false;
+        let seq = match self.current(key) {
+            Some(Current::File(e, obj)) if obj.key_str == key_str => e.seq,
+            Some(Current::Log(l)) if l.key_str == key_str => l.seq,
+            _ => return false,
         };
-        if obj.key_str != key_str {
-            return false;
-        }
-        drop(obj);
-        self.retire_if(key, e.seq).is_some()
+        self.retire_if(key, seq).is_some()
     }
 
     /// Drops the object of `key` found corrupt (in body block `block`, when
@@ -269,12 +470,12 @@ impl DiskTier {
         block: Option<u64>,
         why: &str,
     ) {
-        if self.retire_if(key, seq).is_none() {
+        let Some(e) = self.retire_if(key, seq) else {
             // Gone or replaced meanwhile (another reader dropped it first).
             return;
-        }
+        };
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        let path = self.layout.object(key);
+        let path = self.where_is(key, &e);
         match key_str {
             Some(k) => {
                 tracing::warn!(key = %String::from_utf8_lossy(k), path = %path.display(), block, why, "dropping corrupt cached object: it is not served")
@@ -303,6 +504,22 @@ impl DiskTier {
         self.finish_retire(r);
         Some(e)
     }
+}
+
+/// The current version of a key, opened.
+pub(crate) enum Current {
+    /// An object file.
+    File(Entry, OpenObject),
+    /// A log record, read and checked.
+    Log(Logged),
+}
+
+/// A small object read from the log.
+pub(crate) struct Logged {
+    pub seq: u64,
+    pub key_str: Bytes,
+    pub meta: Bytes,
+    pub body: Bytes,
 }
 
 /// Removes a file, ignoring errors (it may be gone; a leftover in `tmp/`

@@ -1,6 +1,9 @@
 //! Opening the disk tier: creates the directory layout, takes the directory
-//! lock, clears `tmp/`, rebuilds the index by reading every object's header
-//! (dropping files that fail a check), verifies every block of the objects
+//! lock, clears `tmp/`, rebuilds the index by reading the log's segments
+//! whole (every record checked; a segment is read up to its first bad
+//! record) and every object file's header (dropping files that fail a
+//! check; the newest version of a key wins, tombstones remove what they
+//! name), verifies every block of the objects
 //! that an unclean shutdown may have left incomplete (the others are checked
 //! block by block when first read), discards version 1 objects too large to
 //! check that way, attaches meta sidecars, and records a fresh (unclean)
@@ -10,8 +13,10 @@ use super::format::{
     blocks, decode_sidecar, Checkpoint, Layout, CHECKPOINT_FILE, LOCK_FILE, META_SUFFIX,
     OBJECT_VERSION_1, V1_MAX_BODY, V1_TOO_LARGE,
 };
-use super::index::{Check, Entry, Index};
+use super::index::{Check, Entry, Index, Place};
+use super::log::{segment_name, segment_size, Log, Sealed, Spot};
 use super::reader::{read_head, ReadError};
+use super::segment::{decode_record, decode_segment_header, Kind, CUT_SHORT, SEGMENT_HEADER_LEN};
 use super::verify::check_all;
 use super::{remove_quietly, DiskTier};
 use crate::config::DiskConfig;
@@ -123,12 +128,18 @@ impl DiskTier {
         let lock = take_lock(&layout.dir)?;
         let dir_file =
             File::open(&layout.dir).map_err(|e| StoreError::io("open", &layout.dir, e))?;
-        for d in [&layout.tmp, &layout.objects] {
+        for d in [&layout.tmp, &layout.objects, &layout.log] {
             fs::create_dir_all(d).map_err(|e| StoreError::io("create", d, e))?;
         }
         clear_dir(&layout.tmp)?;
         let checkpoint = read_checkpoint(&layout.dir);
+        let log = Log::new(
+            layout.log.clone(),
+            segment_size(cfg.max_bytes),
+            cfg.small_object,
+        );
         let tier = Arc::new(DiskTier {
+            log,
             layout,
             cfg: cfg.clone(),
             index,
@@ -184,7 +195,8 @@ impl DiskTier {
             None => 0,
         };
         let mut p = OpenProgress::default();
-        let mut max_seq = 0;
+        let found = self.scan_log(verify_from, &mut p, progress)?;
+        let mut max_seq = found.max_seq;
         let mut sidecars = Vec::new();
         let objects = &self.layout.objects;
         let mut subdirs = Vec::new();
@@ -225,23 +237,22 @@ impl DiskTier {
                 };
                 p.scanned += 1;
                 match check_object(&path, key, verify_from, &mut p.verified) {
+                    Ok((seq, _)) if found.supersedes(key, seq) => {
+                        // A newer record in the log, or a removal.
+                        remove_quietly(&path);
+                        max_seq = max_seq.max(seq);
+                    }
                     Ok((seq, len)) => {
                         let bytes = blocks(len);
-                        self.index.lock(key).insert(
-                            key,
-                            Entry {
-                                seq,
-                                obj_bytes: bytes,
-                                meta_bytes: 0,
-                                access: seq,
-                                // Verified now, or to be checked when read.
-                                check: if seq >= verify_from {
-                                    Check::Sound
-                                } else {
-                                    Check::Unchecked
-                                },
-                            },
-                        );
+                        // Verified now, or to be checked when read.
+                        let check = if seq >= verify_from {
+                            Check::Sound
+                        } else {
+                            Check::Unchecked
+                        };
+                        self.index
+                            .lock(key)
+                            .insert(key, Entry::file(seq, bytes, check));
                         self.add_used(bytes);
                         max_seq = max_seq.max(seq);
                         p.objects += 1;
@@ -254,7 +265,7 @@ impl DiskTier {
                     Err(ReadError::Corrupt(why)) => self.drop_file(&path, why, &mut p),
                     Err(ReadError::Io(e)) => return Err(StoreError::io("read", &path, e)),
                 }
-                if p.scanned % PROGRESS_EVERY == 0 {
+                if p.scanned.is_multiple_of(PROGRESS_EVERY) {
                     progress(p);
                 }
             }
@@ -262,6 +273,7 @@ impl DiskTier {
         for key in sidecars {
             self.attach_sidecar(key, &mut p);
         }
+        self.install_records(found, &mut p);
         if p.outdated > 0 {
             tracing::warn!(
                 objects = p.outdated,
@@ -278,6 +290,147 @@ impl DiskTier {
         remove_quietly(path);
         p.dropped += 1;
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every segment of the log, checking every record: the newest
+    /// record of each key, the tombstones, and the segments themselves
+    /// (installed in the log). A segment is read up to its first bad
+    /// record; one that runs past the end of the file was cut short by a
+    /// stop and is not counted as damage.
+    fn scan_log(
+        &self,
+        verify_from: u64,
+        p: &mut OpenProgress,
+        progress: &mut dyn FnMut(OpenProgress),
+    ) -> Result<LogFound, StoreError> {
+        let dir = &self.layout.log;
+        let mut ids = Vec::new();
+        for ent in fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))? {
+            let ent = ent.map_err(|e| StoreError::io("list", dir, e))?;
+            let name = ent.file_name();
+            let id = name
+                .to_str()
+                .filter(|n| n.len() == 16)
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+                .filter(|&id| segment_name(id) == name.to_str().unwrap_or(""));
+            match id {
+                Some(id) if ent.file_type().is_ok_and(|t| t.is_file()) => ids.push(id),
+                _ => self.drop_file(&ent.path(), "unexpected file", p),
+            }
+        }
+        ids.sort_unstable();
+        let mut found = LogFound {
+            verify_from,
+            ..LogFound::default()
+        };
+        let mut sealed = Vec::new();
+        for &id in &ids {
+            let path = self.log.path(id);
+            let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+            let b = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
+            if b.len() < SEGMENT_HEADER_LEN {
+                // Created, then stopped before anything reached it.
+                tracing::info!(path = %path.display(), "removing an empty disk log segment (a write cut short by a stop)");
+                remove_quietly(&path);
+                continue;
+            }
+            if let Err(why) = decode_segment_header(&b).and_then(|named| {
+                if named == id {
+                    Ok(())
+                } else {
+                    Err("segment header names another segment")
+                }
+            }) {
+                self.drop_file(&path, why, p);
+                continue;
+            }
+            let mut seg = Sealed {
+                id,
+                file: std::sync::Arc::new(file),
+                keys: Vec::new(),
+                bytes: 0,
+                tick: 0,
+            };
+            let mut off = SEGMENT_HEADER_LEN;
+            while off < b.len() {
+                let h = match decode_record(&b[off..], id, off as u64) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(CUT_SHORT) => {
+                        tracing::info!(path = %path.display(), offset = off, "incomplete record at the end of a disk log segment (a write cut short by a stop): ignored");
+                        break;
+                    }
+                    Err(why) => {
+                        tracing::warn!(path = %path.display(), offset = off, why, "bad record in the disk log: the rest of this segment is dropped");
+                        p.dropped += 1;
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                };
+                let len = h.record_len();
+                seg.bytes += len;
+                seg.tick = seg.tick.max(h.seq);
+                found.max_seq = found.max_seq.max(h.seq);
+                match h.kind {
+                    Kind::Tombstone => {
+                        let t = found.tombs.entry(h.key).or_insert(0);
+                        *t = (*t).max(h.seq);
+                    }
+                    Kind::Object => {
+                        p.scanned += 1;
+                        seg.keys.push(h.key);
+                        let spot = Spot {
+                            seg: id,
+                            off: off as u32,
+                            len: len as u32,
+                        };
+                        // Later in the log wins among equal sequences (a
+                        // meta rewrite).
+                        let best = found.records.entry(h.key).or_insert((h.seq, spot));
+                        if h.seq >= best.0 {
+                            *best = (h.seq, spot);
+                        }
+                        if p.scanned.is_multiple_of(PROGRESS_EVERY) {
+                            progress(*p);
+                        }
+                    }
+                }
+                off += len as usize;
+            }
+            self.add_used(seg.bytes);
+            sealed.push(seg);
+        }
+        let next_id = ids.last().map_or(1, |&id| id + 1);
+        self.log.restore(sealed, next_id);
+        Ok(found)
+    }
+
+    /// Indexes the records found in the log that are the newest version of
+    /// their key and not removed.
+    fn install_records(&self, found: LogFound, p: &mut OpenProgress) {
+        for (key, (seq, spot)) in found.records {
+            if found.tombs.get(&key).is_some_and(|&t| t >= seq) {
+                continue;
+            }
+            let mut g = self.index.lock(key);
+            if g.get(key).is_some_and(|e| e.seq > seq) {
+                continue; // an object file is newer
+            }
+            g.insert(
+                key,
+                Entry {
+                    seq,
+                    place: Place::Log(spot),
+                },
+            );
+            p.objects += 1;
+            p.bytes += u64::from(spot.len);
+            // Every record was checked whole; those published after the
+            // last checkpoint count as verified, as object files do.
+            if seq >= found.verify_from {
+                p.verified += 1;
+            }
+        }
     }
 
     /// Keeps a sidecar that is sound and belongs to the object's current
@@ -297,5 +450,27 @@ impl DiskTier {
             Ok(_) => remove_quietly(&path),
             Err(why) => self.drop_file(&path, why, p),
         }
+    }
+}
+
+/// What the log holds, found at open.
+#[derive(Default)]
+struct LogFound {
+    /// The newest record of each key: its sequence and place.
+    records: std::collections::HashMap<Key, (u64, Spot), super::index::KeyBuild>,
+    /// The highest sequence each key's tombstones remove.
+    tombs: std::collections::HashMap<Key, u64, super::index::KeyBuild>,
+    /// The highest sequence in the log.
+    max_seq: u64,
+    /// Objects from this sequence on count as verified.
+    verify_from: u64,
+}
+
+impl LogFound {
+    /// Whether an object file of `key` version `seq` is superseded by a
+    /// newer record or removed by a tombstone.
+    fn supersedes(&self, key: Key, seq: u64) -> bool {
+        self.tombs.get(&key).is_some_and(|&t| t >= seq)
+            || self.records.get(&key).is_some_and(|&(s, _)| s > seq)
     }
 }

@@ -1,6 +1,7 @@
 //! Durability: the background thread that syncs the file system every
-//! `sync_interval` and then records a checkpoint (the publish sequence below
-//! which every object is on stable storage), and the clean close, which
+//! `sync_interval` (after writing out the log's buffer) and then records a
+//! checkpoint (the publish sequence below which every object is on stable
+//! storage), and the clean close, which
 //! records a checkpoint marked clean. The checkpoint file is replaced
 //! atomically (temporary file, fsync, rename, fsync of the directory).
 
@@ -69,6 +70,9 @@ impl DiskTier {
             }
             self.clock.load(Ordering::Relaxed)
         };
+        // Every record published below `synced_below` is in the log's file
+        // or its buffer: write the buffer out before the sync.
+        self.log.flush()?;
         self.syncfs()?;
         self.write_checkpoint(Checkpoint {
             clean,

@@ -143,12 +143,12 @@ impl DiskTier {
         self: &Arc<Self>,
         key: Key,
         entry_seq: u64,
-        state: &Check,
+        state: Option<&Check>,
         o: &OpenObject,
     ) -> Result<Option<BodyCheck>, ReadError> {
         let h = o.header;
         let shared = h.seq == entry_seq;
-        let marks = match state {
+        let marks = match state.unwrap_or(&Check::Unchecked) {
             _ if h.seq >= self.run_start() => return Ok(None),
             Check::Sound if shared => return Ok(None),
             Check::Partly(m) if shared => m.clone(),

@@ -34,9 +34,20 @@ pub fn disk_cfg(dir: &Path, max_bytes: u64, mem: u64) -> StoreConfig {
             dir: dir.to_path_buf(),
             max_bytes,
             sync_interval: Duration::from_secs(3600),
+            small_object: cache_store::DEFAULT_SMALL_OBJECT,
         }),
         max_object_size: u64::MAX,
     }
+}
+
+/// [`disk_cfg`] with every object in a file of its own (no log): for the
+/// tests of the object file format.
+pub fn file_cfg(dir: &Path, max_bytes: u64, mem: u64) -> StoreConfig {
+    let mut c = disk_cfg(dir, max_bytes, mem);
+    if let Some(d) = c.disk.as_mut() {
+        d.small_object = 0;
+    }
+    c
 }
 
 /// Opens a store, ignoring progress.
@@ -119,6 +130,16 @@ pub fn usage_of(dirs: &[&Path]) -> u64 {
     }
     let mut seen = std::collections::HashSet::new();
     dirs.iter().map(|d| walk(d, &mut seen)).sum()
+}
+
+/// Bytes of records in the log's segments under the cache directory `dir`
+/// (each segment file's length less its 32-byte header): what the store
+/// counts for them.
+pub fn log_bytes(dir: &Path) -> u64 {
+    files(&dir.join("log"))
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len().saturating_sub(32)))
+        .sum()
 }
 
 /// The files under `dir` (recursively), sorted.

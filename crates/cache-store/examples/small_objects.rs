@@ -1,0 +1,109 @@
+//! Fills a disk store with many small objects and reopens it: how much the
+//! file system uses for them, and how long the index rebuild takes. Run by
+//! `bench/cache/small-objects` (see bench/cache/README.md):
+//!
+//! ```text
+//! cargo run --release -p cache-store --example small_objects -- [OBJECTS] [BODY_BYTES] [DIR]
+//! ```
+//!
+//! Keys are `http://example.com/objects/NNNNNNN`, meta 100 bytes, bodies
+//! `BODY_BYTES` (default 200) bytes; the budget leaves room for all.
+
+use cache_store::{DiskConfig, Key, Store, StoreConfig};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Instant;
+
+fn allocated(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += allocated(&e.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().map_or(Ok(1_000_000), |a| a.parse())?;
+    let body_len: usize = args.next().map_or(Ok(200), |a| a.parse())?;
+    let tmp;
+    let dir = match args.next() {
+        Some(d) => std::path::PathBuf::from(d),
+        None => {
+            tmp = std::env::temp_dir().join(format!("carpool-small-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let key = |i: u64| format!("http://example.com/objects/{i:07}");
+    let meta = [b'm'; 100];
+    let body = vec![b'b'; body_len];
+    let payload: u64 = (0..n).map(|i| (key(i).len() + 100 + body_len) as u64).sum();
+    let cfg = || StoreConfig {
+        mem_bytes: 0,
+        mem_max_object: 0,
+        disk: Some(DiskConfig::new(&dir, payload / 10 * 13 + (64 << 20))),
+        max_object_size: u64::MAX,
+    };
+    let rss0 = rss_kib();
+    let s = Store::open(cfg(), |_| {})?;
+    let started = Instant::now();
+    for i in 0..n {
+        let k = key(i);
+        let mut w = s.begin(
+            Key::of(k.as_bytes()),
+            k.as_bytes(),
+            &meta,
+            Some(body_len as u64),
+        )?;
+        w.append(&body)?;
+        w.finish()?;
+    }
+    s.close()?;
+    let fill = started.elapsed();
+    let st = s.stats();
+    drop(s);
+    let used = allocated(&dir);
+    println!("objects            {n} ({} kept)", st.disk.objects);
+    println!(
+        "fill               {fill:.2?} ({:.0} objects/s, one thread)",
+        n as f64 / fill.as_secs_f64()
+    );
+    println!("stored bytes       {payload} (key strings + meta + bodies)");
+    println!(
+        "file system uses   {used} bytes: {:.3}x the stored bytes, {:.3}x the bodies",
+        used as f64 / payload as f64,
+        used as f64 / (n * body_len as u64) as f64
+    );
+    let started = Instant::now();
+    let s = Store::open(cfg(), |_| {})?;
+    let open = started.elapsed();
+    println!(
+        "reopen             {open:.2?} ({} objects indexed)",
+        s.stats().disk.objects
+    );
+    println!(
+        "index memory       {} KiB RSS over the start ({:.0} bytes per object)",
+        rss_kib().saturating_sub(rss0),
+        (rss_kib().saturating_sub(rss0) * 1024) as f64 / n as f64
+    );
+    drop(s);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
