@@ -7,13 +7,19 @@
 //! Request and response heads and chunked bodies are the shapes a proxy
 //! meets (smuggling attempts among them); URLs and request lines come from
 //! the Squid vectors in testdata/squid; configurations from the README's
-//! examples, the embedded default and the Squid configs in testdata/squid.
-//! Each input starts with the option bytes its target reads (see the
-//! target's doc comment). Re-running it rewrites the seeds (their names are
-//! stable); it does not touch other files.
+//! examples, the embedded default and the Squid configs in testdata/squid;
+//! disk records are written by the real store (`cache_store::Store`) and
+//! copied from its directory (and, since the store writes only format
+//! version 2 with 256 KiB blocks, re-encoded as version 1 and with 4 KiB
+//! blocks as `disk/format.rs` describes, so that older files and bodies of
+//! several blocks are seeds too). Each input starts with the option bytes its
+//! target reads (see the target's doc comment). Re-running it rewrites the
+//! seeds (their names are stable); it does not touch other files.
 
+use cache_store::{DiskConfig, Key, Store, StoreConfig};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -27,6 +33,7 @@ fn main() {
     chunked(&mut out);
     urls(&mut out, root);
     configs(&mut out, root);
+    disk_records(&mut out);
     println!("{} seeds under {}", out.count, out.dir.display());
 }
 
@@ -354,4 +361,152 @@ fn configs(out: &mut Seeds, root: &Path) {
         "latin1",
         b"cache_peer caf\xe9 parent 3128 0 carp\ncache_peer ok parent 3128 0 carp\n",
     );
+}
+
+fn disk_records(out: &mut Seeds) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(
+        StoreConfig {
+            mem_bytes: 0,
+            mem_max_object: 0,
+            disk: Some(DiskConfig {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 64 << 20,
+                sync_interval: Duration::from_secs(3600),
+            }),
+            max_object_size: 1 << 20,
+        },
+        |_| {},
+    )
+    .expect("open a store");
+    let objects: &[(&str, &[u8], Vec<u8>)] = &[
+        (
+            "http://example.com/",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n",
+            b"<html>hello</html>".to_vec(),
+        ),
+        (
+            "http://example.com/empty",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            Vec::new(),
+        ),
+        ("http://example.com/no-meta", b"", b"x".to_vec()),
+        (
+            "http://example.com/big",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n",
+            (0..3000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
+        (
+            "http://example.com/blocks",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9000\r\n\r\n",
+            (0..9000u32).map(|i| (i * 13 % 241) as u8).collect(),
+        ),
+        (
+            "http://example.com/vary\0accept-encoding=gzip",
+            b"HTTP/1.1 200 OK\r\nVary: Accept-Encoding\r\nContent-Encoding: gzip\r\n\r\n",
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0],
+        ),
+        ("", b"meta of an empty key", b"body".to_vec()),
+    ];
+    for (key_str, meta, body) in objects {
+        let key = Key::of(key_str.as_bytes());
+        let mut w = store
+            .begin(key, key_str.as_bytes(), meta, Some(body.len() as u64))
+            .expect("begin");
+        w.append(body).expect("append");
+        w.finish().expect("finish");
+    }
+    // a refresh: the meta sidecar
+    let k = objects[0].0.as_bytes();
+    assert!(store
+        .update_meta(Key::of(k), k, b"HTTP/1.1 200 OK\r\nAge: 0\r\n\r\n")
+        .expect("update_meta"));
+    store.close().expect("close");
+    drop(store);
+    let mut files = Vec::new();
+    for sub in fs::read_dir(dir.path().join("objects")).expect("objects/") {
+        for f in fs::read_dir(sub.expect("list").path()).expect("objects/XX") {
+            files.push(f.expect("list").path());
+        }
+    }
+    files.push(dir.path().join("checkpoint"));
+    files.sort();
+    let (mut objects_n, mut sidecars_n) = (0, 0);
+    for path in files {
+        let bytes = fs::read(&path).expect("read a store file");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let label = if name == "checkpoint" {
+            "checkpoint".to_string()
+        } else if name.ends_with(".m") {
+            sidecars_n += 1;
+            format!("sidecar-{sidecars_n}")
+        } else {
+            objects_n += 1;
+            format!("object-{objects_n}")
+        };
+        let mut variants = vec![(label.clone(), bytes.clone())];
+        if label.starts_with("object-") {
+            // the re-encoder is the store's format: it gives back its files
+            assert_eq!(reencode(&bytes, Some(18)), bytes, "{label}");
+            variants.push((format!("{label}-v1"), reencode(&bytes, None)));
+            if u64::from_le_bytes(bytes[40..48].try_into().unwrap()) > 4096 {
+                variants.push((format!("{label}-4k"), reencode(&bytes, Some(12))));
+            }
+        }
+        // as found (verified after an unclean stop), and with checksums
+        // recomputed after mutation (see disk_record.rs)
+        for (label, bytes) in variants {
+            if label.starts_with("object-") {
+                // each is whole: the store's decoders accept every block
+                let key = Key::from_u128(u128::from_le_bytes(bytes[16..32].try_into().unwrap()));
+                let found = cache_store::fuzzing::check_object_file(&bytes, key, true);
+                assert!(found.is_ok_and(|o| o.in_memory), "{label}");
+            }
+            out.put(
+                "disk_record",
+                &format!("{label}-verify"),
+                &cat(&[&[8], &bytes]),
+            );
+            out.put(
+                "disk_record",
+                &format!("{label}-reseal"),
+                &cat(&[&[3], &bytes]),
+            );
+        }
+    }
+}
+
+/// An object file the store wrote, re-encoded as `disk/format.rs` gives
+/// the format: as version 1 (`shift` None: no block table, the body's
+/// xxh3-64 at bytes 56..64, bytes 12..16 zero) or as version 2 with blocks
+/// of `1 << shift` bytes.
+fn reencode(file: &[u8], shift: Option<u32>) -> Vec<u8> {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
+    let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    let body_offset = 72 + u32_at(32) + u32_at(36);
+    let body_len = u64::from_le_bytes(file[40..48].try_into().unwrap()) as usize;
+    let body = &file[body_offset..body_offset + body_len];
+    let mut b = file[..body_offset + body_len].to_vec();
+    let sum = match shift {
+        None => {
+            b[8..16].copy_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+            xxh3_64(body)
+        }
+        Some(shift) => {
+            b[12..16].copy_from_slice(&shift.to_le_bytes());
+            let table: Vec<u8> = body
+                .chunks(1 << shift)
+                .enumerate()
+                .flat_map(|(i, block)| xxh3_64_with_seed(block, i as u64).to_le_bytes())
+                .collect();
+            b.extend_from_slice(&table);
+            xxh3_64(&table)
+        }
+    };
+    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    let mut h = Xxh3::new();
+    h.update(&b[..64]);
+    h.update(&b[72..body_offset]);
+    b[64..72].copy_from_slice(&h.digest().to_le_bytes());
+    b
 }

@@ -129,6 +129,11 @@ mod body;
 mod config;
 mod disk;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing` only):
+/// the disk decoders on bytes in memory. Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod memory;
 mod partial;

@@ -90,7 +90,7 @@ fn clear_dir(dir: &Path) -> Result<(), StoreError> {
 /// sequence is at least `verify_from` (counted in `verified`); returns the
 /// sequence and the file length. A version 1 object over [`V1_MAX_BODY`]
 /// fails with [`V1_TOO_LARGE`].
-fn check_object(
+pub(crate) fn check_object(
     path: &Path,
     key: Key,
     verify_from: u64,

@@ -35,7 +35,7 @@ pub(crate) fn read_table(file: &File, h: &Header) -> Result<Vec<u64>, ReadError>
 
 /// Reads block `i` of the body of `h` in `file` into `buf` and compares
 /// its sum with `sum`.
-fn check_block(
+pub(crate) fn check_block(
     file: &File,
     h: &Header,
     i: u64,
