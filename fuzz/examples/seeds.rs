@@ -373,6 +373,9 @@ fn disk_records(out: &mut Seeds) {
                 dir: dir.path().to_path_buf(),
                 max_bytes: 64 << 20,
                 sync_interval: Duration::from_secs(3600),
+                // Object files, not the small-object log: this target
+                // decodes object files.
+                small_object: 0,
             }),
             max_object_size: 1 << 20,
         },
