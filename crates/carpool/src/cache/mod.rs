@@ -111,7 +111,7 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
         dir: dir.clone(),
         max_bytes: settings.disk.disk(dir, 1),
         sync_interval: DISK_SYNC_INTERVAL,
-        small_object: cache_store::DEFAULT_SMALL_OBJECT,
+        small_object: settings.disk_small_object,
     });
     let store_cfg = StoreConfig {
         mem_bytes,

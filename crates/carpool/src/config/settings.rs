@@ -274,6 +274,10 @@ pub struct CacheSettings {
     pub origin_idle_timeout: Duration,
     /// Threads that write the disk tier (bounded: see `cache/diskio.rs`).
     pub disk_threads: usize,
+    /// Objects whose stored record (URL key, response head, body and a
+    /// 56-byte header) is at most this many bytes are packed into the disk
+    /// tier's log; larger ones get a file each; 0: every object a file.
+    pub disk_small_object: u64,
     /// Targeted cache-control fields (RFC 9213) this cache obeys instead of
     /// `Cache-Control`, first one first, lower case. Default: none for a
     /// forward proxy; `carpool-cache-control`, `cdn-cache-control` when the
@@ -352,6 +356,7 @@ impl Default for CacheSettings {
             origin_idle_connections: 32,
             origin_idle_timeout: Duration::from_secs(30),
             disk_threads: 4,
+            disk_small_object: cache_store::DEFAULT_SMALL_OBJECT,
             targeted_cache_control: Vec::new(),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,

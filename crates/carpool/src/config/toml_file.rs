@@ -187,6 +187,7 @@ server_section! {
         origin_idle_connections: Option<Spanned<i64>>,
         origin_idle_timeout: Option<Spanned<Num>>,
         disk_threads: Option<Spanned<i64>>,
+        disk_small_object: Option<Spanned<String>>,
         targeted_cache_control: Option<Vec<Spanned<String>>>,
         stale_while_revalidate: Option<Spanned<Num>>,
         stale_if_error: Option<Spanned<Num>>,
@@ -579,6 +580,11 @@ fn frontend_settings(f: &FrontendEntry, c: &Check<'_>) -> FrontendSettings {
     s
 }
 
+/// Largest `disk_small_object`: the log holds records up to a quarter of a
+/// segment (at most 16 MiB), and a small object is held whole in memory
+/// while it is fetched.
+const MAX_SMALL_OBJECT: u64 = 1 << 20;
+
 fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
     let err = c.err;
     let mut s = CacheSettings::default();
@@ -606,6 +612,20 @@ fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
     if let Some(v) = &e.disk_threads {
         let n = int_in(v, "disk_threads", 1, 64, err).map(|x| x as usize);
         c.set(&mut s.disk_threads, n);
+    }
+    if let Some(v) = &e.disk_small_object {
+        let n = size(v, "disk_small_object", err).and_then(|n| {
+            if n <= MAX_SMALL_OBJECT {
+                Ok(n)
+            } else {
+                Err(err(
+                    v.span(),
+                    "disk_small_object",
+                    format!("{n} bytes is over the limit of 1M (larger objects are better off in a file each)"),
+                ))
+            }
+        });
+        c.set(&mut s.disk_small_object, n);
     }
     if let Some(v) = &e.origin_idle_connections {
         let n = int_in(v, "origin_idle_connections", 0, 100_000, err).map(|x| x as usize);
@@ -863,6 +883,26 @@ mod tests {
     }
 
     #[test]
+    fn disk_small_object_is_a_size_up_to_1m() {
+        let with = |v: &str| {
+            parse(&format!(
+                "[[parent]]\nhost=\"a\"\nport=1\n[cache]\ndisk_small_object = \"{v}\"\n"
+            ))
+        };
+        assert_eq!(with("8K").unwrap().cache.disk_small_object, 8 << 10);
+        assert_eq!(with("0").unwrap().cache.disk_small_object, 0);
+        assert_eq!(
+            parse("[[parent]]\nhost=\"a\"\nport=1\n")
+                .unwrap()
+                .cache
+                .disk_small_object,
+            cache_store::DEFAULT_SMALL_OBJECT
+        );
+        let e = with("2M").unwrap_err();
+        assert!(e.message.contains("over the limit of 1M"), "{e}");
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let cases = [
             (
@@ -884,6 +924,11 @@ mod tests {
                 "name",
             ),
             ("", 1, "parent"),
+            (
+                "[[parent]]\nhost=\"a\"\nport=1\n[cache]\ndisk_small_object = \"2M\"\n",
+                5,
+                "disk_small_object",
+            ),
         ];
         for (text, line, key) in cases {
             let e = parse(text).unwrap_err();
