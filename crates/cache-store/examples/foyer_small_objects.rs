@@ -176,10 +176,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (grown * 1024) as f64 / n as f64
     );
     println!(
-        "result fill_per_s={:.0} fill_cpu_s={cpu_fill:.2} fs_ratio={:.3} reopen_s={:.3} found={found}/{} rss_per_object={:.0}",
+        "result fill_per_s={:.0} fill_cpu_s={cpu_fill:.2} fs_ratio={:.3} reopen_s={:.3} lookups_s={:.3} found={found}/{} rss_per_object={:.0}",
         n as f64 / fill.as_secs_f64(),
         used as f64 / payload as f64,
         open_time.as_secs_f64(),
+        lookups.as_secs_f64(),
         SAMPLE.min(n),
         (grown * 1024) as f64 / n as f64
     );

@@ -125,19 +125,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             found += u64::from(h.meta[..] == meta[..] && got == body_len && buf == body);
         }
     }
-    println!(
-        "lookups            {found} of {sample} sampled keys found in {:.2?}",
-        started.elapsed()
-    );
+    let lookups = started.elapsed();
+    println!("lookups            {found} of {sample} sampled keys found in {lookups:.2?}");
     println!(
         "index memory       {grown} KiB RSS over the start ({:.0} bytes per object)",
         (grown * 1024) as f64 / n as f64
     );
     println!(
-        "result fill_per_s={:.0} fill_cpu_s={cpu_fill:.2} fs_ratio={:.3} reopen_s={:.3} found={found}/{sample} rss_per_object={:.0}",
+        "result fill_per_s={:.0} fill_cpu_s={cpu_fill:.2} fs_ratio={:.3} reopen_s={:.3} lookups_s={:.3} found={found}/{sample} rss_per_object={:.0}",
         n as f64 / fill.as_secs_f64(),
         used as f64 / payload as f64,
         open.as_secs_f64(),
+        lookups.as_secs_f64(),
         (grown * 1024) as f64 / n as f64
     );
     drop(s);
