@@ -39,6 +39,18 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU seconds of the whole process (all threads).
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Keys looked up after the reopen.
+const SAMPLE: u64 = 10_000;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().map_or(Ok(1_000_000), |a| a.parse())?;
@@ -63,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let rss0 = rss_kib();
     let s = Store::open(cfg(), |_| {})?;
+    let cpu0 = cpu_secs();
     let started = Instant::now();
     for i in 0..n {
         let k = key(i);
@@ -77,12 +90,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     s.close()?;
     let fill = started.elapsed();
+    let cpu_fill = cpu_secs() - cpu0;
     let st = s.stats();
     drop(s);
     let used = allocated(&dir);
     println!("objects            {n} ({} kept)", st.disk.objects);
     println!(
-        "fill               {fill:.2?} ({:.0} objects/s, one thread)",
+        "fill               {fill:.2?} ({:.0} objects/s, one thread; {cpu_fill:.2} CPU s)",
         n as f64 / fill.as_secs_f64()
     );
     println!("stored bytes       {payload} (key strings + meta + bodies)");
@@ -98,10 +112,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reopen             {open:.2?} ({} objects indexed)",
         s.stats().disk.objects
     );
+    let grown = rss_kib().saturating_sub(rss0);
+    let started = Instant::now();
+    let sample = SAMPLE.min(n);
+    let mut found = 0u64;
+    let mut buf = vec![0u8; body_len];
+    for j in 0..sample {
+        let k = key(j * n / sample);
+        if let Some(h) = s.lookup(Key::of(k.as_bytes()), k.as_bytes()) {
+            // Read the body too, as foyer's get returns the whole value.
+            let got = h.body.read_at(0, &mut buf)?;
+            found += u64::from(h.meta[..] == meta[..] && got == body_len && buf == body);
+        }
+    }
+    let lookups = started.elapsed();
+    println!("lookups            {found} of {sample} sampled keys found in {lookups:.2?}");
     println!(
-        "index memory       {} KiB RSS over the start ({:.0} bytes per object)",
-        rss_kib().saturating_sub(rss0),
-        (rss_kib().saturating_sub(rss0) * 1024) as f64 / n as f64
+        "index memory       {grown} KiB RSS over the start ({:.0} bytes per object)",
+        (grown * 1024) as f64 / n as f64
+    );
+    println!(
+        "result fill_per_s={:.0} fill_cpu_s={cpu_fill:.2} fs_ratio={:.3} reopen_s={:.3} lookups_s={:.3} found={found}/{sample} rss_per_object={:.0}",
+        n as f64 / fill.as_secs_f64(),
+        used as f64 / payload as f64,
+        open.as_secs_f64(),
+        lookups.as_secs_f64(),
+        (grown * 1024) as f64 / n as f64
     );
     drop(s);
     std::fs::remove_dir_all(&dir)?;
