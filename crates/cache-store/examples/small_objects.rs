@@ -88,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         w.append(&body)?;
         w.finish()?;
     }
+    let after_fill = rss_kib().saturating_sub(rss0);
     s.close()?;
     let fill = started.elapsed();
     let cpu_fill = cpu_secs() - cpu0;
@@ -95,6 +96,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(s);
     let used = allocated(&dir);
     println!("objects            {n} ({} kept)", st.disk.objects);
+    println!(
+        "memory after fill  {after_fill} KiB RSS over the start ({:.0} bytes per object)",
+        (after_fill * 1024) as f64 / n as f64
+    );
     println!(
         "fill               {fill:.2?} ({:.0} objects/s, one thread; {cpu_fill:.2} CPU s)",
         n as f64 / fill.as_secs_f64()

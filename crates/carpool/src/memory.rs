@@ -16,6 +16,14 @@ use std::time::Duration;
 /// How often the thread asks mimalloc to return expired free memory.
 pub const COLLECT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Asks mimalloc to return what this thread's heap has had free for long
+/// enough (busy threads that allocate on one thread and free on another
+/// call it now and then: see `cache/diskio.rs`).
+pub fn collect_this_thread() {
+    // SAFETY: mi_collect takes no pointers.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
 /// Starts the thread (from `main`, for every command: a short one is done
 /// before the thread first wakes).
 pub fn return_freed_memory() {

@@ -57,4 +57,4 @@ pub use request::Request;
 pub use role::{Filter, Proceed, Retry, Role};
 pub use server::Server;
 pub use session::{canonical_ip, Next, Session, STOP_GRACE};
-pub use settings::{OriginForm, Settings, Timeouts, Via};
+pub use settings::{OriginForm, Settings, Timeouts, Via, WorkerTick};

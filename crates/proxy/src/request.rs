@@ -214,6 +214,7 @@ mod tests {
             body_idle_timeout: Duration::from_secs(1),
             tunnel_idle_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
+            worker_tick: None,
         }
     }
 

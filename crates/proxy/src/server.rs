@@ -22,6 +22,8 @@ use crate::worker::Worker;
 
 /// How often workers flush their access log buffers.
 pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// [`crate::Settings::worker_tick`] runs every this many log flushes (1 s).
+const WORKER_TICK_EVERY: u32 = 5;
 /// Pause after a failed accept (EMFILE and friends) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// After this many accepted connections the accept loop yields once, so
@@ -170,7 +172,8 @@ impl Server {
 /// The body of one worker thread: a single-threaded runtime whose tasks
 /// accept on `listener` until `stop`, serve each connection through the
 /// request lifecycle, and flush the worker's log buffer every
-/// [`LOG_FLUSH_INTERVAL`]. After `stop` the listener is closed and the
+/// [`LOG_FLUSH_INTERVAL`] (and run the settings' `worker_tick` every
+/// second). After `stop` the listener is closed and the
 /// connections in flight go on until the process exits.
 fn run_worker<R: Role>(
     listener: std::net::TcpListener,
@@ -188,9 +191,17 @@ fn run_worker<R: Role>(
         let flusher = worker.clone();
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
+            let mut ticks = 0u32;
             loop {
                 tick.tick().await;
                 flusher.log.borrow_mut().flush();
+                ticks += 1;
+                if ticks == WORKER_TICK_EVERY {
+                    ticks = 0;
+                    if let Some(f) = flusher.settings.worker_tick {
+                        (f.0)();
+                    }
+                }
             }
         });
         let mut accepted_since_yield = 0usize;

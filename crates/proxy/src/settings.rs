@@ -98,4 +98,25 @@ pub struct Settings {
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish
     /// after the listeners close.
     pub shutdown_timeout: Duration,
+    /// Run on every worker thread about once a second, between requests:
+    /// the binary's housekeeping of that thread (carpool asks its allocator
+    /// to return what the thread freed).
+    pub worker_tick: Option<WorkerTick>,
+}
+
+/// Housekeeping run on every worker thread ([`Settings::worker_tick`]). Not
+/// configuration: two are always equal, so a reload never restarts for it.
+#[derive(Clone, Copy)]
+pub struct WorkerTick(pub fn());
+
+impl PartialEq for WorkerTick {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for WorkerTick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerTick")
+    }
 }

@@ -169,6 +169,7 @@ fn settings(connect_ports: Vec<u16>) -> Settings {
         body_idle_timeout: Duration::from_secs(5),
         tunnel_idle_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(1),
+        worker_tick: None,
     }
 }
 

@@ -38,15 +38,22 @@ impl DiskIo {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("carpool-disk-{i}"))
-                .spawn(move || loop {
-                    // one thread waits on the queue, the others on the lock
-                    let job = match rx.lock() {
-                        Ok(mut rx) => rx.blocking_recv(),
-                        Err(_) => None,
-                    };
-                    match job {
-                        Some(job) => job(),
-                        None => return,
+                .spawn(move || {
+                    let mut collected = std::time::Instant::now();
+                    loop {
+                        // one thread waits on the queue, the others on the lock
+                        let job = match rx.lock() {
+                            Ok(mut rx) => rx.blocking_recv(),
+                            Err(_) => None,
+                        };
+                        match job {
+                            Some(job) => job(),
+                            None => return,
+                        }
+                        if collected.elapsed() >= crate::memory::COLLECT_INTERVAL {
+                            collected = std::time::Instant::now();
+                            crate::memory::collect_this_thread();
+                        }
                     }
                 })?;
         }

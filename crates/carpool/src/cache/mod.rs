@@ -154,7 +154,8 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
 pub fn run(settings: CacheSettings) -> Result<()> {
     let mut settings = settings;
     let store = open_store(&mut settings)?;
-    let layer = settings.server.layer(rules(&settings));
+    let mut layer = settings.server.layer(rules(&settings));
+    layer.worker_tick = Some(proxy::WorkerTick(crate::memory::collect_this_thread));
     let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
     let disk_io = match settings.dir {

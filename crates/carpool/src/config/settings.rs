@@ -152,6 +152,7 @@ impl ServerSettings {
             body_idle_timeout: self.body_idle_timeout,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            worker_tick: None,
         }
     }
 }

@@ -150,7 +150,8 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     if over.access_log.is_some() {
         settings.server.access_log = over.access_log;
     }
-    let layer = settings.server.layer(rules(&settings));
+    let mut layer = settings.server.layer(rules(&settings));
+    layer.worker_tick = Some(proxy::WorkerTick(crate::memory::collect_this_thread));
     let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
     let parents = parents(&config, workers)?;
