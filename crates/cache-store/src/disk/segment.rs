@@ -185,7 +185,8 @@ pub(crate) fn append_record(
 
 /// Parses the record that starts `b` (read at `offset` of segment
 /// `segment`; `b` may run on past the record) and checks it whole.
-/// `Ok(None)`: zeros, the end of what was written.
+/// `Ok(None)`: zeros, the end of what was written. [`CUT_SHORT`]: `b` ends
+/// before the record does, padding included.
 pub(crate) fn decode_record(
     b: &[u8],
     segment: u64,
@@ -227,7 +228,8 @@ pub(crate) fn decode_record(
     let Some(payload) = end.checked_add(h.body_len) else {
         return Err("record length out of range");
     };
-    if RECORD_HEADER_LEN as u64 + payload > b.len() as u64 {
+    // The record with its padding: what the index will say it takes.
+    if record_len(payload) > b.len() as u64 {
         return Err(CUT_SHORT);
     }
     let payload_end = RECORD_HEADER_LEN + payload as usize;
@@ -440,6 +442,26 @@ mod tests {
         assert_eq!(run(&bad, id), (all[..1].to_vec(), damage(all[1].0)));
         // The records belong to their segment.
         assert_eq!(run(&seg, id + 1), (vec![], damage(32)));
+    }
+
+    #[test]
+    fn a_record_whose_padding_is_cut_off_was_cut_short() {
+        // Found by the disk_segment fuzz target: a file that ends in the
+        // zeros after a record's body (a write cut short there) gave a
+        // record that the open indexed with its padded length, which the
+        // first read then found "shorter than its index says" (corrupt).
+        let mut seg = encode_segment_header(5).to_vec();
+        let h = object(1);
+        append_record(&mut seg, 5, 0, &h, b"http://a/", b"m12", b"hello");
+        let body_end = 32 + h.parts().2.end;
+        assert!(body_end < seg.len(), "the record has padding");
+        for cut in body_end..seg.len() {
+            let mut w = walk(&seg[..cut], 5);
+            assert_eq!(w.next(), None, "cut at {cut}");
+            assert_eq!(w.end(), Some(End::CutShort { offset: 32 }), "cut at {cut}");
+            assert_eq!(decode_record(&seg[32..cut], 5, 32), Err(CUT_SHORT));
+        }
+        assert_eq!(walk(&seg, 5).count(), 1);
     }
 
     #[test]
