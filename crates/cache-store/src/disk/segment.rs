@@ -228,8 +228,9 @@ pub(crate) fn decode_record(
     let Some(payload) = end.checked_add(h.body_len) else {
         return Err("record length out of range");
     };
-    // The record with its padding: what the index will say it takes.
-    if record_len(payload) > b.len() as u64 {
+    // The record with its padding (what the index will say it takes); the
+    // payload alone first, so that adding the header cannot overflow.
+    if payload > b.len() as u64 || record_len(payload) > b.len() as u64 {
         return Err(CUT_SHORT);
     }
     let payload_end = RECORD_HEADER_LEN + payload as usize;
@@ -462,6 +463,29 @@ mod tests {
             assert_eq!(decode_record(&seg[32..cut], 5, 32), Err(CUT_SHORT));
         }
         assert_eq!(walk(&seg, 5).count(), 1);
+    }
+
+    #[test]
+    fn lengths_that_overflow_with_the_header_are_cut_short_not_a_panic() {
+        // Found by the disk_segment fuzz target: a payload length that does
+        // not overflow u64 alone, but does with the fixed header added
+        // (and padding), panicked (debug) or sliced out of bounds (release).
+        let mut seg = encode_segment_header(2).to_vec();
+        let h = RecordHeader {
+            key_len: 0,
+            meta_len: 0,
+            body_len: 0,
+            ..object(1)
+        };
+        append_record(&mut seg, 2, 0, &h, b"", b"", b"");
+        for body in [u64::MAX, u64::MAX - 49, u64::MAX - 55, u64::MAX - 62] {
+            let mut bad = seg.clone();
+            bad[32 + 16..32 + 24].copy_from_slice(&body.to_le_bytes());
+            assert_eq!(decode_record(&bad[32..], 2, 32), Err(CUT_SHORT), "{body}");
+            let mut w = walk(&bad, 2);
+            assert_eq!(w.next(), None);
+            assert_eq!(w.end(), Some(End::CutShort { offset: 32 }));
+        }
     }
 
     #[test]
