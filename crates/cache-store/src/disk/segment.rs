@@ -221,7 +221,7 @@ pub(crate) fn decode_record(
         )),
         seq: u64_at(b, 40),
     };
-    if kind == Kind::Tombstone && h.payload_len() != 0 {
+    if kind == Kind::Tombstone && (h.key_len, h.meta_len, h.body_len) != (0, 0, 0) {
         return Err("tombstone with a payload");
     }
     let end = u64::from(h.key_len) + u64::from(h.meta_len);
@@ -485,6 +485,32 @@ mod tests {
             let mut w = walk(&bad, 2);
             assert_eq!(w.next(), None);
             assert_eq!(w.end(), Some(End::CutShort { offset: 32 }));
+        }
+    }
+
+    #[test]
+    fn a_tombstone_with_lengths_over_u64_is_refused_not_a_panic() {
+        // Found by the disk_segment fuzz target: the tombstone check added
+        // the lengths before they were checked for overflow (a panic in
+        // debug builds; in release they wrapped, to 0 for some).
+        let t = RecordHeader {
+            kind: Kind::Tombstone,
+            key_len: 0,
+            meta_len: 0,
+            body_len: 0,
+            ..object(1)
+        };
+        let mut seg = Vec::new();
+        append_record(&mut seg, 1, 0, &t, b"", b"", b"");
+        for (key_len, body_len) in [(1, u64::MAX), (u32::MAX, u64::MAX - 7), (0, u64::MAX)] {
+            let mut bad = seg.clone();
+            bad[8..12].copy_from_slice(&key_len.to_le_bytes());
+            bad[16..24].copy_from_slice(&body_len.to_le_bytes());
+            assert_eq!(
+                decode_record(&bad, 1, 0),
+                Err("tombstone with a payload"),
+                "{key_len} {body_len}"
+            );
         }
     }
 
