@@ -301,7 +301,7 @@ impl Iterator for Walk<'_> {
         }
         match decode_record(&self.bytes[off..], self.id, off as u64) {
             Ok(Some(h)) => {
-                // (within the bytes: decode_record checked its payload)
+                // (within the bytes, padding included: decode_record checked)
                 self.off = off + h.record_len() as usize;
                 Some((off, h))
             }
