@@ -12,11 +12,14 @@
 //! copied from its directory (and, since the store writes only format
 //! version 2 with 256 KiB blocks, re-encoded as version 1 and with 4 KiB
 //! blocks as `disk/format.rs` describes, so that older files and bodies of
-//! several blocks are seeds too). Each input starts with the option bytes its
+//! several blocks are seeds too); so are the small-object log's segments
+//! (with a tombstone and a rewritten record among them), with a few inputs
+//! for `disk_segment`'s model besides. Each input starts with the option bytes its
 //! target reads (see the target's doc comment). Re-running it rewrites the
 //! seeds (their names are stable); it does not touch other files.
 
-use cache_store::{DiskConfig, Key, Store, StoreConfig};
+use cache_store::fuzzing::{walk_segment, SegmentEnd};
+use cache_store::{DiskConfig, Key, Store, StoreConfig, DEFAULT_SMALL_OBJECT};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +37,7 @@ fn main() {
     urls(&mut out, root);
     configs(&mut out, root);
     disk_records(&mut out);
+    disk_segments(&mut out);
     println!("{} seeds under {}", out.count, out.dir.display());
 }
 
@@ -476,6 +480,131 @@ fn disk_records(out: &mut Seeds) {
                 &cat(&[&[3], &bytes]),
             );
         }
+    }
+}
+
+fn disk_segments(out: &mut Seeds) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(
+        StoreConfig {
+            mem_bytes: 0,
+            mem_max_object: 0,
+            disk: Some(DiskConfig {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 64 << 20,
+                sync_interval: Duration::from_secs(3600),
+                // Small objects go to the log: these are its segments.
+                small_object: DEFAULT_SMALL_OBJECT,
+            }),
+            max_object_size: 1 << 20,
+        },
+        |_| {},
+    )
+    .expect("open a store");
+    let objects: &[(&str, &[u8], Vec<u8>)] = &[
+        (
+            "http://example.com/",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n",
+            b"<html>hello</html>".to_vec(),
+        ),
+        (
+            "http://example.com/empty",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            Vec::new(),
+        ),
+        ("http://example.com/no-meta", b"", b"x".to_vec()),
+        (
+            "http://example.com/gone",
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"removed".to_vec(),
+        ),
+        (
+            "http://example.com/vary\0accept-encoding=gzip",
+            b"HTTP/1.1 200 OK\r\nVary: Accept-Encoding\r\nContent-Encoding: gzip\r\n\r\n",
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0],
+        ),
+        (
+            "http://example.com/small",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n",
+            (0..300u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
+        ("", b"meta of an empty key", b"body".to_vec()),
+    ];
+    for (key_str, meta, body) in objects {
+        let key = Key::of(key_str.as_bytes());
+        let mut w = store
+            .begin(key, key_str.as_bytes(), meta, Some(body.len() as u64))
+            .expect("begin");
+        w.append(body).expect("append");
+        w.finish().expect("finish");
+    }
+    // a removal (a tombstone) and a refresh (the record written again)
+    let gone = objects[3].0.as_bytes();
+    assert!(store.remove(Key::of(gone), gone));
+    let k = objects[0].0.as_bytes();
+    assert!(store
+        .update_meta(Key::of(k), k, b"HTTP/1.1 200 OK\r\nAge: 0\r\n\r\n")
+        .expect("update_meta"));
+    store.close().expect("close");
+    drop(store);
+    let files = fs::read_dir(dir.path().join("objects"))
+        .expect("objects/")
+        .flat_map(|sub| fs::read_dir(sub.expect("list").path()).expect("objects/XX"))
+        .count();
+    assert_eq!(files, 0, "every object went to the log");
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path().join("log"))
+        .expect("log/")
+        .map(|e| e.expect("list").path())
+        .collect();
+    segments.sort();
+    assert!(!segments.is_empty());
+    for (i, path) in segments.iter().enumerate() {
+        let bytes = fs::read(path).expect("read a segment");
+        let id = u64::from_str_radix(&path.file_name().unwrap().to_string_lossy(), 16)
+            .expect("a segment's name is its id");
+        // the store's walk finds every record, to the end
+        let mut walk = walk_segment(&bytes, id);
+        let records = walk.by_ref().count();
+        assert_eq!(
+            records,
+            objects.len() + 2,
+            "objects, a tombstone, a rewrite"
+        );
+        assert_eq!(walk.end(), Some(SegmentEnd::Written));
+        assert!(bytes.len() < 4096, "a small seed");
+        // as written, with checksums recomputed after mutation, and also
+        // walked as another segment (see disk_segment.rs)
+        for (name, opts) in [("", 0u8), ("-reseal", 2), ("-other", 4 | 7 << 3)] {
+            let label = format!("segment-{}{name}", i + 1);
+            out.put("disk_segment", &label, &cat(&[&[opts], &bytes]));
+        }
+    }
+    // The model (bit 7): a segment built from records, then zeros added
+    // (bit 6), a byte changed (bit 0), cut (bit 1). After the segment id
+    // and the number of records, each record: flags (bit 0: a tombstone),
+    // then for an object the key string, meta and body lengths (1, 1 and 2
+    // bytes); a fill byte, the publish sequence (4 bytes). Then the
+    // number of zeros, the position and mask of the changed byte, the cut.
+    let records: &[u8] = &[
+        0, 40, 60, 0x10, 0, b'a', 1, 0, 0, 0, // an object, 16 bytes of body
+        1, b'b', 2, 0, 0, 0, // a tombstone
+        0, 9, 3, 5, 0, b'c', 3, 0, 0, 0, // an object, 5 bytes of body
+    ];
+    let model: &[(&str, u8, &[u8])] = &[
+        ("as-built", 0x80, &[]),
+        // records at 32 (176 bytes), 208 (56) and 264 (80)
+        ("changed-in-the-tombstone", 0x81, &[248, 0, 0, 0, 0x01]),
+        ("cut-in-the-last-record", 0x82, &[0x20, 1, 0, 0]),
+        // 64 zeros after 344: one changed at 350, cut at 400
+        (
+            "zeros-changed-and-cut",
+            0xc3,
+            &[64, 0x5e, 1, 0, 0, 0x80, 0x90, 1, 0, 0],
+        ),
+    ];
+    for (name, opts, tail) in model {
+        let input = cat(&[&[*opts], &[7, 0, 3], records, tail]);
+        out.put("disk_segment", &format!("model-{name}"), &input);
     }
 }
 

@@ -6,11 +6,17 @@
 //! from a memfd; then its body as a lookup checks it: the block table
 //! (`read_table`), each block alone (`check_block`, what a first read of a
 //! block does) and the whole body in memory (`check_in_memory`, what a read
-//! into the memory tier does).
+//! into the memory tier does). A segment of the small-object log goes
+//! through the walk the open runs over every segment (`segment::walk`),
+//! and records are written with the log's own encoder.
 
 use crate::disk::format::{check_in_memory, decode_sidecar, Checkpoint};
 use crate::disk::reader::{read_head, ReadError};
 use crate::disk::recovery::check_object;
+use crate::disk::segment::{
+    append_record, decode_segment_header, encode_segment_header, walk, End, Kind, RecordHeader,
+    Walk, SEGMENT_HEADER_LEN,
+};
 use crate::disk::verify::{check_block, read_table};
 use crate::Key;
 use std::fs::File;
@@ -107,6 +113,127 @@ pub fn check_sidecar(bytes: &[u8]) -> Result<(Key, u64, Vec<u8>), &'static str> 
 /// A checkpoint's (clean, synced_below), or why it is ignored.
 pub fn check_checkpoint(bytes: &[u8]) -> Result<(bool, u64), &'static str> {
     Checkpoint::decode(bytes).map(|c| (c.clean, c.synced_below))
+}
+
+/// Length of a segment file's header: its records start there.
+pub const SEGMENT_HEADER: usize = SEGMENT_HEADER_LEN;
+
+/// A record the walk over a segment accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentRecord {
+    /// Where it starts in the segment.
+    pub offset: usize,
+    /// A tombstone (else an object).
+    pub tombstone: bool,
+    /// Its key.
+    pub key: Key,
+    /// Length of the key string.
+    pub key_len: u32,
+    /// Length of the meta.
+    pub meta_len: u32,
+    /// Length of the body.
+    pub body_len: u64,
+    /// Publish sequence.
+    pub seq: u64,
+    /// Bytes the record takes in the segment, padding included.
+    pub len: u64,
+}
+
+/// How a walk over a segment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// The end of the bytes, or zeros: the end of what was written.
+    Written,
+    /// The record at `offset` runs past the end: a write cut short.
+    CutShort {
+        /// Where the record starts.
+        offset: usize,
+    },
+    /// The record at `offset` is bad (counted as damage by the open).
+    Damage {
+        /// Where the record starts.
+        offset: usize,
+        /// Why.
+        why: &'static str,
+    },
+}
+
+/// The walk the open runs over a segment file's bytes (segment `id`): its
+/// records in order, then [`SegmentWalk::end`]. Allocates nothing.
+pub struct SegmentWalk<'a>(Walk<'a>);
+
+/// Walks the records of `bytes`, a whole segment file of segment `id`.
+pub fn walk_segment(bytes: &[u8], id: u64) -> SegmentWalk<'_> {
+    SegmentWalk(walk(bytes, id))
+}
+
+impl SegmentWalk<'_> {
+    /// How the walk ended; `None` while records may remain.
+    pub fn end(&self) -> Option<SegmentEnd> {
+        self.0.end().map(|e| match e {
+            End::Written => SegmentEnd::Written,
+            End::CutShort { offset } => SegmentEnd::CutShort { offset },
+            End::Damage { offset, why } => SegmentEnd::Damage { offset, why },
+        })
+    }
+}
+
+impl Iterator for SegmentWalk<'_> {
+    type Item = SegmentRecord;
+
+    fn next(&mut self) -> Option<SegmentRecord> {
+        let (offset, h) = self.0.next()?;
+        Some(SegmentRecord {
+            offset,
+            tombstone: h.kind == Kind::Tombstone,
+            key: h.key,
+            key_len: h.key_len,
+            meta_len: h.meta_len,
+            body_len: h.body_len,
+            seq: h.seq,
+            len: h.record_len(),
+        })
+    }
+}
+
+/// The header of segment `id`'s file.
+pub fn segment_header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_segment_header(id)
+}
+
+/// The segment id a segment file's header names, or why the open drops
+/// the file.
+pub fn segment_id(bytes: &[u8]) -> Result<u64, &'static str> {
+    decode_segment_header(bytes)
+}
+
+/// Appends a record as the log writes it: to `out`, which holds segment
+/// `id`'s bytes from offset `base` on (a tombstone takes empty parts).
+#[allow(clippy::too_many_arguments)]
+pub fn append_segment_record(
+    out: &mut Vec<u8>,
+    id: u64,
+    base: u64,
+    tombstone: bool,
+    key: Key,
+    seq: u64,
+    key_str: &[u8],
+    meta: &[u8],
+    body: &[u8],
+) {
+    let h = RecordHeader {
+        kind: if tombstone {
+            Kind::Tombstone
+        } else {
+            Kind::Object
+        },
+        key,
+        key_len: key_str.len() as u32,
+        meta_len: meta.len() as u32,
+        body_len: body.len() as u64,
+        seq,
+    };
+    append_record(out, id, base, &h, key_str, meta, body);
 }
 
 fn corrupt(e: ReadError) -> &'static str {

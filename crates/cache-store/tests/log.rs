@@ -233,6 +233,31 @@ fn a_damaged_record_is_dropped_at_open_and_the_rest_of_its_segment_with_it() {
 }
 
 #[test]
+fn a_segment_cut_in_the_padding_of_its_last_record_drops_that_record_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
+        for i in 0..10 {
+            let k = format!("k{i}");
+            put(&s, k.as_bytes(), b"m", &content(k.as_bytes(), 1, 100), 100);
+        }
+        s.close().unwrap();
+    }
+    // Records of 56 + 2 + 1 + 100 bytes, padded to 160: a write cut short
+    // after the last body, in its one byte of padding.
+    let seg = &segments(dir.path())[0];
+    let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 32 + 10 * 160);
+    f.set_len(32 + 10 * 160 - 1).unwrap();
+    let (s, p) = reopen(dir.path(), 0);
+    assert_eq!((p.objects, p.dropped), (9, 0), "{p:?}");
+    for i in 0..10 {
+        assert_eq!(get(&s, format!("k{i}").as_bytes()).is_some(), i < 9, "k{i}");
+    }
+    assert_eq!(s.stats().dropped_corrupt, 0);
+}
+
+#[test]
 fn a_record_damaged_after_open_is_not_served() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -16,7 +16,7 @@ use super::format::{
 use super::index::{Check, Entry, Index, Place};
 use super::log::{segment_name, segment_size, Log, Sealed, Spot};
 use super::reader::{read_head, ReadError};
-use super::segment::{decode_record, decode_segment_header, Kind, CUT_SHORT, SEGMENT_HEADER_LEN};
+use super::segment::{decode_segment_header, walk, End, Kind, SEGMENT_HEADER_LEN};
 use super::verify::check_all;
 use super::{remove_quietly, DiskTier};
 use crate::config::DiskConfig;
@@ -351,22 +351,8 @@ impl DiskTier {
                 bytes: 0,
                 tick: 0,
             };
-            let mut off = SEGMENT_HEADER_LEN;
-            while off < b.len() {
-                let h = match decode_record(&b[off..], id, off as u64) {
-                    Ok(Some(h)) => h,
-                    Ok(None) => break,
-                    Err(CUT_SHORT) => {
-                        tracing::info!(path = %path.display(), offset = off, "incomplete record at the end of a disk log segment (a write cut short by a stop): ignored");
-                        break;
-                    }
-                    Err(why) => {
-                        tracing::warn!(path = %path.display(), offset = off, why, "bad record in the disk log: the rest of this segment is dropped");
-                        p.dropped += 1;
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                };
+            let mut records = walk(&b, id);
+            for (off, h) in records.by_ref() {
                 let len = h.record_len();
                 seg.bytes += len;
                 seg.tick = seg.tick.max(h.seq);
@@ -395,7 +381,17 @@ impl DiskTier {
                         }
                     }
                 }
-                off += len as usize;
+            }
+            match records.end() {
+                Some(End::CutShort { offset }) => {
+                    tracing::info!(path = %path.display(), offset, "incomplete record at the end of a disk log segment (a write cut short by a stop): ignored");
+                }
+                Some(End::Damage { offset, why }) => {
+                    tracing::warn!(path = %path.display(), offset, why, "bad record in the disk log: the rest of this segment is dropped");
+                    p.dropped += 1;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(End::Written) | None => {}
             }
             self.add_used(seg.bytes);
             sealed.push(seg);
