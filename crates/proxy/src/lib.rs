@@ -43,6 +43,7 @@ mod peer;
 mod request;
 mod respond;
 mod role;
+pub mod rules;
 mod server;
 mod session;
 mod settings;

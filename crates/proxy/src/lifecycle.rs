@@ -11,8 +11,13 @@ use tokio::net::TcpStream;
 use crate::log::Code;
 use crate::request::Request;
 use crate::role::{Filter, Role};
+use crate::rules::Verdict;
 use crate::session::{Next, Session};
 use crate::worker::Worker;
+
+/// The answer to a request the access rules deny (the rule is logged, not
+/// told to the client).
+const DENIED: &str = "access denied by the proxy's http_access rules";
 
 /// Serves one client connection until it closes or must be closed.
 pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: SocketAddr) {
@@ -51,6 +56,15 @@ async fn handle<R: Role>(w: &Worker<R>, s: &mut Session, head: RequestHead) -> N
     if let Err(e) = w.settings.access.check(&req.asked()) {
         s.log.code = Code::Denied;
         return s.reject(e).await;
+    }
+    if !w.settings.rules.is_empty() {
+        let facts = req.facts(s.local_port(), &w.settings.listener_name);
+        if let Verdict::Deny(rule) = w.settings.rules.check(&facts) {
+            tracing::debug!(client = %s.ip(), url = %String::from_utf8_lossy(req.uri.effective()), rule = %rule, "denied by http_access");
+            s.log.code = Code::Denied;
+            s.log.denied_by = Some(rule.clone());
+            return s.reject(HttpError::new(403, DENIED)).await;
+        }
     }
     let mut ctx = R::Ctx::default();
     match w.role.request_filter(s, &req, &mut ctx).await {

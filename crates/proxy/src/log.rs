@@ -3,6 +3,7 @@
 //! written, and the record the phases fill in as the request goes.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use httpx::accesslog::Entry;
@@ -100,6 +101,8 @@ pub struct Record {
     pub bytes: u64,
     /// Why the request failed, if it did (JSON lines only).
     pub reason: &'static str,
+    /// The access rule that denied the request (the JSON lines' reason).
+    pub denied_by: Option<Arc<str>>,
     method: Vec<u8>,
     url: Vec<u8>,
     hierarchy: Hierarchy,
@@ -116,6 +119,7 @@ impl Default for Record {
             status: 0,
             bytes: 0,
             reason: "",
+            denied_by: None,
             method: Vec::new(),
             url: Vec::new(),
             hierarchy: Hierarchy::None,
@@ -134,6 +138,7 @@ impl Record {
         self.status = 0;
         self.bytes = 0;
         self.reason = "";
+        self.denied_by = None;
         self.method.clear();
         self.method.extend_from_slice(head.method());
         self.url.clear();
@@ -198,7 +203,7 @@ impl Record {
                 &self.peer
             },
             content_type: &self.content_type,
-            reason: self.reason,
+            reason: self.denied_by.as_deref().unwrap_or(self.reason),
         }
     }
 }

@@ -13,6 +13,7 @@ use httpx::{headers, HttpError, RequestHead, Version};
 
 use crate::access::Asked;
 use crate::log::{Code, Record};
+use crate::rules::Facts;
 use crate::settings::{OriginForm, Settings};
 
 /// A request admitted by the layer, with what every phase asks of it.
@@ -113,6 +114,22 @@ impl Request {
         }
     }
 
+    /// What the access rules look at (`local_port`, `port_name`: the
+    /// listener the client connected to).
+    pub(crate) fn facts<'a>(&'a self, local_port: u16, port_name: &'a str) -> Facts<'a> {
+        Facts {
+            client: self.client,
+            local_port,
+            port_name,
+            method: self.method(),
+            scheme: self.uri.scheme(),
+            host: self.uri.host(),
+            port: self.uri.port(),
+            url: self.uri.effective(),
+            path: self.uri.path_and_query(),
+        }
+    }
+
     /// True when the client waits for `100 Continue` before sending its body.
     pub fn expects_continue(&self) -> bool {
         self.expect_continue
@@ -200,6 +217,8 @@ mod tests {
                 local_destinations: Default::default(),
                 purge_clients: vec![],
             },
+            rules: Default::default(),
+            listener_name: "test".into(),
             trust_client_marks: false,
             connect_ports: vec![443],
             origin_form,

@@ -52,6 +52,7 @@ pub struct Session {
     pub log: Record,
     ip: IpAddr,
     local: bool,
+    local_port: u16,
     allowed: bool,
     head_out: Vec<u8>,
     stop: StopWaiter,
@@ -73,10 +74,9 @@ impl Session {
         let ip = canonical_ip(peer.ip());
         // on this host: a loopback client, or one that connected from the
         // very address it connected to
-        let local = ip.is_loopback()
-            || stream
-                .local_addr()
-                .is_ok_and(|a| canonical_ip(a.ip()) == ip);
+        let here = stream.local_addr().ok();
+        let local = ip.is_loopback() || here.is_some_and(|a| canonical_ip(a.ip()) == ip);
+        let local_port = here.map_or(0, |a| a.port());
         let mut client = Conn::new(stream);
         if open.load(Ordering::Relaxed) > settings.max_client_connections {
             let e = HttpError::new(503, "too many client connections");
@@ -89,6 +89,7 @@ impl Session {
             log: Record::default(),
             ip,
             local,
+            local_port,
             allowed: settings.allow_clients.iter().any(|n| n.contains(&ip)),
             head_out: Vec::new(),
             stop: stop.waiter(),
@@ -105,6 +106,11 @@ impl Session {
     /// True when the client is on this host.
     pub fn is_local(&self) -> bool {
         self.local
+    }
+
+    /// The port of the listener the client connected to.
+    pub fn local_port(&self) -> u16 {
+        self.local_port
     }
 
     /// Whether `allow_clients` lets the client use the server.

@@ -2,12 +2,14 @@
 //! and access, how request targets are read, this hop's own header fields,
 //! and the timeouts of the exchanges with upstreams.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use httpx::headers::Xff;
 use ipnet::IpNet;
 
 use crate::access::Access;
+use crate::rules::Rules;
 
 /// How an origin-form request (`GET /path` with `Host`) is made absolute.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,10 @@ pub struct Settings {
     pub allow_clients: Vec<IpNet>,
     /// Where requests may go, and who may PURGE.
     pub access: Access,
+    /// The administrator's access rules (`http_access`), after `access`.
+    pub rules: Arc<Rules>,
+    /// The listener's name, for `myportname` ACLs.
+    pub listener_name: String,
     /// Believe a client that says, with `Carpool-Client: remote`, that its
     /// own client is not on its host (a cache behind carpool frontends: its
     /// allowed clients are those frontends).

@@ -155,6 +155,8 @@ fn settings(connect_ports: Vec<u16>) -> Settings {
             local_destinations: Default::default(),
             purge_clients: vec![],
         },
+        rules: Default::default(),
+        listener_name: "phases".into(),
         trust_client_marks: false,
         connect_ports,
         origin_form: OriginForm::Refuse,

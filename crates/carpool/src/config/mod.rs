@@ -144,6 +144,7 @@ impl Config {
             let named = f.to_string_lossy().replace("{name}", &p.name);
             *f = PathBuf::from(named);
         }
+        s.server.listener_name = p.name.clone();
         if s.server.visible_hostname.is_none() {
             s.server.visible_hostname = Some(p.name.clone());
         }

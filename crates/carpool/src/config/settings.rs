@@ -5,12 +5,14 @@
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use httpx::accesslog::{Destination, Format};
 use httpx::headers::Xff;
 use ipnet::IpNet;
 use proxy::access::{Access, LocalDestinations};
+use proxy::rules::Rules;
 
 /// How a frontend listener treats request targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +47,13 @@ pub struct ServerSettings {
     /// Other listeners of the array that are never a destination either
     /// (`carpool up`'s admin listener); set from the config, not a key.
     pub array_listeners: Vec<SocketAddr>,
+    /// The administrator's access rules (`[[http_access]]` and `[[acl]]`),
+    /// checked after the built-in checks; empty: none.
+    pub access_rules: Arc<Rules>,
+    /// The listener's name for `myportname` ACLs (set from the config, not a
+    /// key): `frontend`, or the cache's `[[parent]]` name (`cache` for a
+    /// cache started without one).
+    pub listener_name: String,
     /// `X-Forwarded-For` handling.
     pub x_forwarded_for: Xff,
     /// Name in our `Via` entries (loop detection); default: host name and port.
@@ -82,6 +91,8 @@ impl Default for ServerSettings {
             safe_ports: Access::squid_safe_ports(),
             local_destinations: LocalDestinations::LocalClients,
             array_listeners: Vec::new(),
+            access_rules: Arc::default(),
+            listener_name: "frontend".into(),
             x_forwarded_for: Xff::Append,
             visible_hostname: None,
             access_log: None,
@@ -141,6 +152,8 @@ impl ServerSettings {
                 local_destinations: self.local_destinations,
                 purge_clients: self.purge_clients.clone(),
             },
+            rules: self.access_rules.clone(),
+            listener_name: self.listener_name.clone(),
             trust_client_marks: rules.trust_client_marks,
             connect_ports: self.connect_ports.clone(),
             origin_form: rules.origin_form,
@@ -344,6 +357,7 @@ impl Default for CacheSettings {
                 // PURGEs of their own purge_clients
                 allow_clients: loopback_clients(),
                 purge_clients: loopback_clients(),
+                listener_name: "cache".into(),
                 ..ServerSettings::default()
             },
             dir: None,

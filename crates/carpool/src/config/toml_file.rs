@@ -2,12 +2,14 @@
 
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use carp::{KeySpec, Mode};
 use httpx::accesslog::Format;
 use httpx::headers::Xff;
 use proxy::access::LocalDestinations;
+use proxy::rules::{Builder, Rules, TYPES};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -28,6 +30,39 @@ struct File {
     cache: Option<CacheEntry>,
     admin: Option<AdminEntry>,
     log_dir: Option<Spanned<String>>,
+    /// ACLs every role's rules may name.
+    #[serde(default)]
+    acl: Vec<Spanned<AclEntry>>,
+    /// The rules of every role without rules of its own.
+    http_access: Option<Vec<Spanned<RuleEntry>>>,
+}
+
+/// `[[acl]]`: Squid's `acl NAME TYPE VALUES...`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclEntry {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    values: Spanned<Vec<Spanned<AclValue>>>,
+}
+
+/// An ACL value: text, or a number (a port).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AclValue {
+    Text(String),
+    Number(i64),
+}
+
+/// `[[http_access]]`: Squid's `http_access allow|deny ACL...`, with an
+/// optional name for the logs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Spanned<Vec<Spanned<String>>>>,
+    name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +124,8 @@ macro_rules! server_section {
             body_idle_timeout: Option<Spanned<Num>>,
             tunnel_idle_timeout: Option<Spanned<Num>>,
             shutdown_timeout: Option<Spanned<Num>>,
+            acl: Option<Vec<Spanned<AclEntry>>>,
+            http_access: Option<Vec<Spanned<RuleEntry>>>,
             $($field: $ty,)*
         }
 
@@ -287,6 +324,25 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         .cache
         .as_ref()
         .map_or_else(CacheSettings::default, |e| cache_settings(e, &c));
+    let shared = (&file.acl[..], file.http_access.as_deref());
+    if let Some(f) = &file.frontend {
+        let own = (
+            f.acl.as_deref().unwrap_or_default(),
+            f.http_access.as_deref(),
+        );
+        frontend.server.access_rules = access_rules(path, text, shared, own, &c);
+    } else {
+        frontend.server.access_rules = access_rules(path, text, shared, (&[], None), &c);
+    }
+    if let Some(e) = &file.cache {
+        let own = (
+            e.acl.as_deref().unwrap_or_default(),
+            e.http_access.as_deref(),
+        );
+        cache.server.access_rules = access_rules(path, text, shared, own, &c);
+    } else {
+        cache.server.access_rules = access_rules(path, text, shared, (&[], None), &c);
+    }
     let admin = file
         .admin
         .as_ref()
@@ -318,6 +374,113 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         log_dir: file.log_dir.as_ref().map(|d| d.get_ref().into()),
         warnings: Vec::new(),
     })
+}
+
+/// A role's ACLs and rules (`[[frontend.acl]]`, `[[frontend.http_access]]`…).
+type RoleAccess<'a> = (&'a [Spanned<AclEntry>], Option<&'a [Spanned<RuleEntry>]>);
+
+/// Compiles a role's access rules: the top-level ACLs, then the role's
+/// own; the role's rules if it has any, else the top-level ones. Every
+/// error is kept (a top-level one is found once per role: the list of
+/// errors drops the repeats).
+fn access_rules(
+    path: &Path,
+    text: &str,
+    (shared_acls, shared_rules): RoleAccess<'_>,
+    (own_acls, own_rules): RoleAccess<'_>,
+    c: &Check<'_>,
+) -> Arc<Rules> {
+    let err = c.err;
+    let mut b = Builder::new();
+    let mut lines: std::collections::HashMap<String, usize> = Default::default();
+    // ACLs whose definition failed: rules naming them say nothing more
+    let mut broken = std::collections::HashSet::new();
+    for entry in shared_acls.iter().chain(own_acls) {
+        let a = entry.get_ref();
+        let name = a.name.get_ref();
+        let line = line_of_offset(text, entry.span().start);
+        if let Some(prev) = lines.get(name) {
+            let m = format!("ACL {name:?} is already defined on line {prev} (give all its values in one `values` list)");
+            c.fail(err(a.name.span(), "name", m));
+            continue;
+        }
+        if !TYPES.contains(&a.kind.get_ref().as_str()) {
+            let m = format!(
+                "unknown ACL type {:?} (one of {})",
+                a.kind.get_ref(),
+                TYPES.join(", ")
+            );
+            c.fail(err(a.kind.span(), "type", m));
+            continue;
+        }
+        let values: Vec<String> = a
+            .values
+            .get_ref()
+            .iter()
+            .map(|v| match v.get_ref() {
+                AclValue::Text(t) => t.clone(),
+                AclValue::Number(n) => n.to_string(),
+            })
+            .collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        match b.acl(name, a.kind.get_ref(), &values) {
+            Ok(()) => {
+                lines.insert(name.clone(), line);
+            }
+            Err(e) => {
+                broken.insert(name.clone());
+                let (span, key) = match e.value {
+                    Some(i) => (a.values.get_ref()[i].span(), "values"),
+                    None if b.has(name) || e.message.contains("ACL name") => {
+                        (a.name.span(), "name")
+                    }
+                    None => (a.values.span(), "values"),
+                };
+                c.fail(err(span, key, format!("ACL {name:?}: {}", e.message)));
+            }
+        }
+    }
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let mut last = None;
+    for entry in own_rules.or(shared_rules).unwrap_or_default() {
+        let r = entry.get_ref();
+        let line = line_of_offset(text, entry.span().start);
+        let (allow, key, acls) = match (&r.allow, &r.deny) {
+            (Some(a), None) => (true, "allow", a),
+            (None, Some(d)) => (false, "deny", d),
+            _ => {
+                let m = "give either `allow = [ACL, ...]` or `deny = [ACL, ...]`".to_string();
+                let span = r.allow.as_ref().map_or(entry.span(), Spanned::span);
+                c.fail(err(span, "http_access", m));
+                continue;
+            }
+        };
+        let names: Vec<&str> = acls.get_ref().iter().map(|n| n.get_ref().trim()).collect();
+        let label = match &r.name {
+            Some(n) => n.get_ref().clone(),
+            None => format!("{file}:{line} {key} {}", names.join(" ")),
+        };
+        if let Err(e) = b.rule(allow, &names, &label) {
+            let named = e.value.map(|i| names[i].trim_start_matches('!').trim());
+            if named.is_some_and(|n| broken.contains(n)) {
+                continue;
+            }
+            let span = e.value.map_or(acls.span(), |i| acls.get_ref()[i].span());
+            c.fail(err(span, key, e.message));
+        }
+        last = Some((allow, line));
+    }
+    let implicit = match last {
+        Some((allow, line)) => format!(
+            "implicit {} after the last http_access rule ({file}:{line})",
+            if allow { "deny" } else { "allow" }
+        ),
+        None => String::new(),
+    };
+    Arc::new(b.build(&implicit))
 }
 
 /// toml's message for a syntax error, as one line (it may have several, or
@@ -900,6 +1063,88 @@ mod tests {
         );
         let e = with("2M").unwrap_err();
         assert!(e.message.contains("over the limit of 1M"), "{e}");
+    }
+
+    const PARENT: &str = "[[parent]]\nhost = \"a\"\nport = 1\n";
+
+    #[test]
+    fn access_rules_top_level_and_per_role() {
+        let c = parse(&format!(
+            "{PARENT}[[acl]]\nname = \"localnet\"\ntype = \"src\"\nvalues = [\"10.0.0.0/8\"]\n\
+             [[acl]]\nname = \"Safe_ports\"\ntype = \"port\"\nvalues = [80, \"443\", \"1025-65535\"]\n\
+             [[http_access]]\ndeny = [\"!Safe_ports\"]\n[[http_access]]\nallow = [\"localnet\"]\n\
+             [cache]\n[[cache.acl]]\nname = \"fe\"\ntype = \"src\"\nvalues = [\"10.0.0.1\"]\n\
+             [[cache.http_access]]\nallow = [\"fe\", \"Safe_ports\"]\nname = \"frontends\"\n"
+        ))
+        .unwrap();
+        use proxy::rules::Builder;
+        let mut b = Builder::new();
+        b.acl("localnet", "src", &["10.0.0.0/8"]).unwrap();
+        b.acl("Safe_ports", "port", &["80", "443", "1025-65535"])
+            .unwrap();
+        b.rule(false, &["!Safe_ports"], "t.toml:12 deny !Safe_ports")
+            .unwrap();
+        b.rule(true, &["localnet"], "t.toml:14 allow localnet")
+            .unwrap();
+        assert_eq!(*c.frontend.server.access_rules, b.build("x"));
+        let mut b = Builder::new();
+        b.acl("localnet", "src", &["10.0.0.0/8"]).unwrap();
+        b.acl("Safe_ports", "port", &["80", "443", "1025-65535"])
+            .unwrap();
+        b.acl("fe", "src", &["10.0.0.1"]).unwrap();
+        b.rule(true, &["fe", "Safe_ports"], "frontends").unwrap();
+        assert_eq!(
+            *c.cache.server.access_rules,
+            b.build("x"),
+            "the cache's own list replaces the shared one"
+        );
+        assert!(parse(PARENT)
+            .unwrap()
+            .frontend
+            .server
+            .access_rules
+            .is_empty());
+    }
+
+    #[test]
+    fn access_rule_errors_name_line_and_key_all_at_once() {
+        let text = format!(
+            "{PARENT}[[acl]]\nname = \"a\"\ntype = \"src\"\nvalues = [\"10.0.0.0/33\"]\n\
+             [[acl]]\nname = \"b\"\ntype = \"srcdomain\"\nvalues = [\"x\"]\n\
+             [[acl]]\nname = \"c\"\ntype = \"url_regex\"\nvalues = [\"-i\", \"(\"]\n\
+             [[acl]]\nname = \"d\"\ntype = \"dst\"\nvalues = [\"10.0.0.1\"]\n\
+             [[acl]]\nname = \"d\"\ntype = \"dst\"\nvalues = [\"10.0.0.2\"]\n\
+             [[acl]]\nname = \"all\"\ntype = \"src\"\nvalues = [\"10.0.0.2\"]\n\
+             [[http_access]]\nallow = [\"d\", \"!nope\"]\n\
+             [[http_access]]\nallow = [\"a\"]\ndeny = [\"d\"]\n\
+             [[http_access]]\ndeny = [\"a\"]\n"
+        );
+        let errors = parse_toml(Path::new("t.toml"), &text).unwrap_err();
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (7, "values"),  // bad CIDR
+                (10, "type"),   // unknown type
+                (15, "values"), // bad regex
+                (21, "name"),   // duplicate
+                (25, "name"),   // predefined
+                (29, "allow"),  // unknown ACL in a rule
+                (31, "http_access"), // allow and deny
+                                // `deny = ["a"]`: a is broken, said once
+            ],
+            "{errors}"
+        );
+        let text = errors.to_string();
+        assert!(
+            text.contains("t.toml:29: `allow`: no ACL named \"nope\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"10.0.0.0/33\" is not an address or CIDR range"),
+            "{text}"
+        );
+        assert!(text.contains("already defined on line 16"), "{text}");
     }
 
     #[test]
