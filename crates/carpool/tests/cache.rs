@@ -1061,3 +1061,66 @@ fn sustained_misses_keep_memory_bounded() {
         most.saturating_sub(before)
     );
 }
+
+/// Squid's `cache_peer ... originserver`: misses of a site go to its
+/// configured server (whatever the host name resolves to, here nothing),
+/// with the site's `Host`; other sites go to the default server.
+#[test]
+fn misses_go_to_the_configured_origin_servers() {
+    let (a, b) = (Origin::start(), Origin::start());
+    let dir = common::temp_dir("origin-servers-conf");
+    let conf = dir.join("carpool.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+[[parent]]
+name = "c1"
+host = "127.0.0.1"
+port = 1
+
+[cache]
+origin_server = "127.0.0.1:{a}"
+origin_servers = {{ "Img.Site.Invalid" = "127.0.0.1:{b}" }}
+"#,
+            a = a.port,
+            b = b.port
+        ),
+    )
+    .unwrap();
+    let c = Cache::start(
+        "origin-servers",
+        &["-c", &conf.display().to_string(), "--name", "c1"],
+    );
+    // `.invalid` never resolves (RFC 6761): only the configuration can
+    // send these anywhere
+    let www = "http://www.site.invalid/p?size=300&cc=max-age%3D600";
+    let img = "http://img.site.invalid/i?size=500&cc=max-age%3D600";
+    for _ in 0..2 {
+        let r = c.get(www);
+        assert_eq!((r.status, r.body.len()), (200, 300), "{}", r.head);
+        let r = c.get(img);
+        assert_eq!((r.status, r.body.len()), (200, 500), "{}", r.head);
+    }
+    // each went to its own server, once (the second time was a hit), with
+    // the site's Host and in origin form
+    assert_eq!(
+        (a.count("/p"), a.count("/i"), b.count("/i"), b.count("/p")),
+        (1, 0, 1, 0)
+    );
+    let head = a.last_head("/p").unwrap();
+    assert!(head.starts_with("GET /p?"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("host: www.site.invalid\r\n"),
+        "{head}"
+    );
+    let head = b.last_head("/i").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("host: img.site.invalid\r\n"),
+        "{head}"
+    );
+    let log = c.access_log();
+    assert!(log.contains("FIRSTUP_PARENT/127.0.0.1"), "{log}");
+}

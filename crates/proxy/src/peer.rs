@@ -11,7 +11,7 @@ use httpx::HttpError;
 use crate::log::Hierarchy;
 
 /// What kind of hop a peer is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PeerKind {
     /// A parent cache chosen by CARP: a proxy (absolute-form requests,
     /// CONNECT asked of it).
@@ -21,13 +21,18 @@ pub enum PeerKind {
     Origin,
     /// A configured upstream proxy (absolute-form, CONNECT asked of it).
     Proxy,
+    /// A configured origin server (Squid's `cache_peer ... originserver`):
+    /// origin-form requests with the URL's `Host`, like [`PeerKind::Origin`],
+    /// but the administrator named it, so its addresses are not checked
+    /// against the destination rules.
+    Server,
 }
 
 impl PeerKind {
     /// True when requests to it are in absolute-form and a tunnel through
     /// it starts with a CONNECT of our own.
     pub fn is_proxy(self) -> bool {
-        self != PeerKind::Origin
+        !matches!(self, PeerKind::Origin | PeerKind::Server)
     }
 
     /// How the access log says the peer was chosen.
@@ -35,7 +40,7 @@ impl PeerKind {
         match self {
             PeerKind::Parent => Hierarchy::Carp,
             PeerKind::Origin => Hierarchy::Direct,
-            PeerKind::Proxy => Hierarchy::FirstUpParent,
+            PeerKind::Proxy | PeerKind::Server => Hierarchy::FirstUpParent,
         }
     }
 
@@ -114,6 +119,7 @@ macro_rules! reasons {
                 (PeerKind::Parent, Problem::$p) => concat!("parent ", $words),
                 (PeerKind::Origin, Problem::$p) => concat!("origin ", $words),
                 (PeerKind::Proxy, Problem::$p) => concat!("upstream proxy ", $words),
+                (PeerKind::Server, Problem::$p) => concat!("origin server ", $words),
             )*
         }
     };

@@ -332,7 +332,7 @@ pub(super) fn refresh_in_background(w: &Worker, req: &Request, found: Found) {
     };
     let (w, req) = (w.clone(), req.clone());
     tokio::task::spawn_local(async move {
-        let hop = Hop::for_uri(&req.uri, w.cache.upstream.as_ref());
+        let hop = w.cache.hop(&req);
         let lead = Lead::new(found, leader);
         let resp = match fetch(&w, &req, &hop, &lead).await {
             Ok(r) => r,

@@ -62,6 +62,18 @@ pub struct Cache {
     pub disk_io: Option<Arc<diskio::DiskIo>>,
 }
 
+impl Cache {
+    /// Where `req` goes upstream (see [`origin::Hop::for_uri`]).
+    pub fn hop(&self, req: &proxy::Request) -> origin::Hop {
+        origin::Hop::for_uri(
+            &req.uri,
+            req.is_connect(),
+            &self.settings.origin_servers,
+            self.upstream.as_ref(),
+        )
+    }
+}
+
 /// One worker thread's cache: the shared cache, and its own origin
 /// connections (shared with the fills it runs).
 #[derive(Clone)]

@@ -1,11 +1,12 @@
-//! Where a cache's misses go: the origin the URL names, or the configured
-//! upstream proxy; the idle connections kept to them; and what a fill leaves
+//! Where a cache's misses go: a configured origin server (for the URL's
+//! site, or for every site), the configured upstream proxy, or the origin
+//! the URL names; the idle connections kept to them; and what a fill leaves
 //! out of the client's request.
 
 use carp::RequestUri;
 use proxy::{Address, PeerInfo, PeerKind};
 
-use crate::config::settings::HostPort;
+use crate::config::settings::{HostPort, OriginServers};
 
 /// Most distinct origins one worker keeps idle connections for.
 pub const MAX_POOLED_ORIGINS: usize = 4096;
@@ -22,32 +23,43 @@ pub const CLIENT_CONDITIONS: &[&str] = &[
     "range",
 ];
 
-/// Where a request goes: the origin itself, or the upstream proxy.
+/// Where a request goes: a configured origin server, the upstream proxy, or
+/// the origin the URL names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Hop {
     /// Host name or address (an IPv6 one without brackets).
     host: String,
     port: u16,
-    /// True for the upstream proxy (absolute-form requests).
-    proxy: bool,
+    kind: PeerKind,
 }
 
 impl Hop {
-    /// The hop for `uri`: the upstream proxy when configured, else the origin.
-    pub fn for_uri(uri: &RequestUri, upstream: Option<&HostPort>) -> Hop {
-        match upstream {
-            Some(hp) => Hop {
-                host: hp.host.clone(),
-                port: hp.port,
-                proxy: true,
-            },
-            None => Hop {
+    /// The hop for `uri` (`connect`: a CONNECT, which always goes where it
+    /// names or through the upstream proxy): its site's origin server when
+    /// one is configured, else the upstream proxy when configured, else the
+    /// origin the URL names.
+    pub fn for_uri(
+        uri: &RequestUri,
+        connect: bool,
+        servers: &OriginServers,
+        upstream: Option<&HostPort>,
+    ) -> Hop {
+        let server = (!connect).then(|| servers.for_host(uri.host())).flatten();
+        let configured = |hp: &HostPort, kind| Hop {
+            host: hp.host.clone(),
+            port: hp.port,
+            kind,
+        };
+        match (server, upstream) {
+            (Some(hp), _) => configured(hp, PeerKind::Server),
+            (None, Some(hp)) => configured(hp, PeerKind::Proxy),
+            (None, None) => Hop {
                 host: String::from_utf8_lossy(uri.host())
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_string(),
                 port: uri.port(),
-                proxy: false,
+                kind: PeerKind::Origin,
             },
         }
     }
@@ -56,11 +68,7 @@ impl Hop {
     pub fn info(&self) -> PeerInfo<'_> {
         PeerInfo {
             name: &self.host,
-            kind: if self.proxy {
-                PeerKind::Proxy
-            } else {
-                PeerKind::Origin
-            },
+            kind: self.kind,
             address: Address::Name(&self.host, self.port),
         }
     }

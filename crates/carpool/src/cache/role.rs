@@ -71,7 +71,7 @@ impl Role for Worker {
         if std::mem::replace(&mut job.offered, true) {
             return None; // one upstream: nothing to fail over to
         }
-        Some(Hop::for_uri(&req.uri, self.cache.upstream.as_ref()))
+        Some(self.cache.hop(req))
     }
 
     fn take_idle(&self, hop: &Hop) -> Option<Conn> {

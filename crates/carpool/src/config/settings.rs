@@ -278,6 +278,9 @@ pub struct CacheSettings {
     pub max_object_size: u64,
     /// Misses go through this HTTP proxy instead of straight to the origin.
     pub upstream_proxy: Option<HostPort>,
+    /// Misses of these sites (or of every site) go to these origin servers
+    /// instead of the address their host name resolves to.
+    pub origin_servers: OriginServers,
     /// Time to connect to an origin.
     pub origin_connect_timeout: Duration,
     /// Time from sending a request to an origin's first response byte.
@@ -317,6 +320,27 @@ pub struct HostPort {
     pub host: String,
     /// Port (1..65535).
     pub port: u16,
+}
+
+/// Configured origin servers (Squid's `cache_peer ... originserver`): the
+/// server of each site, by the URL's host, and one for every other site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginServers {
+    /// (host, lower case; its server), in the order configured.
+    pub sites: Vec<(String, HostPort)>,
+    /// For every site not in `sites`.
+    pub default: Option<HostPort>,
+}
+
+impl OriginServers {
+    /// The server configured for URLs of `host`, if any.
+    pub fn for_host(&self, host: &[u8]) -> Option<&HostPort> {
+        self.sites
+            .iter()
+            .find(|(h, _)| h.as_bytes().eq_ignore_ascii_case(host))
+            .map(|(_, s)| s)
+            .or(self.default.as_ref())
+    }
 }
 
 impl std::str::FromStr for HostPort {
@@ -366,6 +390,7 @@ impl Default for CacheSettings {
             mem_max_object: 4 * MIB,
             max_object_size: 8 * 1024 * MIB,
             upstream_proxy: None,
+            origin_servers: OriginServers::default(),
             origin_connect_timeout: Duration::from_secs(5),
             origin_first_byte_timeout: Duration::from_secs(60),
             origin_idle_connections: 32,

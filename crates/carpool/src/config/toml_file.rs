@@ -14,8 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::settings::{
-    parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, ListenMode, Probe,
-    ServerSettings, DEFAULT_TARGETED,
+    parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, HostPort, ListenMode,
+    Probe, ServerSettings, DEFAULT_TARGETED,
 };
 use super::{line_of_offset, CacheOverrides, Config, ConfigError, ConfigErrors, Parent};
 
@@ -219,6 +219,8 @@ server_section! {
         mem_max_object: Option<Spanned<String>>,
         max_object_size: Option<Spanned<String>>,
         upstream_proxy: Option<Spanned<String>>,
+        origin_server: Option<Spanned<String>>,
+        origin_servers: Option<std::collections::BTreeMap<String, Spanned<String>>>,
         origin_connect_timeout: Option<Spanned<Num>>,
         origin_first_byte_timeout: Option<Spanned<Num>>,
         origin_idle_connections: Option<Spanned<i64>>,
@@ -765,12 +767,44 @@ fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
     if let Some(v) = &e.max_object_size {
         c.set(&mut s.max_object_size, size(v, "max_object_size", err));
     }
+    let host_port = |v: &Spanned<String>, key: &str| {
+        v.get_ref()
+            .parse::<HostPort>()
+            .map_err(|m| err(v.span(), key, m))
+    };
     if let Some(v) = &e.upstream_proxy {
-        let hp = v
-            .get_ref()
-            .parse()
-            .map_err(|m| err(v.span(), "upstream_proxy", m));
-        s.upstream_proxy = c.ok(hp);
+        s.upstream_proxy = c.ok(host_port(v, "upstream_proxy"));
+    }
+    if let Some(v) = &e.origin_server {
+        let hp = host_port(v, "origin_server").and_then(|hp| match &s.upstream_proxy {
+            Some(_) => Err(err(
+                v.span(),
+                "origin_server",
+                "a miss goes to the origin server or to upstream_proxy, not both: set one".into(),
+            )),
+            None => Ok(hp),
+        });
+        s.origin_servers.default = c.ok(hp);
+    }
+    for (site, v) in e.origin_servers.iter().flatten() {
+        let hp = host_port(v, "origin_servers").and_then(|hp| {
+            let valid = !site.is_empty()
+                && site
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            if valid {
+                Ok(hp)
+            } else {
+                Err(err(
+                    v.span(),
+                    "origin_servers",
+                    format!("{site:?} is not a host name or address"),
+                ))
+            }
+        });
+        if let Some(hp) = c.ok(hp) {
+            s.origin_servers.sites.push((site.to_ascii_lowercase(), hp));
+        }
     }
     if let Some(v) = &e.disk_threads {
         let n = int_in(v, "disk_threads", 1, 64, err).map(|x| x as usize);
@@ -1173,6 +1207,21 @@ mod tests {
                 "[[parent]]\nhost=\"a\"\nport=1\n[cache]\ndisk_small_object = \"2M\"\n",
                 5,
                 "disk_small_object",
+            ),
+            (
+                "[[parent]]\nhost=\"a\"\nport=1\n[cache]\nupstream_proxy = \"p:3128\"\norigin_server = \"o:80\"\n",
+                6,
+                "origin_server",
+            ),
+            (
+                "[[parent]]\nhost=\"a\"\nport=1\n[cache]\norigin_servers = { \"a b\" = \"o:80\" }\n",
+                5,
+                "origin_servers",
+            ),
+            (
+                "[[parent]]\nhost=\"a\"\nport=1\n[cache.origin_servers]\n\"www.a\" = \"o:http\"\n",
+                5,
+                "origin_servers",
             ),
         ];
         for (text, line, key) in cases {
