@@ -639,6 +639,35 @@ fn accelerator_mode_keys_by_host() {
     );
 }
 
+/// Squid's `accel defaultsite=X` without `vhost`: every request is keyed
+/// to X whatever its `Host`, so a request whose `Host` names the proxy
+/// itself does not loop back to it.
+#[test]
+fn accelerator_without_vhost_keys_every_request_to_the_default_site() {
+    let (a, b) = (Parent::start("nv-a"), Parent::start("nv-b"));
+    let conf = config(
+        &[&a, &b],
+        "[frontend]\nmode = \"accel\"\ndefault_site = \"default.example\"\nvhost = false\n",
+    );
+    let f = Frontend::start("accel-novhost", &conf);
+    let paths: Vec<String> = (0..20).map(|i| format!("/page/{i}")).collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("http://default.example{p}"))
+        .collect();
+    let owners = route(&conf, &urls);
+    for ((p, url), owner) in paths.iter().zip(&urls).zip(&owners) {
+        for host in [format!("127.0.0.1:{}", f.port), "www.other.example".into()] {
+            let r = exchange(
+                &f,
+                format!("GET {p} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{host}: {}", r.head);
+            assert_eq!(r.text(), format!("{owner} GET {url} body=0\n"));
+        }
+    }
+}
+
 #[test]
 fn http_probe_revives_a_parent() {
     let a = Parent::start("probed");

@@ -156,13 +156,20 @@ fn target_uri(
     }
     let built;
     let target = match origin_form {
-        OriginForm::Host { default_site } if !connect && target.first() == Some(&b'/') => {
-            let host = head
-                .fields
-                .get(Known::Host)
-                .filter(|h| !h.is_empty())
-                .or(default_site.as_deref().map(str::as_bytes))
-                .ok_or(HttpError::new(400, "origin-form request without Host"))?;
+        OriginForm::Host {
+            default_site,
+            vhost,
+        } if !connect && target.first() == Some(&b'/') => {
+            let site = default_site.as_deref().map(str::as_bytes);
+            let host = match site {
+                Some(site) if !vhost => Some(site),
+                _ => head
+                    .fields
+                    .get(Known::Host)
+                    .filter(|h| !h.is_empty())
+                    .or(site),
+            }
+            .ok_or(HttpError::new(400, "origin-form request without Host"))?;
             built = [b"http://".as_slice(), host, target].concat();
             &built[..]
         }
@@ -266,15 +273,27 @@ mod tests {
         assert_eq!(r.unwrap().uri.effective(), b"http://h.example/a");
         assert_eq!(log.url(), b"http://h.example/a");
         assert_eq!(status("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
-        let host = OriginForm::Host { default_site: None };
+        let host = OriginForm::Host {
+            default_site: None,
+            vhost: false,
+        };
         let (r, _) = check("GET /a HTTP/1.1\r\nHost: h:8080\r\n\r\n", host.clone());
         assert_eq!(r.unwrap().uri.effective(), b"http://h:8080/a");
         let (r, _) = check("GET /a HTTP/1.1\r\nHost: \r\n\r\n", host);
         assert_eq!(r.unwrap_err().status, 400, "an empty Host is no Host");
-        let site = OriginForm::Host {
+        let site = |vhost| OriginForm::Host {
             default_site: Some("www.example".into()),
+            vhost,
         };
-        let (r, _) = check("GET /a HTTP/1.1\r\n\r\n", site);
+        for vhost in [true, false] {
+            let (r, _) = check("GET /a HTTP/1.1\r\n\r\n", site(vhost));
+            assert_eq!(r.unwrap().uri.effective(), b"http://www.example/a");
+        }
+        // Squid's vhost: the Host names the site; without it, defaultsite
+        // is the site of every request
+        let (r, _) = check("GET /a HTTP/1.1\r\nHost: proxy:80\r\n\r\n", site(true));
+        assert_eq!(r.unwrap().uri.effective(), b"http://proxy/a");
+        let (r, _) = check("GET /a HTTP/1.1\r\nHost: proxy:80\r\n\r\n", site(false));
         assert_eq!(r.unwrap().uri.effective(), b"http://www.example/a");
     }
 

@@ -16,11 +16,16 @@ use crate::rules::Rules;
 pub enum OriginForm {
     /// Refused (400): a forward proxy takes absolute-form requests only.
     Refuse,
-    /// `http://` + `Host` + the path (an accelerator, a cache); without a
-    /// `Host` (or with an empty one), `default_site` if set, else 400.
+    /// `http://` + the site + the path (an accelerator, a cache). The site
+    /// is the `Host` (Squid's `vhost`), `default_site` for requests without
+    /// one (or with an empty one), else 400; without `vhost`, a
+    /// `default_site` is the site of every request whatever its `Host`
+    /// (Squid's `accel defaultsite=X` without `vhost`).
     Host {
-        /// The site of requests that name none.
+        /// The site of requests that name none (or of all, without `vhost`).
         default_site: Option<String>,
+        /// The `Host` names the site.
+        vhost: bool,
     },
 }
 

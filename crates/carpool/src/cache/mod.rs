@@ -99,7 +99,10 @@ impl Worker {
 /// What the request layer needs of a cache beyond its server settings.
 fn rules(s: &CacheSettings) -> RoleRules {
     RoleRules {
-        origin_form: proxy::OriginForm::Host { default_site: None },
+        origin_form: proxy::OriginForm::Host {
+            default_site: None,
+            vhost: true,
+        },
         schemes: SCHEMES,
         upstream: proxy::Timeouts {
             connect: s.origin_connect_timeout,

@@ -184,8 +184,12 @@ pub struct FrontendSettings {
     pub server: ServerSettings,
     /// Forward proxy or accelerator.
     pub mode: ListenMode,
-    /// Accelerator: site used when a request has no `Host`.
+    /// Accelerator: site used when a request has no `Host` (with
+    /// `vhost`), or for every request (without).
     pub default_site: Option<String>,
+    /// Accelerator: the `Host` names the site (Squid's `vhost`); without
+    /// it, a `default_site` is the site of every request.
+    pub vhost: bool,
     /// Time to connect to a parent.
     pub parent_connect_timeout: Duration,
     /// Time from sending a request to a parent's first response byte.
@@ -218,6 +222,7 @@ impl Default for FrontendSettings {
             server: ServerSettings::default(),
             mode: ListenMode::Forward,
             default_site: None,
+            vhost: true,
             parent_connect_timeout: Duration::from_secs(5),
             parent_first_byte_timeout: Duration::from_secs(60),
             parent_idle_connections: 1024,

@@ -219,9 +219,13 @@ fn parse_http_port<'a>(
     };
     let mut s = FrontendSettings::default();
     s.server.listen = listen;
+    // Squid's default: a defaultsite is the site of every request
+    s.vhost = false;
     for opt in tokens {
         if opt == "accel" {
             s.mode = ListenMode::Accel;
+        } else if opt == "vhost" {
+            s.vhost = true;
         } else if let Some(site) = opt.strip_prefix("defaultsite=") {
             s.default_site = Some(site.to_string());
         }
@@ -295,7 +299,14 @@ mod tests {
         assert_eq!(c.frontend.server.listen, "127.0.0.1:3130".parse().unwrap());
         assert_eq!(c.frontend.mode, ListenMode::Accel);
         assert_eq!(c.frontend.default_site.as_deref(), Some("www.example"));
+        assert!(
+            !c.frontend.vhost,
+            "without vhost, defaultsite keys every request"
+        );
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let c = parse("http_port 3130 accel vhost defaultsite=w\ncache_peer a parent 1 0 carp\n")
+            .unwrap();
+        assert!(c.frontend.vhost);
         let c = parse("http_port 3128\ncache_peer a parent 1 0 carp\n").unwrap();
         assert_eq!(c.frontend.server.listen, "0.0.0.0:3128".parse().unwrap());
         assert_eq!(

@@ -203,6 +203,7 @@ server_section! {
         listen: Option<Spanned<String>>,
         mode: Option<Spanned<String>>,
         default_site: Option<Spanned<String>>,
+        vhost: Option<Spanned<bool>>,
         parent_connect_timeout: Option<Spanned<Num>>,
         parent_first_byte_timeout: Option<Spanned<Num>>,
         parent_idle_connections: Option<Spanned<i64>>,
@@ -718,6 +719,9 @@ fn frontend_settings(f: &FrontendEntry, c: &Check<'_>) -> FrontendSettings {
         c.set(&mut s.mode, choice(v, "mode", &modes, err));
     }
     s.default_site = f.default_site.as_ref().map(|v| v.get_ref().clone());
+    if let Some(v) = &f.vhost {
+        s.vhost = *v.get_ref();
+    }
     if let Some(v) = &f.parent_idle_connections {
         let n = int_in(v, "parent_idle_connections", 0, 100_000, err).map(|x| x as usize);
         c.set(&mut s.parent_idle_connections, n);

@@ -91,6 +91,7 @@ fn rules(s: &FrontendSettings) -> RoleRules {
             ListenMode::Forward => proxy::OriginForm::Refuse,
             ListenMode::Accel => proxy::OriginForm::Host {
                 default_site: s.default_site.clone(),
+                vhost: s.vhost,
             },
         },
         schemes: SCHEMES,
