@@ -46,8 +46,12 @@ pub struct Entry<'a> {
     pub url: &'a [u8],
     /// Hierarchy code (CARP, HIER_NONE …).
     pub hierarchy: &'a str,
-    /// Parent name, or `-`.
+    /// The peer's name (a parent's name), or `-` (JSON only).
     pub peer: &'a str,
+    /// The peer's host as configured (a parent's `cache_peer` host, an
+    /// origin's host), or `-`: what Squid's native line writes after the
+    /// hierarchy code.
+    pub peer_host: &'a str,
     /// Response Content-Type, or `-`.
     pub content_type: &'a [u8],
     /// Why the request failed, if it did (JSON only; native has no column).
@@ -235,7 +239,7 @@ impl Writer {
                     String::from_utf8_lossy(e.method),
                     LogUrl(e.url),
                     e.hierarchy,
-                    e.peer,
+                    e.peer_host,
                     if e.content_type.is_empty() {
                         "-".into()
                     } else {
@@ -246,7 +250,7 @@ impl Writer {
             Format::Json => {
                 let _ = writeln!(
                     self.buf,
-                    "{{\"time\":{secs}.{ms:03},\"elapsed_ms\":{},\"client\":\"{}\",\"code\":\"{}\",\"status\":{},\"bytes\":{},\"method\":{},\"url\":{},\"hierarchy\":\"{}\",\"peer\":{},\"type\":{},\"reason\":{}}}",
+                    "{{\"time\":{secs}.{ms:03},\"elapsed_ms\":{},\"client\":\"{}\",\"code\":\"{}\",\"status\":{},\"bytes\":{},\"method\":{},\"url\":{},\"hierarchy\":\"{}\",\"peer\":{},\"peer_host\":{},\"type\":{},\"reason\":{}}}",
                     e.elapsed.as_millis(),
                     e.client,
                     e.code,
@@ -256,6 +260,7 @@ impl Writer {
                     json_str(e.url),
                     e.hierarchy,
                     json_str(e.peer.as_bytes()),
+                    json_str(e.peer_host.as_bytes()),
                     json_str(e.content_type),
                     json_str(e.reason.as_bytes()),
                 );
@@ -327,10 +332,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("httpx-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (format, want) in [
-            (Format::Squid, "1700000000.250     12 127.0.0.1 TCP_MISS/200 1432 GET http://h/a%20b - CARP/cache2 text/html\n"),
+            (Format::Squid, "1700000000.250     12 127.0.0.1 TCP_MISS/200 1432 GET http://h/a%20b - CARP/10.0.0.12 text/html\n"),
             (
                 Format::Json,
-                "{\"time\":1700000000.250,\"elapsed_ms\":12,\"client\":\"127.0.0.1\",\"code\":\"TCP_MISS\",\"status\":200,\"bytes\":1432,\"method\":\"GET\",\"url\":\"http://h/a b\",\"hierarchy\":\"CARP\",\"peer\":\"cache2\",\"type\":\"text/html\",\"reason\":\"\"}\n",
+                "{\"time\":1700000000.250,\"elapsed_ms\":12,\"client\":\"127.0.0.1\",\"code\":\"TCP_MISS\",\"status\":200,\"bytes\":1432,\"method\":\"GET\",\"url\":\"http://h/a b\",\"hierarchy\":\"CARP\",\"peer\":\"cache2\",\"peer_host\":\"10.0.0.12\",\"type\":\"text/html\",\"reason\":\"\"}\n",
             ),
         ] {
             let path = dir.join(format!("{format:?}.log"));
@@ -348,6 +353,7 @@ mod tests {
                 url: b"http://h/a b",
                 hierarchy: "CARP",
                 peer: "cache2",
+                peer_host: "10.0.0.12",
                 content_type: b"text/html",
                 reason: "",
             });
@@ -369,6 +375,7 @@ mod tests {
             url,
             hierarchy: "HIER_NONE",
             peer: "-",
+            peer_host: "-",
             content_type: b"",
             reason: "",
         }

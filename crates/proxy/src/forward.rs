@@ -39,7 +39,7 @@ pub(crate) async fn forward<R: Role>(
             break;
         };
         let info = w.role.describe(&peer);
-        s.log.went_to(info.kind.hierarchy(), info.name);
+        s.log.went_to(info.kind.hierarchy(), info.name, info.host);
         let mut out = s.head_buffer();
         let asked_head = write_head(w, req, ctx, &peer, &mut out);
         let attempt = attempt(w, s, req, &peer, &out, t).await;

@@ -107,6 +107,7 @@ pub struct Record {
     url: Vec<u8>,
     hierarchy: Hierarchy,
     peer: String,
+    peer_host: String,
     content_type: Vec<u8>,
 }
 
@@ -124,6 +125,7 @@ impl Default for Record {
             url: Vec::new(),
             hierarchy: Hierarchy::None,
             peer: String::new(),
+            peer_host: String::new(),
             content_type: Vec::new(),
         }
     }
@@ -145,6 +147,7 @@ impl Record {
         self.url.extend_from_slice(head.target());
         self.hierarchy = Hierarchy::None;
         self.peer.clear();
+        self.peer_host.clear();
         self.content_type.clear();
     }
 
@@ -156,8 +159,10 @@ impl Record {
                 *v = Vec::new();
             }
         }
-        if self.peer.capacity() > KEPT_FIELD {
-            self.peer = String::new();
+        for v in [&mut self.peer, &mut self.peer_host] {
+            if v.capacity() > KEPT_FIELD {
+                *v = String::new();
+            }
         }
     }
 
@@ -172,11 +177,14 @@ impl Record {
         self.url.extend_from_slice(url);
     }
 
-    /// Notes the upstream the request went to (the last one tried).
-    pub fn went_to(&mut self, hierarchy: Hierarchy, peer: &str) {
+    /// Notes the upstream the request went to (the last one tried): its
+    /// name and its host.
+    pub fn went_to(&mut self, hierarchy: Hierarchy, peer: &str, host: &str) {
         self.hierarchy = hierarchy;
         self.peer.clear();
         self.peer.push_str(peer);
+        self.peer_host.clear();
+        self.peer_host.push_str(host);
     }
 
     /// Notes the response's `Content-Type`.
@@ -201,6 +209,11 @@ impl Record {
                 "-"
             } else {
                 &self.peer
+            },
+            peer_host: if self.peer_host.is_empty() {
+                "-"
+            } else {
+                &self.peer_host
             },
             content_type: &self.content_type,
             reason: self.denied_by.as_deref().unwrap_or(self.reason),

@@ -63,8 +63,11 @@ pub enum Address<'a> {
 /// What the layer needs to know of one peer.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerInfo<'a> {
-    /// Its name in logs (a parent's name, an origin's host).
+    /// Its name (a parent's name, an origin's host): the JSON log's `peer`.
     pub name: &'a str,
+    /// Its host as configured (a parent's `cache_peer` host, an origin's
+    /// host): what Squid's native log line writes after the hierarchy code.
+    pub host: &'a str,
     /// What kind of hop it is.
     pub kind: PeerKind,
     /// How to reach it.

@@ -202,6 +202,7 @@ impl Session {
             url: b"error:invalid-request",
             hierarchy: Hierarchy::None.as_squid(),
             peer: "-",
+            peer_host: "-",
             content_type: b"",
             reason: e.reason,
         });

@@ -43,7 +43,7 @@ pub(crate) async fn tunnel<R: Role>(
             break;
         };
         let info = w.role.describe(&peer);
-        s.log.went_to(info.kind.hierarchy(), info.name);
+        s.log.went_to(info.kind.hierarchy(), info.name, info.host);
         match open(w, s, req, &peer, t).await {
             Ok(opened) => {
                 w.role.upstream_ok(&peer);

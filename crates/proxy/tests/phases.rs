@@ -58,6 +58,7 @@ impl Role for Recorder {
     fn describe<'a>(&'a self, p: &'a usize) -> PeerInfo<'a> {
         PeerInfo {
             name: &self.peers[*p].0,
+            host: "127.0.0.1",
             kind: self.kind,
             address: Address::Socket(self.peers[*p].1),
         }
@@ -342,7 +343,7 @@ fn a_forwarded_request_goes_through_every_phase_in_order() {
     );
     let log = layer.log_lines(1);
     assert!(
-        log[0].contains(" TCP_MISS/200 ") && log[0].ends_with(" CARP/up -"),
+        log[0].contains(" TCP_MISS/200 ") && log[0].ends_with(" CARP/127.0.0.1 -"),
         "{log:?}"
     );
 }
@@ -429,7 +430,7 @@ fn connect_is_tunnelled_to_an_origin_peer() {
     drop(s);
     let log = layer.log_lines(1);
     assert!(
-        log[0].contains(" TCP_TUNNEL/200 ") && log[0].contains(" HIER_DIRECT/origin "),
+        log[0].contains(" TCP_TUNNEL/200 ") && log[0].contains(" HIER_DIRECT/127.0.0.1 "),
         "{log:?}"
     );
 }

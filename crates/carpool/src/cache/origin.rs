@@ -68,6 +68,7 @@ impl Hop {
     pub fn info(&self) -> PeerInfo<'_> {
         PeerInfo {
             name: &self.host,
+            host: &self.host,
             kind: self.kind,
             address: Address::Name(&self.host, self.port),
         }

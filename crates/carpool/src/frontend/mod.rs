@@ -23,8 +23,10 @@ use health::Health;
 /// A parent as the frontend reaches it.
 #[derive(Clone, Debug)]
 pub struct ParentAddr {
-    /// Name (hashed, logged).
+    /// Name (hashed, logged in JSON lines).
     pub name: String,
+    /// Host as configured (logged in Squid's native lines, as Squid does).
+    pub host: String,
     /// Resolved address.
     pub addr: SocketAddr,
     /// Most connections one worker may hold open to it (`max_conn` shared out).
@@ -131,6 +133,7 @@ fn parents(config: &Config, workers: usize) -> Result<Vec<ParentAddr>> {
             };
             Ok(ParentAddr {
                 name: p.name.clone(),
+                host: p.host.clone(),
                 addr,
                 max_conn_per_worker,
             })

@@ -35,6 +35,7 @@ impl Role for Worker {
         let parent = &self.shared.parents[p.index()];
         PeerInfo {
             name: &parent.name,
+            host: &parent.host,
             kind: PeerKind::Parent,
             address: Address::Socket(parent.addr),
         }
