@@ -160,7 +160,12 @@ fn check_dir(dir: &Path) -> (usize, Vec<String>) {
         for (v, out) in vs.iter().zip(&outs) {
             checked += 1;
             let mut fields = out.split(|&b| b == b'\t');
-            let choice = escape(fields.next().unwrap_or_default());
+            // route prints a name that is not UTF-8 escaped (`lat\xe9n1`);
+            // the vectors hold its bytes
+            let choice = fields.next().unwrap_or_default();
+            let choice = escape(&carp::table::unescape_name(&String::from_utf8_lossy(
+                choice,
+            )));
             let key = fields
                 .find_map(|f| f.strip_prefix(b"key="))
                 .map(|k| unescape(&String::from_utf8_lossy(k)));
