@@ -1096,6 +1096,34 @@ mod tests {
         assert_eq!(uri.effective(), b"http://h/a\x0cb");
     }
 
+    /// Issue 15, checked against Squid 5.7 (testdata/squid): a host that is
+    /// only a port is accepted (Squid looks for an empty host before it cuts
+    /// the port off), the port read by `atoi` (strtol, then cut to a C
+    /// `int`). With no header lines the default port is not printed; Squid
+    /// prints it (`http://:80/x`) only when the request has a `Host:` header,
+    /// which `parse_request_line` does not model (FINDINGS.md, section 4).
+    #[test]
+    fn a_host_that_is_only_a_port_is_accepted() {
+        let cases = [
+            ("GET http://:80/x HTTP/1.1", "http:///x"),
+            ("GET http://:8080/x HTTP/1.1", "http://:8080/x"),
+            ("GET http://user@:80/ HTTP/1.1", "http:///"),
+            ("GET https://:443/ HTTP/1.1", "https:///"),
+            ("GET https://:80/ HTTP/1.1", "https://:80/"),
+            ("GET ftp://user@:21/x HTTP/1.1", "ftp://user@/x"),
+            ("GET http://:4294967376/x HTTP/1.1", "http:///x"),
+            ("GET http://:-4294967216/x HTTP/1.1", "http:///x"),
+            ("GET http://:4294967296/x HTTP/1.1", "REJECT 400"),
+            ("GET http://:99999999999/x HTTP/1.1", "REJECT 400"),
+            ("GET http://:18446744073709551696/x HTTP/1.1", "REJECT 400"),
+            ("GET http://.:8080/ HTTP/1.1", "http://:8080/"),
+            ("GET http://:/x HTTP/1.1", "REJECT 400"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(key(line), want, "{line:?}");
+        }
+    }
+
     /// Found by fuzzing (fuzz/fuzz_targets/normalize.rs): a bracketed host
     /// that is no IP address lost its brackets in the effective URI, which
     /// then named another host and port: `CONNECT [1000:d:1]:8443` became
