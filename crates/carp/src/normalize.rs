@@ -47,9 +47,12 @@
 //!   end, a `/` is put in front (`http://h?x` → `http://h/?x`,
 //!   `http://h` → `http://h/`). Fragments stay (`#f` is hashed), percent-escapes
 //!   are left exactly as sent (`%2f` ≠ `%2F`), dot segments are not resolved,
-//!   bytes ≥ 0x80 are kept raw. Whitespace (`uri_whitespace strip`): only when
-//!   the path holds SP, HTAB, CR or LF, every C `isspace` byte is removed
-//!   (`/a b` → `/ab`); VT or FF alone stay (`/a\x0bb` is hashed as is).
+//!   bytes ≥ 0x80 are kept raw. The URL ends at the first CR or LF: the path
+//!   is copied up to it (`/a\rb` → `/a`; a host ending at a CR leaves the
+//!   path `/`). Whitespace (`uri_whitespace strip`): only when the path so
+//!   cut holds SP or HTAB, every C `isspace` byte is removed (`/a b` →
+//!   `/ab`); VT or FF alone stay (`/a\x0bb` and `/a\x0cb\rc d` are hashed as
+//!   `/a\x0bb` and `/a\x0cb`).
 //! - host names longer than 255 bytes are cut to 255 (Squid's host buffer).
 //! - CONNECT: `host:port` or `[v6]:port`; no port (or an unparsable one) means
 //!   443; the key is `host:port` with the port always printed.
@@ -214,6 +217,7 @@ fn is_target_char(b: u8) -> bool {
 /// `GET target HTTP/1.1`, or as `CONNECT target HTTP/1.1` when it has no `/`
 /// (`host:port`).
 pub fn parse_input(line: &[u8]) -> Outcome {
+    let line = first_line(line);
     let tok = line.iter().take_while(|&&b| is_tchar(b)).count();
     let lone_token = tok == line.len() && !line.is_empty();
     if lone_token || (tok > 0 && line.get(tok).is_some_and(|&b| is_delim(b))) {
@@ -235,6 +239,13 @@ pub fn parse_input(line: &[u8]) -> Outcome {
             .take_while(|&&b| is_delim(b))
             .count();
     finish_request(token, method, (1, 1), &line[start..end])
+}
+
+/// The bytes before the first LF: Squid's request line ends there.
+fn first_line(line: &[u8]) -> &[u8] {
+    line.iter()
+        .position(|&b| b == b'\n')
+        .map_or(line, |lf| &line[..lf])
 }
 
 /// Normalizes the target of a request a proxy has already parsed (method and
@@ -294,8 +305,12 @@ fn reads_back(uri: &RequestUri) -> Result<(), &'static str> {
 }
 
 /// Parses a request line (without its LF; trailing CRs are allowed) sent with
-/// no headers, and says what Squid 5.7 does with it.
+/// no headers, and says what Squid 5.7 does with it. The line ends at the
+/// first LF, as Squid's does: what follows it would be header lines (an
+/// HTTP/0.9 request has none), so `GET http://h/a\nb HTTP/1.1` is the
+/// HTTP/0.9 request `GET http://h/a`.
 pub fn parse_request_line(line: &[u8]) -> Outcome {
+    let line = first_line(line);
     let reject = |status, reason| Outcome::Reject { status, reason };
     // method
     let mlen = line.iter().take(32).take_while(|&&b| is_tchar(b)).count();
@@ -727,7 +742,14 @@ fn parse_url(method: Method, raw: &[u8]) -> Result<Parsed, &'static str> {
     if tail.first() != Some(&b'/') {
         text.push(b'/');
     }
-    // uri_whitespace strip: only when the path holds SP, HTAB, CR or LF,
+    // Squid copies the path up to the first CR or LF (or NUL, which never
+    // gets this far): the rest of the target is not part of the URL. A host
+    // that ends at a CR leaves an empty path (`http://h\rx/y` -> `http://h/`).
+    let tail = &tail[..tail
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(tail.len())];
+    // uri_whitespace strip: only when the path (so cut) holds SP or HTAB,
     // and then every C-isspace byte (VT and FF too) goes.
     if tail.iter().any(|&b| W_SPACE.has(b)) {
         text.extend(tail.iter().copied().filter(|&b| !is_space(b)));
@@ -1038,6 +1060,64 @@ mod tests {
             ("GET http://h.test/a\x0bb HTTP/1.1", "http://h.test/a\x0bb"),
             ("GET http://h.test/a\x0bb HTTP/1.2", "http://h.test/a\x0bb"),
             ("GET http://h.test/a\x0bb", "http://h.test/a\x0bb"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(key(line), want, "{line:?}");
+        }
+    }
+
+    /// Issue 15, checked against Squid 5.7 (scripts/squid-vectors): Squid
+    /// copies the path up to the first CR or LF (`AnyP::Uri::parse`), and
+    /// only then looks for whitespace to strip, so the bytes after a CR are
+    /// not hashed and a form feed before it stays. The request line itself
+    /// ends at the first LF.
+    #[test]
+    fn the_url_ends_at_the_first_cr_or_lf() {
+        let cases = [
+            ("GET http://h/a\rb HTTP/1.1", "http://h/a"),
+            ("GET http://h/a\x0cb\rc d HTTP/1.1", "http://h/a\x0cb"),
+            ("GET http://h/a b\rc d HTTP/1.1", "http://h/ab"),
+            ("GET http://h\rx/y HTTP/1.1", "http://h/"),
+            ("GET http://h/p?q=1\r#f HTTP/1.1", "http://h/p?q=1"),
+            ("GET http://h/a\rb", "http://h/a"),
+            ("GET http://h/a\rb HTTP/0.9", "http://h/a"),
+            ("GET http://h/a\nb HTTP/1.1", "http://h/a"),
+            ("HEAD http://h/a\nb HTTP/1.1", "REJECT 400"),
+            (
+                "GET urn:isbn:1\r2 HTTP/1.1",
+                "http://isbn/uri-res/N2L?urn:isbn:1",
+            ),
+            ("http://h/a\rb", "http://h/a"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(key(line), want, "{line:?}");
+        }
+        let uri = normalize_target(b"GET", b"http://h/a\x0cb\rc d").unwrap();
+        assert_eq!(uri.effective(), b"http://h/a\x0cb");
+    }
+
+    /// Issue 15, checked against Squid 5.7 (testdata/squid): a host that is
+    /// only a port is accepted (Squid looks for an empty host before it cuts
+    /// the port off), the port read by `atoi` (strtol, then cut to a C
+    /// `int`). With no header lines the default port is not printed; Squid
+    /// prints it (`http://:80/x`) only when the request has a `Host:` header,
+    /// which `parse_request_line` does not model (FINDINGS.md, section 4).
+    #[test]
+    fn a_host_that_is_only_a_port_is_accepted() {
+        let cases = [
+            ("GET http://:80/x HTTP/1.1", "http:///x"),
+            ("GET http://:8080/x HTTP/1.1", "http://:8080/x"),
+            ("GET http://user@:80/ HTTP/1.1", "http:///"),
+            ("GET https://:443/ HTTP/1.1", "https:///"),
+            ("GET https://:80/ HTTP/1.1", "https://:80/"),
+            ("GET ftp://user@:21/x HTTP/1.1", "ftp://user@/x"),
+            ("GET http://:4294967376/x HTTP/1.1", "http:///x"),
+            ("GET http://:-4294967216/x HTTP/1.1", "http:///x"),
+            ("GET http://:4294967296/x HTTP/1.1", "REJECT 400"),
+            ("GET http://:99999999999/x HTTP/1.1", "REJECT 400"),
+            ("GET http://:18446744073709551696/x HTTP/1.1", "REJECT 400"),
+            ("GET http://.:8080/ HTTP/1.1", "http://:8080/"),
+            ("GET http://:/x HTTP/1.1", "REJECT 400"),
         ];
         for (line, want) in cases {
             assert_eq!(key(line), want, "{line:?}");

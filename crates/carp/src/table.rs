@@ -5,6 +5,7 @@
 //! (member hashes, load multipliers, evaluation order) once, in [`Table::new`];
 //! per request only the key is hashed and one score per member computed.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::str::FromStr;
@@ -71,7 +72,10 @@ impl FromStr for Mode {
 /// One member of the array, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// The name hashed by the CARP modes and `hrw` (Squid: `name=`, else the host).
+    /// The member's name as text (Squid: `name=`, else the host). What the
+    /// modes hash are the bytes it stands for, [`Member::name_bytes`]: a
+    /// name that is not UTF-8 (a squid.conf may hold `name=lat<0xE9>n1`) is
+    /// written with `\xHH` escapes ([`escape_name`]), as logs print it.
     pub name: String,
     /// Relative weight.
     pub weight: u32,
@@ -94,6 +98,57 @@ impl Member {
         self.key = Some(key);
         self
     }
+
+    /// The bytes the name stands for, which every mode hashes: the name with
+    /// each `\xHH` read as the byte HH ([`unescape_name`]).
+    pub fn name_bytes(&self) -> Cow<'_, [u8]> {
+        unescape_name(&self.name)
+    }
+}
+
+/// A member name that may not be UTF-8, as text: UTF-8 characters as they
+/// are, each byte of an invalid sequence as `\xHH` (lowercase hex) and a
+/// backslash as `\x5c`, so that [`unescape_name`] gives the bytes back
+/// (`lat\xe9n1` for Latin-1 `latén1`; `café` in UTF-8 stays `café`).
+pub fn escape_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\x5c");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bytes a member name stands for: `\xHH` (two hex digits, either case)
+/// is the byte HH, everything else is the name's own UTF-8.
+pub fn unescape_name(name: &str) -> Cow<'_, [u8]> {
+    let b = name.as_bytes();
+    if !b.contains(&b'\\') {
+        return Cow::Borrowed(b);
+    }
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if let [b'\\', b'x', h, l, ..] = b[i..] {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                out.push((h << 4 | l) as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
 }
 
 /// A member's position in the configuration (0-based), stable for a table.
@@ -179,7 +234,10 @@ impl Table {
             return Err(TableError::TooMany(members.len()));
         }
         for (i, m) in members.iter().enumerate() {
-            if members[..i].iter().any(|o| o.name == m.name) {
+            if members[..i]
+                .iter()
+                .any(|o| o.name_bytes() == m.name_bytes())
+            {
                 return Err(TableError::DuplicateName(m.name.clone()));
             }
             if m.weight == 0 && mode != Mode::Squid {
@@ -220,9 +278,9 @@ impl Table {
                     id: MemberId(i as u16),
                     key: m.key.filter(|s| !s.is_empty()),
                     key_index: key_index(m.key),
-                    carp_hash: hash::carp_member_hash(m.name.as_bytes(), sign),
+                    carp_hash: hash::carp_member_hash(&m.name_bytes(), sign),
                     multiplier: 0.0,
-                    seed: hash::hrw_member_seed(m.name.as_bytes()),
+                    seed: hash::hrw_member_seed(&m.name_bytes()),
                     weight: w as f64,
                 }
             })
@@ -512,6 +570,35 @@ mod tests {
                 assert_eq!(Some(ranked[1]), t.select(&r, |m| m != ranked[0]), "{mode}");
             }
         }
+    }
+
+    /// A member name is text; bytes that are not UTF-8 (a squid.conf
+    /// `name=lat<0xE9>n1`) are written `\xHH`, and the hash takes the bytes.
+    #[test]
+    fn names_that_are_not_utf8_are_escaped_and_hashed_as_bytes() {
+        for bytes in [
+            &b"lat\xe9n1"[..],
+            "café".as_bytes(),
+            b"a\\x41",
+            b"\xff\xfe\\",
+            b"",
+        ] {
+            let name = escape_name(bytes);
+            assert_eq!(unescape_name(&name).as_ref(), bytes, "{name}");
+        }
+        assert_eq!(escape_name(b"lat\xe9n1"), "lat\\xe9n1");
+        assert_eq!(escape_name("café".as_bytes()), "café");
+        assert_eq!(unescape_name("lat\\xE9n1").as_ref(), b"lat\xe9n1");
+        assert_eq!(unescape_name("a\\xg1\\x4").as_ref(), b"a\\xg1\\x4");
+        // Squid 5.7's cache manager page: cf9486ea for Latin-1 `latén1`
+        let t = Table::new(Mode::Squid, vec![Member::new("lat\\xe9n1", 1)]).unwrap();
+        assert_eq!(t.slots[0].carp_hash, 0xcf9486ea);
+        // one name, two spellings
+        let dup = vec![Member::new("a\\xe9", 1), Member::new("a\\xE9", 1)];
+        assert!(matches!(
+            Table::new(Mode::Squid, dup),
+            Err(TableError::DuplicateName(_))
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::settings::{FrontendSettings, ListenMode};
 use super::{Config, ConfigError, ConfigErrors, Parent};
+use carp::table::escape_name;
 use carp::{KeySpec, Mode};
 
 /// A configuration error at a line, about a key.
@@ -29,14 +30,49 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
     };
     let mut http_port: Option<FrontendSettings> = None;
     for (line_no, logical) in logical_lines(bytes) {
-        let Ok(text) = std::str::from_utf8(&logical) else {
-            errors.push(err(line_no, "-", "line is not valid UTF-8".into()));
+        // squid.conf is bytes: only the words carpool reads must be UTF-8,
+        // except a peer's `name=`, which is hashed as the bytes it is.
+        let words: Vec<&[u8]> = logical
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let Some(&directive) = words.first() else {
             continue;
         };
-        let mut tokens = text.split_ascii_whitespace();
-        let Some(directive) = tokens.next() else {
-            continue;
+        let Ok(directive) = std::str::from_utf8(directive) else {
+            continue; // no directive carpool reads
         };
+        if !matches!(directive, "include" | "http_port" | "cache_peer") {
+            continue; // comments, and what carpool does not read yet
+        }
+        let mut text_words = Vec::with_capacity(words.len());
+        let mut name: Option<&[u8]> = None;
+        let mut bad = None;
+        for (i, w) in words.iter().enumerate().skip(1) {
+            // (cache_peer HOST TYPE PORT ICP-PORT OPTIONS...)
+            if directive == "cache_peer" && i >= 5 {
+                if w.starts_with(b"#") {
+                    break;
+                }
+                if let Some(n) = w.strip_prefix(b"name=").filter(|n| !n.is_empty()) {
+                    name = Some(n);
+                    continue;
+                }
+            }
+            match std::str::from_utf8(w) {
+                Ok(t) => text_words.push(t),
+                Err(_) => {
+                    bad = Some(String::from_utf8_lossy(w).into_owned());
+                    break;
+                }
+            }
+        }
+        if let Some(w) = bad {
+            let message = format!("{w:?} is not valid UTF-8 (only name= may hold other bytes)");
+            errors.push(err(line_no, directive, message));
+            continue;
+        }
+        let tokens = text_words.into_iter();
         let at = format!("{}:{line_no}", path.display());
         match directive {
             "include" => warnings.push(format!(
@@ -50,7 +86,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
                 Err(m) => errors.push(err(line_no, "http_port", m)),
             },
             "cache_peer" => {
-                let (p, carp) = match cache_peer(tokens, line_no, &err) {
+                let (p, carp) = match cache_peer(tokens, name, line_no, &err) {
                     Ok(peer) => peer,
                     Err(e) => {
                         errors.push(e);
@@ -74,7 +110,7 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
                     ));
                 }
             }
-            _ => {} // comments, and what carpool does not read yet
+            _ => unreachable!("directives are filtered above"),
         }
     }
     if parents.is_empty() && errors.is_empty() {
@@ -107,10 +143,13 @@ pub fn parse_squid_conf(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError
     })
 }
 
-/// `cache_peer host type http-port icp-port [options]` on line `line`:
-/// the peer, and whether it is a CARP parent (carpool uses no other).
+/// `cache_peer host type http-port icp-port [options]` on line `line`,
+/// with its last non-empty `name=` taken out as bytes: the peer, and whether
+/// it is a CARP parent (carpool uses no other). A name that is not UTF-8 is
+/// kept escaped ([`carp::table::escape_name`]); the hash unescapes it.
 fn cache_peer<'a>(
     mut tokens: impl Iterator<Item = &'a str>,
+    name: Option<&[u8]>,
     line: usize,
     err: &ErrFn<'_>,
 ) -> Result<(Parent, bool), ConfigError> {
@@ -146,7 +185,7 @@ fn cache_peer<'a>(
         return Err(missing("icp port (use 0)"));
     }
     let mut p = Parent {
-        name: host.to_string(),
+        name: escape_name(name.unwrap_or(host.as_bytes())),
         host: host.to_ascii_lowercase(),
         port,
         weight: 1,
@@ -161,7 +200,7 @@ fn cache_peer<'a>(
 
 /// The options of a `cache_peer` line into `p` (`weight=`, below 1 counting
 /// as 1; `carp`, on a `parent` only; `carp-key=`, after `carp`;
-/// `max-conn=`; `name=`); true when it has `carp`.
+/// `max-conn=`; `name=` is read by the caller); true when it has `carp`.
 fn peer_options<'a>(
     p: &mut Parent,
     parent: bool,
@@ -198,8 +237,6 @@ fn peer_options<'a>(
             p.max_conn = m
                 .parse::<u32>()
                 .map_err(|_| err(line, "max-conn", format!("{m:?} is not a connection count")))?;
-        } else if let Some(n) = opt.strip_prefix("name=").filter(|n| !n.is_empty()) {
-            p.name = n.to_string();
         }
     }
     Ok(carp)
@@ -332,6 +369,56 @@ mod tests {
             assert_eq!((e.line, e.key.as_str()), (1, "cache_peer"), "{text:?}");
             assert!(e.message.contains("hostname"), "{e}");
         }
+    }
+
+    /// Issue 15: squid.conf is bytes. Squid 5.7 takes `name=lat<0xE9>n1`
+    /// (Latin-1) and hashes those bytes as signed chars: its cache manager
+    /// `carp` page shows the hash cf9486ea (and 27ccf6ae for `\xc9T\xc9`).
+    /// The name is kept escaped; the hash unescapes it. Other lines may hold
+    /// any bytes too (a Latin-1 comment); words carpool reads may not.
+    #[test]
+    fn a_name_that_is_not_utf8_is_hashed_as_its_bytes() {
+        let conf = b"# caf\xe9 (a Latin-1 comment)\nacl x dstdomain lat\xe9n\n\
+                     cache_peer 127.0.0.1 parent 3128 0 carp name=lat\xe9n1 no-query\n\
+                     cache_peer 127.0.0.1 parent 3129 0 carp name=p2\n\
+                     cache_peer 127.0.0.1 parent 3130 0 carp weight=2 name=\xc9T\xc9\n\
+                     cache_peer 127.0.0.1 parent 3131 0 carp name=a\\x41 # name=\xff\n";
+        let c = parse_squid_conf(Path::new("squid.conf"), conf).unwrap();
+        let names: Vec<&str> = c.parents.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["lat\\xe9n1", "p2", "\\xc9T\\xc9", "a\\x5cx41"]);
+        let hash = |name: &str| {
+            let bytes = carp::table::unescape_name(name);
+            carp::hash::carp_member_hash(&bytes, carp::hash::CharSign::Signed)
+        };
+        assert_eq!(hash(&c.parents[0].name), 0xcf9486ea);
+        assert_eq!(hash(&c.parents[1].name), 0x5183b2c2);
+        assert_eq!(hash(&c.parents[2].name), 0x27ccf6ae);
+        assert_eq!(
+            carp::table::unescape_name(&c.parents[3].name).as_ref(),
+            b"a\\x41"
+        );
+        c.table().unwrap();
+        // a word carpool reads must still be text
+        let e = parse_squid_conf(
+            Path::new("squid.conf"),
+            b"cache_peer 127.0.0.1 parent 3128 0 carp weight=\xe9\n",
+        )
+        .unwrap_err();
+        let e = e.iter().next().unwrap();
+        assert_eq!((e.line, e.key.as_str()), (1, "cache_peer"));
+        // names are compared as bytes, ASCII case folded, as Squid does
+        let twice =
+            b"cache_peer a parent 1 0 carp name=X\xe9\ncache_peer b parent 1 0 carp name=x\xe9\n";
+        assert!(parse_squid_conf(Path::new("squid.conf"), twice).is_err());
+        let two =
+            b"cache_peer a parent 1 0 carp name=x\xe9\ncache_peer b parent 1 0 carp name=x\xc9\n";
+        assert_eq!(
+            parse_squid_conf(Path::new("squid.conf"), two)
+                .unwrap()
+                .parents
+                .len(),
+            2
+        );
     }
 
     #[test]
