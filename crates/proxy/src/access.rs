@@ -11,6 +11,14 @@ use std::ops::RangeInclusive;
 use httpx::HttpError;
 use ipnet::IpNet;
 
+/// IPv4-mapped IPv6 client addresses compare as IPv4 against allow lists.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Who may send requests to this host's own loopback and link-local
 /// addresses through the proxy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -53,9 +53,10 @@ mod tunnel;
 pub mod upstream;
 mod worker;
 
+pub use access::canonical_ip;
 pub use peer::{Address, Claim, PeerInfo, PeerKind, Problem};
 pub use request::Request;
 pub use role::{Filter, Proceed, Retry, Role};
 pub use server::Server;
-pub use session::{canonical_ip, Next, Session, STOP_GRACE};
+pub use session::{Next, Session, STOP_GRACE};
 pub use settings::{OriginForm, Settings, Timeouts, Via, WorkerTick};

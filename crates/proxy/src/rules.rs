@@ -161,7 +161,7 @@ fn literal_ip(host: &[u8]) -> Option<IpAddr> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let ip: IpAddr = host.parse().ok()?;
-    Some(crate::session::canonical_ip(ip))
+    Some(crate::access::canonical_ip(ip))
 }
 
 /// One `http_access` rule.
@@ -564,7 +564,7 @@ fn addresses(v: &str) -> Result<Vec<IpNet>, String> {
         ]);
     }
     if let Ok(ip) = v.parse::<IpAddr>() {
-        return Ok(vec![IpNet::from(crate::session::canonical_ip(ip))]);
+        return Ok(vec![IpNet::from(crate::access::canonical_ip(ip))]);
     }
     if let Ok(net) = v.parse::<IpNet>() {
         return Ok(vec![net.trunc()]);

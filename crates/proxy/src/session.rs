@@ -16,6 +16,7 @@ use httpx::{HttpError, RequestHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::access::canonical_ip;
 use crate::log::{Code, Hierarchy, Record};
 use crate::settings::Settings;
 use crate::stop::{LocalStop, StopWaiter};
@@ -248,14 +249,6 @@ async fn send_error(client: &mut Conn, e: HttpError, close: bool) -> u64 {
     let resp = httpx::error::error_response(e.status, e.reason, close);
     let _ = client.stream.write_all(&resp).await;
     resp.len() as u64
-}
-
-/// IPv4-mapped IPv6 client addresses compare as IPv4 against allow lists.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Counts a client connection as open while it lives.

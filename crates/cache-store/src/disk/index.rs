@@ -6,7 +6,6 @@
 //! operations (rename, unlink of a sidecar) while holding a shard, so the
 //! index and the directory change together for one key.
 
-use super::log::Spot;
 use super::marks::Marks;
 use crate::key::Key;
 use crate::sync::lock;
@@ -47,6 +46,14 @@ pub(crate) enum Place {
     File(Box<FileObject>),
     /// A record in the small-object log.
     Log(Spot),
+}
+
+/// Where a log record is: segment, offset in it, and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Spot {
+    pub seg: u64,
+    pub off: u32,
+    pub len: u32,
 }
 
 /// What the index knows of an object file.

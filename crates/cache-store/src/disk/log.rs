@@ -12,6 +12,7 @@
 //! key is the index's (the disk tier keeps both in step under the key's
 //! shard lock, always taken before the log's own lock).
 
+use super::index::Spot;
 use super::segment::{append_record, encode_segment_header, Kind, RecordHeader};
 use crate::error::StoreError;
 use crate::key::Key;
@@ -31,14 +32,6 @@ const SEGMENT_MAX: u64 = 16 << 20;
 /// A disk budget holds about this many segments (so eviction frees about
 /// 1/32 of it at a time).
 const SEGMENTS_PER_BUDGET: u64 = 32;
-
-/// Where a record is: segment, offset in it, and its length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Spot {
-    pub seg: u64,
-    pub off: u32,
-    pub len: u32,
-}
 
 /// The segment being filled.
 struct Active {

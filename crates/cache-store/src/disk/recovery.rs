@@ -13,8 +13,9 @@ use super::format::{
     blocks, decode_sidecar, Checkpoint, Layout, CHECKPOINT_FILE, LOCK_FILE, META_SUFFIX,
     OBJECT_VERSION_1, V1_MAX_BODY, V1_TOO_LARGE,
 };
+use super::index::Spot;
 use super::index::{Check, Entry, Index, Place};
-use super::log::{segment_name, segment_size, Log, Sealed, Spot};
+use super::log::{segment_name, segment_size, Log, Sealed};
 use super::reader::{read_head, ReadError};
 use super::segment::{decode_segment_header, walk, End, Kind, SEGMENT_HEADER_LEN};
 use super::verify::check_all;
