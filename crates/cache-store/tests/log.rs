@@ -209,17 +209,22 @@ fn segments_are_evicted_oldest_first_within_the_budget() {
     assert_eq!(kept, (first..10_000).collect::<Vec<_>>());
 }
 
+/// Stores `k0`..`k9`, 100-byte bodies with meta "m", and closes the store:
+/// one segment of ten records of 56 + 2 + 1 + 100 bytes, padded to 160,
+/// after its 32-byte header.
+fn ten_small_objects(dir: &Path) {
+    let s = open(disk_cfg(dir, 64 << 20, 0));
+    for i in 0..10 {
+        let k = format!("k{i}");
+        put(&s, k.as_bytes(), b"m", &content(k.as_bytes(), 1, 100), 100);
+    }
+    s.close().unwrap();
+}
+
 #[test]
 fn a_damaged_record_is_dropped_at_open_and_the_rest_of_its_segment_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
-        for i in 0..10 {
-            let k = format!("k{i}");
-            put(&s, k.as_bytes(), b"m", &content(k.as_bytes(), 1, 100), 100);
-        }
-        s.close().unwrap();
-    }
+    ten_small_objects(dir.path());
     let seg = &segments(dir.path())[0];
     // Records of 56 + 2 + 1 + 100 bytes, padded to 160, after a 32-byte
     // header: a byte of the fourth record's body.
@@ -235,14 +240,7 @@ fn a_damaged_record_is_dropped_at_open_and_the_rest_of_its_segment_with_it() {
 #[test]
 fn a_segment_cut_in_the_padding_of_its_last_record_drops_that_record_quietly() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = open(disk_cfg(dir.path(), 64 << 20, 0));
-        for i in 0..10 {
-            let k = format!("k{i}");
-            put(&s, k.as_bytes(), b"m", &content(k.as_bytes(), 1, 100), 100);
-        }
-        s.close().unwrap();
-    }
+    ten_small_objects(dir.path());
     // Records of 56 + 2 + 1 + 100 bytes, padded to 160: a write cut short
     // after the last body, in its one byte of padding.
     let seg = &segments(dir.path())[0];

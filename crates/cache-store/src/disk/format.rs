@@ -157,13 +157,15 @@ pub(crate) struct Header {
     pub sum: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// The u32 LE at `at` of `b` (which holds it).
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// The u64 LE at `at` of `b` (which holds it).
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

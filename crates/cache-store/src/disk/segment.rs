@@ -32,6 +32,7 @@
 //! key up to this publish sequence exists any more": it is how a removal,
 //! or the replacement of a logged object by a file, survives a restart.
 
+use super::format::{u32_at, u64_at};
 use crate::key::Key;
 use std::ops::Range;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
@@ -103,18 +104,6 @@ pub(crate) fn record_len(payload: u64) -> u64 {
 /// The checksum seed of a record at `offset` in segment `segment`.
 fn seed(segment: u64, offset: u64) -> u64 {
     segment.rotate_left(32) ^ offset ^ 0x9e37_79b9_7f4a_7c15
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// A segment file's header.
