@@ -22,9 +22,11 @@ use foyer::{
     BlockEngineConfig, Compression, DeviceBuilder, FsDeviceBuilder, HybridCache,
     HybridCacheBuilder, HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
 };
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
+
+mod measure;
+use measure::{allocated, cpu_secs, rss_kib};
 
 /// Inserts between two waits for the flusher: two batches of 4 KiB pages
 /// (32 MiB) fit its write buffer (half of the buffer pool), which drops
@@ -38,40 +40,6 @@ const PAGE: u64 = 4096;
 /// run further ahead of the disk writes (112k instead of 80k objects/s for
 /// 100,000 objects in a trial run).
 const BUFFER_POOL: usize = 64 << 20;
-
-fn allocated(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => total += allocated(&e.path()),
-                Ok(m) => total += m.blocks() * 512,
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of the whole process (all threads).
-fn cpu_secs() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 async fn open(
     dir: &Path,

@@ -66,7 +66,8 @@ pub struct DiskConfig {
 
 impl DiskConfig {
     /// A disk tier in `dir` bounded to `max_bytes`, synced every
-    /// [`DEFAULT_SYNC_INTERVAL`].
+    /// [`DEFAULT_SYNC_INTERVAL`], objects up to [`DEFAULT_SMALL_OBJECT`]
+    /// packed into the log.
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
         DiskConfig {
             dir: dir.into(),

@@ -7,9 +7,15 @@
 //! the process kept the burst's memory: 2,000 connections that sent half a
 //! head took +124 MB that stayed after they closed (issue 12). A thread of
 //! our own asks mimalloc every [`COLLECT_INTERVAL`] to return what has been
-//! free long enough; when nothing was, the call returns at once. Busy
-//! workers are not slowed down: they purge the same way on their own
-//! allocations, this thread only does it when they don't.
+//! free long enough; when nothing was, the call returns at once.
+//!
+//! A collect only purges the calling thread's heap, and busy threads did
+//! not purge enough on their own: under a load of misses (objects allocated
+//! on a worker, freed on a disk thread) the cache's RSS grew with the
+//! objects it stored (92 MB PSS for 108k objects, against 41 MB with glibc
+//! malloc; issue 14). So every worker (through
+//! `proxy::Settings::worker_tick`) and every disk thread also calls
+//! [`collect_this_thread`] about once a second.
 
 use std::time::Duration;
 

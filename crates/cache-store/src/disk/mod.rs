@@ -8,9 +8,12 @@
 //! verify), `evict` (space accounting and eviction), `sync` (background
 //! syncs, checkpoints, close).
 //!
-//! Every change of a key's files (publish by rename, retire, sidecar) is
-//! made while holding that key's index shard, so the index and the
-//! directory agree; reads and writes of file contents happen outside it.
+//! Every change of a key's files (publish by rename, retire, sidecar) and
+//! every append of its records to the log is made while holding that key's
+//! index shard (then the log's own lock), so the index, the directory and
+//! the log agree. Reads and writes of object file contents happen outside
+//! it; a log append is a copy into the log's buffer, with a `pwrite` when
+//! the buffer is full or a tombstone must be written out at once.
 
 pub(crate) mod evict;
 pub(crate) mod format;
