@@ -188,6 +188,22 @@ pub enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Translate a squid.conf into a carpool.toml: a CARP frontend's (its
+    /// `cache_peer ... carp` parents, `http_port`, access rules) or a
+    /// cache's (`cache_mem`, `cache_dir`, `refresh_pattern`, its origin
+    /// server, access rules...).
+    ///
+    /// The output uses `hash = "squid"`, so every URL keeps its parent, and
+    /// reads exactly as `--squid-conf` reads the original. Each directive
+    /// not carried over is listed with its file, line and why (on stderr and
+    /// at the top of the output); access rules are never loosened.
+    ImportSquid {
+        /// The squid.conf (its `include`s are followed).
+        squid_conf: PathBuf,
+        /// Write the carpool.toml here instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]

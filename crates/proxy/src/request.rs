@@ -58,7 +58,11 @@ impl Request {
         let uri = target_uri(&head, connect, &settings.origin_form)?;
         log.set_url(uri.effective());
         if connect {
-            if !settings.connect_ports.contains(&uri.port()) {
+            if !settings
+                .connect_ports
+                .iter()
+                .any(|r| r.contains(&uri.port()))
+            {
                 log.code = Code::Denied;
                 return Err(HttpError::new(
                     403,
@@ -227,7 +231,7 @@ mod tests {
             rules: Default::default(),
             listener_name: "test".into(),
             trust_client_marks: false,
-            connect_ports: vec![443],
+            connect_ports: vec![443..=443],
             origin_form,
             schemes: &["http"],
             via: Via::new("me:3128"),

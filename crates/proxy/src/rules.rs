@@ -554,7 +554,7 @@ fn test(kind: &str, values: &[&str]) -> Result<Test, DefError> {
 }
 
 /// Addresses of a `src` or `dst` value: an address, a CIDR, an address
-/// with a dotted mask, or `all`.
+/// with a dotted mask, a range (`first-last`), or `all`.
 fn addresses(v: &str) -> Result<Vec<IpNet>, String> {
     let bad = || format!("{v:?} is not an address or CIDR range");
     if v == "all" {
@@ -568,6 +568,21 @@ fn addresses(v: &str) -> Result<Vec<IpNet>, String> {
     }
     if let Ok(net) = v.parse::<IpNet>() {
         return Ok(vec![net.trunc()]);
+    }
+    // Squid's range of addresses, 10.0.0.1-10.0.0.99: the networks that
+    // cover it exactly
+    if let Some((a, b)) = v.split_once('-') {
+        return match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+            (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) if a <= b => {
+                Ok(ipnet::Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect())
+            }
+            (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) if a <= b => {
+                Ok(ipnet::Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect())
+            }
+            _ => Err(format!(
+                "{v:?} is not a range of addresses (first-last, of one family, in order)"
+            )),
+        };
     }
     // Squid's 10.0.0.0/255.0.0.0
     let (a, m) = v.split_once('/').ok_or_else(bad)?;
@@ -730,6 +745,22 @@ mod tests {
             &["all"],
             &req("2001:db8::1", "GET", "http://h/")
         ));
+        // Squid's ranges (Debian's squid.conf: 0.0.0.1-0.255.255.255)
+        let range = ["10.0.0.3-10.0.0.9", "fc00::1-fc00::2"];
+        for (client, inside) in [
+            ("10.0.0.2", false),
+            ("10.0.0.3", true),
+            ("10.0.0.9", true),
+            ("10.0.0.10", false),
+            ("fc00::2", true),
+            ("fc00::3", false),
+        ] {
+            let r = req(client, "GET", "http://h/");
+            assert_eq!(acl_matches("src", &range, &r), inside, "{client}");
+        }
+        for bad in ["10.0.0.9-10.0.0.3", "10.0.0.1-fc00::1", "10.0.0.1-x"] {
+            assert!(test("src", &[bad]).is_err(), "{bad}");
+        }
         // dst: literal destinations only, never a name
         let dst = ["192.0.2.0/24", "2001:db8::/32"];
         assert!(acl_matches("dst", &dst, &get("http://192.0.2.55:8080/")));

@@ -86,8 +86,8 @@ pub struct Settings {
     /// own client is not on its host (a cache behind carpool frontends: its
     /// allowed clients are those frontends).
     pub trust_client_marks: bool,
-    /// Ports CONNECT may reach; others get 403.
-    pub connect_ports: Vec<u16>,
+    /// Ports CONNECT may reach (ranges); others get 403.
+    pub connect_ports: Vec<std::ops::RangeInclusive<u16>>,
     /// How origin-form requests are read.
     pub origin_form: OriginForm,
     /// URL schemes forwarded (lower case); others get 501.

@@ -1,6 +1,7 @@
 //! The commands: each in its own module, all returning an exit code.
 
 mod control;
+mod import;
 mod lb_rules;
 mod plan;
 mod route;
@@ -74,7 +75,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             lb_rules::run(&spread, nftables, apply, remove)
         }
         Command::Check { source } => {
-            let config = load_source(&source)?;
+            let config = match (&source.config, &source.squid_conf) {
+                (_, Some(p)) => config::load(p, FileKind::Squid)?,
+                _ => load_source(&source)?,
+            };
             let table = config.table()?;
             println!(
                 "{}: OK: hash = \"{}\", {} parents, frontend on {}",
@@ -83,8 +87,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 table.len(),
                 config.frontend.server.listen
             );
+            if !config.warnings.is_empty() {
+                println!("not honoured ({}):", config.warnings.len());
+                for w in &config.warnings {
+                    println!("  {w}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::ImportSquid { squid_conf, output } => import::run(&squid_conf, output.as_deref()),
         Command::Up {
             config,
             listen,

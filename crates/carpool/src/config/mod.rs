@@ -4,7 +4,7 @@
 //! Every error names the file, the line and the key it is about.
 
 pub mod settings;
-mod squid;
+pub mod squid;
 mod toml_file;
 
 use std::fmt;

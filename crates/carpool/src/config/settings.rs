@@ -39,7 +39,7 @@ pub struct ServerSettings {
     /// Clients allowed to send PURGE; others get 403.
     pub purge_clients: Vec<IpNet>,
     /// Ports CONNECT may reach; others get 403.
-    pub connect_ports: Vec<u16>,
+    pub connect_ports: Vec<RangeInclusive<u16>>,
     /// Ports other requests may reach; others get 403.
     pub safe_ports: Vec<RangeInclusive<u16>>,
     /// Who may reach this host's loopback and link-local addresses.
@@ -54,6 +54,9 @@ pub struct ServerSettings {
     /// key): `frontend`, or the cache's `[[parent]]` name (`cache` for a
     /// cache started without one).
     pub listener_name: String,
+    /// The listener's name as configured (`port_name`; Squid's
+    /// `http_port ... name=`), over `listener_name`.
+    pub port_name: Option<String>,
     /// `X-Forwarded-For` handling.
     pub x_forwarded_for: Xff,
     /// Name in our `Via` entries (loop detection); default: host name and port.
@@ -87,12 +90,13 @@ impl Default for ServerSettings {
             workers: 0,
             allow_clients: default_allow_clients(),
             purge_clients: Vec::new(),
-            connect_ports: vec![443],
+            connect_ports: vec![443..=443],
             safe_ports: Access::squid_safe_ports(),
             local_destinations: LocalDestinations::LocalClients,
             array_listeners: Vec::new(),
             access_rules: Arc::default(),
             listener_name: "frontend".into(),
+            port_name: None,
             x_forwarded_for: Xff::Append,
             visible_hostname: None,
             access_log: None,
@@ -153,7 +157,10 @@ impl ServerSettings {
                 purge_clients: self.purge_clients.clone(),
             },
             rules: self.access_rules.clone(),
-            listener_name: self.listener_name.clone(),
+            listener_name: self
+                .port_name
+                .clone()
+                .unwrap_or_else(|| self.listener_name.clone()),
             trust_client_marks: rules.trust_client_marks,
             connect_ports: self.connect_ports.clone(),
             origin_form: rules.origin_form,

@@ -107,7 +107,8 @@ macro_rules! server_section {
             workers: Option<Spanned<i64>>,
             allow_clients: Option<Vec<Spanned<String>>>,
             purge_clients: Option<Vec<Spanned<String>>>,
-            connect_ports: Option<Vec<Spanned<i64>>>,
+            connect_ports: Option<Vec<Spanned<PortSpec>>>,
+            port_name: Option<Spanned<String>>,
             safe_ports: Option<Vec<Spanned<PortSpec>>>,
             local_destinations: Option<Spanned<String>>,
             x_forwarded_for: Option<Spanned<String>>,
@@ -144,7 +145,16 @@ macro_rules! server_section {
                     c.set(&mut s.purge_clients, cidrs(list, "purge_clients", err));
                 }
                 if let Some(list) = &self.connect_ports {
-                    c.set(&mut s.connect_ports, ports(list, "connect_ports", err));
+                    c.set(&mut s.connect_ports, port_ranges(list, "connect_ports", err));
+                }
+                if let Some(v) = &self.port_name {
+                    let name = v.get_ref().trim();
+                    if name.is_empty() || name.contains(char::is_whitespace) {
+                        let m = format!("{name:?} is not a port name (one word)");
+                        c.fail(err(v.span(), "port_name", m));
+                    } else {
+                        s.port_name = Some(name.to_string());
+                    }
                 }
                 if let Some(list) = &self.safe_ports {
                     c.set(&mut s.safe_ports, port_ranges(list, "safe_ports", err));
@@ -561,7 +571,7 @@ fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
     let weight = match &p.weight {
         None => Some(1),
         Some(w) => c
-            .ok(int_in(w, "weight", 1, 1_000_000, err))
+            .ok(int_in(w, "weight", 1, i64::from(i32::MAX), err))
             .map(|x| x as u32),
     };
     let carp_key = p.carp_key.as_ref().and_then(|k| {
@@ -692,12 +702,6 @@ fn port_ranges(
                 }
             }
         })
-        .collect()
-}
-
-fn ports(list: &[Spanned<i64>], key: &str, err: &ErrFn<'_>) -> Result<Vec<u16>, ConfigError> {
-    list.iter()
-        .map(|p| int_in(p, key, 1, 65535, err).map(|x| x as u16))
         .collect()
 }
 
@@ -1065,7 +1069,7 @@ mod tests {
             assert_eq!(s.limits.max_head_bytes, 2048);
             assert_eq!(s.limits.idle_timeout, Duration::from_secs(7));
             assert_eq!(s.tunnel_idle_timeout, Duration::from_secs(9));
-            assert_eq!(s.connect_ports, [443, 8443]);
+            assert_eq!(s.connect_ports, [443..=443, 8443..=8443]);
         }
         // the roles' own defaults stay their own
         assert_eq!(c.frontend.server.listen.port(), 3128);
