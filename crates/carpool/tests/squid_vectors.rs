@@ -1,4 +1,6 @@
-//! `carpool route --squid-conf` agrees with a real Squid 5.7 on every vector.
+//! `carpool route --squid-conf` agrees with a real Squid 5.7 on every vector,
+//! and so does `carpool route -c` on the carpool.toml `carpool import-squid`
+//! makes of the same squid.conf (line for line the same output).
 //!
 //! Vectors come from `scripts/squid-vectors`, which runs Squid as a CARP
 //! frontend and records, per raw request line, the key Squid hashed and the
@@ -101,10 +103,30 @@ fn concrete_conf(conf: &Path) -> PathBuf {
     path
 }
 
-/// Runs route --explain over every input and returns its output lines.
-fn route(conf: &Path, inputs: &[&[u8]]) -> Vec<Vec<u8>> {
+/// `carpool import-squid CONF -o CONF.toml`: the imported file.
+fn import(conf: &Path) -> PathBuf {
+    let out = conf.with_extension("imported.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .arg("import-squid")
+        .arg(conf)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run carpool import-squid");
+    assert!(
+        o.status.success(),
+        "import-squid {}: {}",
+        conf.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Runs route --explain over every input (`source`: `--squid-conf` or
+/// `-c`) and returns its output lines.
+fn route(source: &str, conf: &Path, inputs: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
-        .args(["route", "--explain", "--squid-conf"])
+        .args(["route", "--explain", source])
         .arg(conf)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -157,7 +179,16 @@ fn check_dir(dir: &Path) -> (usize, Vec<String>) {
             .iter()
             .map(|v| v.input.split(|&b| b == b'\n').next().unwrap_or_default())
             .collect();
-        let outs = route(&concrete_conf(&conf), &inputs);
+        let concrete = concrete_conf(&conf);
+        let outs = route("--squid-conf", &concrete, &inputs);
+        let imported = route("-c", &import(&concrete), &inputs);
+        let differ = outs.iter().zip(&imported).filter(|(a, b)| a != b).count();
+        assert!(
+            differ == 0 && outs.len() == imported.len(),
+            "{}: the imported carpool.toml routes {differ} of {} inputs differently",
+            conf.display(),
+            outs.len()
+        );
         assert_eq!(
             outs.len(),
             vs.len(),

@@ -928,8 +928,13 @@ fn int_in(
     Ok(x)
 }
 
+/// A number of seconds in (0, 86400]; `shutdown_timeout` may be 0 (stop
+/// at once, Squid's `shutdown_lifetime 0`).
 fn secs(v: &Spanned<Num>, key: &str, err: &ErrFn<'_>) -> Result<Duration, ConfigError> {
     let x = v.get_ref().as_f64();
+    if x == 0.0 && key == "shutdown_timeout" {
+        return Ok(Duration::ZERO);
+    }
     if !(x > 0.0 && x <= 86_400.0) {
         return Err(err(
             v.span(),

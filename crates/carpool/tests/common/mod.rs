@@ -506,7 +506,7 @@ pub struct Squid {
     pub port: u16,
     pub name: String,
     child: Child,
-    work: PathBuf,
+    pub work: PathBuf,
     service: String,
 }
 
@@ -524,8 +524,12 @@ impl Squid {
     /// Starts Squid with `body` (directives after the common ones: ports,
     /// logs and paths are filled in). Waits until it accepts connections.
     pub fn start(name: &str, body: &str) -> Squid {
+        Squid::start_on(name, free_port(), body)
+    }
+
+    /// [`Squid::start`] on a port chosen beforehand (for a body that names it).
+    pub fn start_on(name: &str, port: u16, body: &str) -> Squid {
         let bin = squid_binary().expect("squid");
-        let port = free_port();
         let service = format!("cpit{}{}", std::process::id(), name);
         let work = std::env::temp_dir().join(format!("carpool-squid-{service}"));
         let _ = std::fs::remove_dir_all(&work);
