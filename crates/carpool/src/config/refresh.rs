@@ -32,8 +32,9 @@
 //!   as the access rules' `url_regex`), not POSIX extended: the usual
 //!   patterns (`^ftp:`, `\.(gif|png)$`, `(/cgi-bin/|\?)`) mean the same;
 //!   there are no backreferences, `{` must start a valid repetition, `.`
-//!   does not match a newline (a URL has none), and escapes like `\d` and
-//!   `\w` mean classes.
+//!   does not match a newline (a URL has none), and `\d` is a digit
+//!   (POSIX has no such escape). POSIX classes (`[[:digit:]]`) and GNU's
+//!   word boundaries (`\<`, `\>`) work.
 //! - The lifetime is fixed when the response is stored (or refreshed by a
 //!   304), not at each request: after a reload that changes the patterns,
 //!   objects stored before it keep the lifetime they had.
@@ -143,7 +144,8 @@ impl RefreshPatterns {
     }
 
     /// The limits for `url`: those of the first pattern that matches it,
-    /// else [`SQUID_DEFAULT`]. Allocates nothing.
+    /// else [`SQUID_DEFAULT`]. Allocates nothing once a thread has matched
+    /// (the regex crate keeps its scratch space for the next match).
     pub fn limits(&self, url: &[u8]) -> Limits {
         self.list
             .iter()
@@ -203,6 +205,25 @@ mod tests {
         let only_ftp = RefreshPatterns::new(vec![pattern("^ftp:", false, 1440, 20, 10080)]);
         assert_eq!(only_ftp.limits(b"http://h.example/a"), SQUID_DEFAULT);
         assert_eq!(SQUID_DEFAULT, Limits::from_minutes(0, 20, 4320));
+    }
+
+    /// Patterns as squid.conf files have them compile and mean the same.
+    #[test]
+    fn squid_conf_patterns_compile() {
+        let url = b"http://dl.example/pub/Debian/pool/a_1.2.deb";
+        for (re, i, matches) in [
+            (r"\.(deb|rpm|iso)$", false, true),
+            (r"\.(DEB|RPM)$", true, true),
+            (r"^http:\/\/dl\.example\/", false, true),
+            (r"[[:digit:]]\.[[:digit:]]", false, true),
+            (r"/debian/", false, false),
+            (r"/debian/", true, true),
+            (r"\<pool\>", false, true),
+            (r"(/cgi-bin/|\?)", true, false),
+        ] {
+            let p = RefreshPatterns::new(vec![pattern(re, i, 1, 1, 1)]);
+            assert_eq!(p.limits(url) != SQUID_DEFAULT, matches, "{re}");
+        }
     }
 
     #[test]
