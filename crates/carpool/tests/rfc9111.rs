@@ -4,7 +4,8 @@
 //! case, HTTP dates, interim responses, targeted cache control (RFC 9213),
 //! stale serving by configuration (RFC 5861), and `If-Modified-Since`
 //! against a response without `Last-Modified`. Each failed on the cache as
-//! it was (issue 13).
+//! it was (issue 13). Squid's `refresh_pattern` for the heuristic lifetime
+//! (issue 15).
 
 mod common;
 
@@ -290,4 +291,51 @@ fn if_modified_since_uses_the_date_without_last_modified() {
     let r = c.request("GET", &url, &[&format!("If-Modified-Since: {earlier}")]);
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(o.count("/ims"), 1);
+}
+
+/// Squid's `refresh_pattern` (issue 15): a response without explicit
+/// freshness is fresh for what the first pattern matching its URL gives.
+/// The same responses through a cache without patterns show the
+/// difference: `/never/` with an old `Last-Modified` would be a hit there,
+/// `/min/` without one would not.
+#[test]
+fn refresh_patterns_set_the_heuristic_lifetime() {
+    let patterns = "\
+        [[cache.refresh_pattern]]\nregex = \"/never/\"\ncase_insensitive = true\nmin = 0\npercent = 0\nmax = 0\n\
+        [[cache.refresh_pattern]]\nregex = \"/half/\"\nmin = 60\npercent = 50\nmax = 1\n\
+        [[cache.refresh_pattern]]\nregex = \"/min/\"\nmin = 1\npercent = 0\nmax = 1\n";
+    let o = Origin::start();
+    let c = configured("rfc-refresh", patterns, "");
+    let plain = Cache::start("rfc-refresh-none", &[]);
+    let twice = |c: &Cache, path: &str| {
+        c.get(&o.url(path));
+        x_cache(&c.get(&o.url(path)))
+    };
+
+    // Last-Modified in 1994: a day fresh by carpool's own heuristic, never
+    // by the pattern (-i: /NEVER/ matches too); max-age still counts
+    assert_eq!(twice(&plain, "/never/a?lm=1"), "HIT");
+    assert_ne!(twice(&c, "/never/b?lm=1"), "HIT");
+    assert_ne!(twice(&c, "/NEVER/c?lm=1"), "HIT");
+    assert_eq!((o.count("/never/b"), o.count("/NEVER/c")), (2, 2));
+    assert_eq!(twice(&c, "/never/d?lm=1&cc=max-age%3D600"), "HIT");
+
+    // no Last-Modified: fresh for min (a minute) by the pattern, stale at
+    // once without
+    assert_eq!(twice(&c, "/min/a"), "HIT");
+    assert_eq!(o.count("/min/a"), 1);
+    assert_ne!(twice(&plain, "/min/b"), "HIT");
+
+    // Last-Modified 8 s before Date: 50% is 4 s of freshness, and min (an
+    // hour) does not hold it fresh longer
+    let lm = http_date(SystemTime::now() - Duration::from_secs(8));
+    let url = o.url(&format!("/half/a?h={}", q(&format!("Last-Modified: {lm}"))));
+    let first = std::time::Instant::now();
+    c.get(&url);
+    let r = c.get(&url);
+    assert_eq!(x_cache(&r), "HIT", "within 4 s: {}", r.head);
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(first.elapsed()));
+    let r = c.get(&url);
+    assert_ne!(x_cache(&r), "HIT", "after 5.5 s: {}", r.head);
+    assert_eq!(o.count("/half/a"), 2);
 }

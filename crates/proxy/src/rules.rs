@@ -639,7 +639,9 @@ fn regexes(values: &[&str], start: usize) -> Result<Regex, DefError> {
     compile(&joined, false).map_err(DefError::whole)
 }
 
-fn compile(pattern: &str, insensitive: bool) -> Result<Regex, String> {
+/// Compiles one regex as the regex ACLs do (bytes, Unicode off; Squid's
+/// `-i` is `insensitive`); the error is one line naming the pattern.
+pub fn compile(pattern: &str, insensitive: bool) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         .unicode(false)
         .case_insensitive(insensitive)

@@ -5,11 +5,15 @@
 //! configuration allow. The directives are a response's `Cache-Control`, or
 //! the first targeted field of the configured list that it carries (RFC 9213,
 //! e.g. `CDN-Cache-Control`), which then replaces `Cache-Control` and
-//! `Expires` for this cache and is not passed on.
+//! `Expires` for this cache and is not passed on. The heuristic lifetime
+//! (§4.2.2) is this module's own unless Squid's `refresh_pattern` lines are
+//! configured ([`crate::config::refresh`]).
 
 use std::time::{Duration, SystemTime};
 
 use httpx::Fields;
+
+use crate::config::refresh::RefreshPatterns;
 
 use super::directives::{delta_seconds, Directives};
 use super::meta::{self, Meta};
@@ -24,10 +28,10 @@ const STORABLE_STATUSES: [u16; 14] = [
 /// Statuses that are heuristically cacheable (RFC 9110 §15.1).
 const HEURISTIC_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// A heuristic lifetime is this fraction of the time since `Last-Modified`
-/// (RFC 9111 §4.2.2 suggests 10%)...
+/// Without `refresh_pattern` lines, a heuristic lifetime is this fraction
+/// of the time since `Last-Modified` (RFC 9111 §4.2.2 suggests 10%)...
 const HEURISTIC_FRACTION: u32 = 10;
-/// ...and never more than a day.
+/// ...and never more than a day (and none without `Last-Modified`).
 const HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// What the cache configuration adds to the rules.
@@ -43,6 +47,9 @@ pub struct Rules {
     /// How long a stale object may be served when the origin fails, for
     /// responses that do not say (`stale-if-error`).
     pub stale_if_error: Duration,
+    /// Squid's `refresh_pattern` lines: the heuristic lifetime by URL
+    /// (none: this module's own heuristic).
+    pub refresh_patterns: RefreshPatterns,
 }
 
 /// When an exchange with the origin happened.
@@ -145,10 +152,12 @@ fn date_value(head: &[u8]) -> Option<SystemTime> {
     httpx::date::parse(single(head, "date")??)
 }
 
-/// The freshness lifetime of a response (RFC 9111 §4.2.1), given the
-/// directives that govern it (`targeted`: they came from a targeted field,
-/// so `Expires` does not count).
+/// The freshness lifetime of a response to a request for `url` (RFC 9111
+/// §4.2.1), given the directives that govern it (`targeted`: they came
+/// from a targeted field, so `Expires` does not count).
 pub fn lifetime(
+    rules: &Rules,
+    url: &[u8],
     status: u16,
     head: &[u8],
     d: &Directives,
@@ -172,20 +181,36 @@ pub fn lifetime(
     if !(HEURISTIC_STATUSES.contains(&status) || d.public) {
         return Duration::ZERO;
     }
-    let Some(Some(lm)) = single(head, "last-modified").map(|v| v.and_then(httpx::date::parse))
-    else {
-        return Duration::ZERO;
+    // one valid Last-Modified, else none
+    let modified = match single(head, "last-modified") {
+        Some(Some(v)) => httpx::date::parse(v),
+        _ => None,
     };
-    let since = date.duration_since(lm).unwrap_or_default();
-    (since / HEURISTIC_FRACTION).min(HEURISTIC_MAX)
+    if rules.refresh_patterns.is_empty() {
+        let Some(lm) = modified else {
+            return Duration::ZERO;
+        };
+        let since = date.duration_since(lm).unwrap_or_default();
+        return (since / HEURISTIC_FRACTION).min(HEURISTIC_MAX);
+    }
+    // a Last-Modified after Date counts as none (Squid's rule)
+    let since = modified.and_then(|lm| date.duration_since(lm).ok());
+    rules.refresh_patterns.limits(url).lifetime(since)
 }
 
 /// Decides whether the response `head` (status and the end-to-end fields
-/// from the origin, `Age` included) to a GET with `req` fields is stored,
-/// and builds its record: the head to store (without `Age`, and without
-/// the targeted field that was used), its age and lifetime, and the
-/// directives that govern its reuse.
-pub fn judge(rules: &Rules, req: &Fields, status: u16, head: Vec<u8>, at: Exchange) -> Verdict {
+/// from the origin, `Age` included) to a GET of `url` (the cache key URL)
+/// with `req` fields is stored, and builds its record: the head to store
+/// (without `Age`, and without the targeted field that was used), its age
+/// and lifetime, and the directives that govern its reuse.
+pub fn judge(
+    rules: &Rules,
+    url: &[u8],
+    req: &Fields,
+    status: u16,
+    head: Vec<u8>,
+    at: Exchange,
+) -> Verdict {
     let (d, field) = response_directives(rules, meta::fields(&head));
     if !STORABLE_STATUSES.contains(&status) {
         return Verdict::Pass("status not stored");
@@ -205,7 +230,7 @@ pub fn judge(rules: &Rules, req: &Fields, status: u16, head: Vec<u8>, at: Exchan
         return Verdict::Pass("Vary: *");
     };
     let targeted = field.is_some();
-    let lifetime = lifetime(status, &head, &d, targeted, at);
+    let lifetime = lifetime(rules, url, status, &head, &d, targeted, at);
     let initial_age = initial_age(&head, at);
     let directives: Vec<u8> = match field {
         Some(name) => join_values(&head, name),
@@ -330,7 +355,14 @@ mod tests {
 
     fn judged(rules: &Rules, req: &str, resp: &str, x: Exchange) -> Verdict {
         let head = format!("HTTP/1.1 200 OK\r\n{resp}");
-        judge(rules, &fields(req), 200, head.into_bytes(), x)
+        judge(
+            rules,
+            b"http://h.example/a",
+            &fields(req),
+            200,
+            head.into_bytes(),
+            x,
+        )
     }
 
     fn stored(resp: &str, x: Exchange) -> Meta {
@@ -465,6 +497,109 @@ mod tests {
         );
         assert_eq!(m.lifetime, HEURISTIC_MAX);
         assert_eq!(stored("", at(t)).lifetime, secs(0));
+    }
+
+    /// The lifetime `rules` give the response `status` with fields `resp`
+    /// to a GET of `url`, received at `t`.
+    fn lifetime_of(rules: &Rules, url: &str, status: u16, resp: &str, t: SystemTime) -> Duration {
+        let head = format!("HTTP/1.1 {status} X\r\n{resp}");
+        match judge(
+            rules,
+            url.as_bytes(),
+            &fields(""),
+            status,
+            head.into_bytes(),
+            at(t),
+        ) {
+            Verdict::Store(m) => m.lifetime,
+            Verdict::Pass(why) => panic!("not stored: {why}"),
+        }
+    }
+
+    #[test]
+    fn refresh_patterns_give_the_heuristic_lifetime_by_url() {
+        use crate::config::refresh::{Limits, RefreshPattern, RefreshPatterns};
+        let p = |re: &str, i: bool, min: u64, pct: u32, max: u64| {
+            RefreshPattern::new(re, i, Limits::from_minutes(min, pct, max)).unwrap()
+        };
+        let rules = Rules {
+            refresh_patterns: RefreshPatterns::new(vec![
+                p(r"\.iso$", false, 60, 50, 600),
+                p("/never/", true, 0, 0, 0),
+                p("/never/but-listed-later", false, 60, 50, 600),
+                p("/nolm/", false, 5, 20, 60),
+                p("/maxbelowmin/", false, 10, 20, 2),
+            ]),
+            ..Rules::default()
+        };
+        let t = SystemTime::UNIX_EPOCH + secs(1_700_000_000);
+        let date = "Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n";
+        // Last-Modified an hour before Date, a day before, and after it
+        let hour = format!("{date}Last-Modified: Tue, 14 Nov 2023 21:13:20 GMT\r\n");
+        let day = format!("{date}Last-Modified: Mon, 13 Nov 2023 22:13:20 GMT\r\n");
+        let later = format!("{date}Last-Modified: Tue, 14 Nov 2023 22:13:21 GMT\r\n");
+        let life = |url: &str, resp: &str| lifetime_of(&rules, url, 200, resp, t);
+        // 50% of an hour; 50% of a day is more than max (10 hours)
+        assert_eq!(life("http://h.example/a.iso", &hour), secs(1800));
+        assert_eq!(life("http://h.example/a.iso", &day), secs(36_000));
+        // min plays no part when there is a Last-Modified: 50% of a
+        // second is 0, though min is an hour
+        let just = format!("{date}Last-Modified: Tue, 14 Nov 2023 22:13:19 GMT\r\n");
+        assert_eq!(life("http://h.example/a.iso", &just), secs(0));
+        // without one, or with one after Date, or an invalid one: min
+        assert_eq!(life("http://h.example/a.iso", date), secs(3600));
+        assert_eq!(life("http://h.example/a.iso", &later), secs(3600));
+        let bad = format!("{date}Last-Modified: yesterday\r\n");
+        assert_eq!(life("http://h.example/a.iso", &bad), secs(3600));
+        assert_eq!(life("http://h.example/nolm/x", date), secs(300));
+        // max below min: max
+        assert_eq!(life("http://h.example/maxbelowmin/x", date), secs(120));
+        // the first that matches; -i
+        assert_eq!(
+            life("http://h.example/never/but-listed-later", &day),
+            secs(0)
+        );
+        assert_eq!(life("http://h.example/NEVER/x", &day), secs(0));
+        // none matches: Squid's default, 20% and at most three days
+        assert_eq!(life("http://h.example/A.ISO", &hour), secs(720));
+        let old = format!("{date}Last-Modified: Tue, 14 Nov 2000 21:13:20 GMT\r\n");
+        assert_eq!(life("http://h.example/other", &old), secs(3 * 86_400));
+        assert_eq!(life("http://h.example/other", date), secs(0));
+        // explicit freshness wins, both ways
+        let never = "http://h.example/never/x";
+        assert_eq!(
+            life(never, &format!("{day}Cache-Control: max-age=60\r\n")),
+            secs(60)
+        );
+        assert_eq!(
+            life(
+                never,
+                &format!("{day}Expires: Tue, 14 Nov 2023 22:23:20 GMT\r\n")
+            ),
+            secs(600)
+        );
+        let iso = "http://h.example/a.iso";
+        assert_eq!(
+            life(iso, &format!("{day}Cache-Control: s-maxage=5\r\n")),
+            secs(5)
+        );
+        assert_eq!(life(iso, &format!("{day}Expires: 0\r\n")), secs(0));
+        assert_eq!(
+            life(iso, &format!("{day}Cache-Control: no-cache\r\n")),
+            secs(0)
+        );
+        // only where heuristics are allowed: not a 302, unless public
+        assert_eq!(lifetime_of(&rules, iso, 302, &day, t), secs(0));
+        let public = format!("{day}Cache-Control: public\r\n");
+        assert_eq!(lifetime_of(&rules, iso, 302, &public, t), secs(36_000));
+        assert_eq!(lifetime_of(&rules, iso, 404, date, t), secs(3600));
+        // no patterns: carpool's own heuristic, nothing without Last-Modified
+        let none = Rules::default();
+        assert_eq!(lifetime_of(&none, iso, 200, &hour, t), secs(360));
+        assert_eq!(lifetime_of(&none, iso, 200, &day, t), secs(8640));
+        assert_eq!(lifetime_of(&none, iso, 200, &old, t), HEURISTIC_MAX);
+        assert_eq!(lifetime_of(&none, iso, 200, date, t), secs(0));
+        assert_eq!(lifetime_of(&none, iso, 200, &later, t), secs(0));
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Fill<'_> {
                 self.w.pools.borrow_mut().put(&self.hop, resp.conn);
             }
             let merged = policy::merge_304(&m.head, &resp.head);
-            let refreshed = match freshness::judge(rules, fields, m.status, merged, at) {
+            let refreshed = match freshness::judge(rules, uri, fields, m.status, merged, at) {
                 Verdict::Store(n) => Some(n),
                 Verdict::Pass(_) => None,
             };
@@ -215,7 +215,7 @@ impl Fill<'_> {
             }
             _ => {
                 let head = policy::stored_head(&resp.head);
-                freshness::judge(rules, fields, resp.head.status, head, at)
+                freshness::judge(rules, uri, fields, resp.head.status, head, at)
             }
         };
         match verdict {

@@ -189,6 +189,7 @@ pub fn run(settings: CacheSettings) -> Result<()> {
             targeted: settings.targeted_cache_control.clone(),
             stale_while_revalidate: settings.stale_while_revalidate,
             stale_if_error: settings.stale_if_error,
+            refresh_patterns: settings.refresh_patterns.clone(),
         },
         settings,
     });

@@ -226,6 +226,7 @@ mod tests {
         let rules = freshness::Rules::default();
         match freshness::judge(
             &rules,
+            b"http://h.example/a",
             &request("").fields,
             head.status,
             stored_head(&head),

@@ -3,6 +3,7 @@
 //!
 //! Every error names the file, the line and the key it is about.
 
+pub mod refresh;
 pub mod settings;
 pub mod squid;
 mod toml_file;

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use proxy::access::{Access, LocalDestinations};
 use proxy::rules::Rules;
 
+use super::refresh::RefreshPatterns;
+
 /// How a frontend listener treats request targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ListenMode {
@@ -320,6 +322,11 @@ pub struct CacheSettings {
     /// origin fails, when the response does not say (`stale-if-error`).
     /// Zero: off.
     pub stale_if_error: Duration,
+    /// Squid's `refresh_pattern` lines (`[[cache.refresh_pattern]]`): the
+    /// heuristic lifetime of responses without explicit freshness, by URL.
+    /// Empty: carpool's own heuristic (10% of the time since
+    /// `Last-Modified`, at most a day).
+    pub refresh_patterns: RefreshPatterns,
 }
 
 /// The targeted cache-control fields of the caches of an accelerator.
@@ -412,6 +419,7 @@ impl Default for CacheSettings {
             targeted_cache_control: Vec::new(),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            refresh_patterns: RefreshPatterns::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use proxy::rules::{Builder, Rules, TYPES};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::refresh::{Limits, RefreshPattern, RefreshPatterns, MAX_MINUTES};
 use super::settings::{
     parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, HostPort, ListenMode,
     Probe, ServerSettings, DEFAULT_TARGETED,
@@ -241,7 +242,20 @@ server_section! {
         targeted_cache_control: Option<Vec<Spanned<String>>>,
         stale_while_revalidate: Option<Spanned<Num>>,
         stale_if_error: Option<Spanned<Num>>,
+        refresh_pattern: Option<Vec<Spanned<RefreshPatternEntry>>>,
     }
+}
+
+/// `[[cache.refresh_pattern]]`: Squid's `refresh_pattern [-i] REGEX MIN
+/// PERCENT% MAX`, without the options after the numbers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshPatternEntry {
+    regex: Option<Spanned<String>>,
+    case_insensitive: Option<Spanned<bool>>,
+    min: Option<Spanned<Num>>,
+    percent: Option<Spanned<Num>>,
+    max: Option<Spanned<Num>>,
 }
 
 #[derive(Deserialize)]
@@ -875,7 +889,65 @@ fn cache_settings(e: &CacheEntry, c: &Check<'_>) -> CacheSettings {
             }
         }
     }
+    if let Some(entries) = &e.refresh_pattern {
+        s.refresh_patterns = refresh_patterns(entries, c);
+    }
     s
+}
+
+/// The `[[cache.refresh_pattern]]` entries, compiled, in file order (each
+/// bad one reported, and left out).
+fn refresh_patterns(entries: &[Spanned<RefreshPatternEntry>], c: &Check<'_>) -> RefreshPatterns {
+    let err = c.err;
+    let mut list = Vec::new();
+    for entry in entries {
+        let e = entry.get_ref();
+        let missing = |key: &str| {
+            let m = "missing: a refresh_pattern needs regex, min, percent and max".to_string();
+            err(entry.span(), key, m)
+        };
+        // whole numbers from 0 to `hi`, as Squid reads them
+        let number = |value: &Option<Spanned<Num>>, key: &str, hi: u64, what: &str| {
+            let v = value.as_ref().ok_or_else(|| missing(key))?;
+            match *v.get_ref() {
+                Num::Int(n) => u64::try_from(n).ok().filter(|&n| n <= hi),
+                Num::Float(_) => None,
+            }
+            .ok_or_else(|| {
+                let m = format!("{} is not {what}", v.get_ref().as_f64());
+                err(v.span(), key, m)
+            })
+        };
+        let minutes = format!("a whole number of minutes from 0 to {MAX_MINUTES} (a year)");
+        let min = c.ok(number(&e.min, "min", MAX_MINUTES, &minutes));
+        let percent = c.ok(number(
+            &e.percent,
+            "percent",
+            i32::MAX as u64,
+            "a whole percentage (0 or more)",
+        ));
+        let max = c.ok(number(&e.max, "max", MAX_MINUTES, &minutes));
+        let insensitive = e.case_insensitive.as_ref().is_some_and(|v| *v.get_ref());
+        // percent is at most i32::MAX: it fits
+        let limits = Limits::from_minutes(
+            min.unwrap_or_default(),
+            percent.unwrap_or_default() as u32,
+            max.unwrap_or_default(),
+        );
+        // the regex is checked whatever the numbers are
+        let pattern = e
+            .regex
+            .as_ref()
+            .ok_or_else(|| missing("regex"))
+            .and_then(|r| {
+                RefreshPattern::new(r.get_ref(), insensitive, limits)
+                    .map_err(|m| err(r.span(), "regex", m))
+            });
+        if let (Some(pattern), Some(_), Some(_), Some(_)) = (c.ok(pattern), min, percent, max) {
+            list.push(pattern);
+        }
+    }
+    RefreshPatterns::new(list)
 }
 
 /// Longest stale window: 31 days.
@@ -1192,6 +1264,91 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("already defined on line 16"), "{text}");
+    }
+
+    #[test]
+    fn refresh_patterns_in_file_order() {
+        use crate::config::refresh::{Limits, RefreshPattern, RefreshPatterns};
+        let c = parse(
+            "[[parent]]\nname = \"c1\"\nhost = \"127.0.0.1\"\nport = 1\n[cache]\nstale_if_error = 5\n\
+             [[cache.refresh_pattern]]\nregex = \"^ftp:\"\nmin = 1440\npercent = 20\nmax = 10080\n\
+             [[cache.refresh_pattern]]\nregex = '(/cgi-bin/|\\?)'\ncase_insensitive = true\nmin = 0\npercent = 0\nmax = 0\n\
+             [[cache.refresh_pattern]]\nregex = \".\"\nmin = 10\npercent = 250\nmax = 5\n",
+        )
+        .unwrap();
+        let p = |re: &str, i: bool, min: u64, pct: u32, max: u64| {
+            RefreshPattern::new(re, i, Limits::from_minutes(min, pct, max)).unwrap()
+        };
+        assert_eq!(
+            c.cache.refresh_patterns,
+            RefreshPatterns::new(vec![
+                p("^ftp:", false, 1440, 20, 10080),
+                p(r"(/cgi-bin/|\?)", true, 0, 0, 0),
+                // max below min and more than 100%: allowed, as in Squid
+                p(".", false, 10, 250, 5),
+            ])
+        );
+        assert_eq!(c.cache.stale_if_error, Duration::from_secs(5));
+        assert!(c
+            .cache
+            .refresh_patterns
+            .limits(b"http://h/CGI-BIN/a")
+            .max
+            .is_zero());
+        // the cache_settings of a named cache carry them
+        assert_eq!(
+            c.cache_settings("c1").unwrap().refresh_patterns,
+            c.cache.refresh_patterns
+        );
+        // none: carpool's own heuristic
+        assert!(parse(PARENT).unwrap().cache.refresh_patterns.is_empty());
+    }
+
+    #[test]
+    fn refresh_pattern_errors_name_line_and_key() {
+        let text = format!(
+            "{PARENT}[[cache.refresh_pattern]]\nregex = \"(\"\nmin = 0\npercent = 20\nmax = 60\n\
+             [[cache.refresh_pattern]]\nregex = \"[\"\nmin = -1\npercent = -20\nmax = 525601\n\
+             [[cache.refresh_pattern]]\nregex = \".\"\npercent = 20\nmax = 60\n\
+             [[cache.refresh_pattern]]\nmin = 0\npercent = 20\nmax = 60\n"
+        );
+        let errors = parse_toml(Path::new("t.toml"), &text).unwrap_err();
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (5, "regex"),
+                (10, "regex"), // checked whatever the numbers
+                (11, "min"),
+                (12, "percent"),
+                (13, "max"),
+                (14, "min"),   // missing: the entry's line
+                (18, "regex"), // missing
+            ],
+            "{errors}"
+        );
+        let text = errors.to_string();
+        assert!(
+            text.contains("t.toml:5: `regex`: \"(\" is not a regular expression"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t.toml:11: `min`: -1 is not a whole number of minutes from 0 to 525600"),
+            "{text}"
+        );
+        assert!(text.contains("t.toml:14: `min`: missing"), "{text}");
+        // Squid's options are not keys
+        let e = parse(&format!(
+            "{PARENT}[[cache.refresh_pattern]]\nregex = \".\"\nmin = 0\npercent = 20\nmax = 60\noverride_expire = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (9, "override_expire"), "{e}");
+        // whole numbers only, as Squid reads them
+        let e = parse(&format!(
+            "{PARENT}[[cache.refresh_pattern]]\nregex = \".\"\nmin = 0\npercent = 20.5\nmax = 60\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (7, "percent"), "{e}");
     }
 
     #[test]
