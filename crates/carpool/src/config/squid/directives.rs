@@ -568,7 +568,27 @@ fn cache_dir(tr: &mut Tr, d: &Directive) {
     }
 }
 
-/// `refresh_pattern [-i] REGEX MIN PERCENT MAX [OPTIONS]`.
+/// A year in minutes: Squid's largest `refresh_pattern` time.
+const MAX_REFRESH_MINUTES: i64 = 525_600;
+
+/// An integer as C's `strtol` with base 0 reads it: `010` is 8, `0x10` 16.
+fn c_integer(s: &str) -> Option<i64> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        t.parse::<i64>().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// `refresh_pattern [-i] REGEX MIN PERCENT MAX [OPTIONS]`: the first match
+/// of the URL sets an object's heuristic lifetime.
 fn refresh_pattern(tr: &mut Tr, d: &Directive) {
     let args = match d.args() {
         Ok(a) => a,
@@ -578,16 +598,25 @@ fn refresh_pattern(tr: &mut Tr, d: &Directive) {
         Some(&"-i") => (true, &args[1..]),
         _ => (false, &args[..]),
     };
-    let number = |s: Option<&&str>| s.and_then(|s| s.trim_end_matches('%').parse::<i64>().ok());
     let (Some(regex), Some(min), Some(pct), Some(max)) = (
         rest.first(),
-        number(rest.get(1)),
-        number(rest.get(2)),
-        number(rest.get(3)),
+        rest.get(1).and_then(|s| c_integer(s)),
+        rest.get(2)
+            .and_then(|s| s.trim_end_matches('%').parse::<i64>().ok()),
+        rest.get(3).and_then(|s| c_integer(s)),
     ) else {
         let message = "give `refresh_pattern [-i] REGEX MIN PERCENT MAX`".into();
         return tr.errors.push(d.at.error("refresh_pattern", message));
     };
+    // Squid crops the minutes to 0..=a year, saying so
+    let crop = |m: i64| m.clamp(0, MAX_REFRESH_MINUTES);
+    if crop(min) != min || crop(max) != max {
+        tr.note(
+            d,
+            format!("minutes cropped to 0..={MAX_REFRESH_MINUTES}, as Squid does"),
+        );
+    }
+    let (min, max) = (crop(min), crop(max));
     let src = d.text();
     let h = tr.doc.push("cache.refresh_pattern", None);
     tr.doc.add(h, "regex", emit::string(regex), &d.at, &src);

@@ -403,3 +403,39 @@ fn an_import_reads_back_as_the_squid_conf() {
     let read = parse_toml(Path::new("be.toml"), &import.toml).unwrap();
     same_config(c, &read);
 }
+
+/// refresh_pattern lines as Squid reads them: minutes in C's bases, cropped
+/// to a year (said), options listed; a bad regex names its line.
+#[test]
+fn refresh_patterns_as_squid_reads_them() {
+    let conf = "http_port 3128\nrefresh_pattern -i \\.jpg$ 010 50% 0x10\n\
+                refresh_pattern ^ftp: 1440 20% 999999 ignore-reload\n\
+                refresh_pattern . 0 20% 4320\n";
+    let import = import_squid(Path::new("be.conf"), conf.as_bytes()).unwrap();
+    let p = &import.config.cache.refresh_patterns;
+    let jpg = p.limits(b"http://a/x.JPG");
+    assert_eq!((jpg.min.as_secs(), jpg.max.as_secs()), (8 * 60, 16 * 60));
+    assert!(
+        import.toml.contains("min = 8\npercent = 50\nmax = 16\n"),
+        "{}",
+        import.toml
+    );
+    assert!(import.toml.contains("max = 525600"), "{}", import.toml);
+    let notes: Vec<String> = import.notes.iter().map(|n| n.to_string()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("be.conf:3: `refresh_pattern`: minutes cropped")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n
+                .contains("be.conf:3: `refresh_pattern`: refresh_pattern option ignore-reload")),
+        "{notes:?}"
+    );
+    let e = import_squid(Path::new("be.conf"), b"refresh_pattern ( 0 20% 10\n").unwrap_err();
+    let e = e.iter().next().unwrap();
+    assert_eq!((e.line, e.key.as_str()), (1, "regex"), "{e}");
+}
