@@ -167,7 +167,12 @@ macro_rules! server_section {
                     c.set(&mut s.access_log, access_log(v, err).map(Some));
                 }
                 if let Some(v) = &self.access_log_format {
-                    let formats = [("squid", Format::Squid), ("json", Format::Json)];
+                    let formats = [
+                        ("squid", Format::Squid),
+                        ("common", Format::Common),
+                        ("combined", Format::Combined),
+                        ("json", Format::Json),
+                    ];
                     c.set(&mut s.access_log_format, choice(v, "access_log_format", &formats, err));
                 }
                 let counts: [(&Option<Spanned<i64>>, &str, i64, i64, &mut usize); 4] = [
@@ -1104,6 +1109,31 @@ mod tests {
     }
 
     const PARENT: &str = "[[parent]]\nhost = \"a\"\nport = 1\n";
+
+    #[test]
+    fn access_log_formats_are_squids_built_in_ones_and_json() {
+        for (name, format) in [
+            ("squid", Format::Squid),
+            ("common", Format::Common),
+            ("combined", Format::Combined),
+            ("json", Format::Json),
+        ] {
+            let c = parse(&format!(
+                "{PARENT}[frontend]\naccess_log_format = \"{name}\"\n[cache]\naccess_log_format = \"{name}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.frontend.server.access_log_format, format);
+            assert_eq!(c.cache.server.access_log_format, format);
+        }
+        let e = parse(&format!(
+            "{PARENT}[cache]\naccess_log_format = \"apache\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:5: `access_log_format`: \"apache\": expected one of \"squid\", \"common\", \"combined\", \"json\""
+        );
+    }
 
     #[test]
     fn access_rules_top_level_and_per_role() {
