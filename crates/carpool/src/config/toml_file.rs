@@ -302,7 +302,10 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let file: File = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let bad = text.get(span.clone()).unwrap_or_default();
-        let key = Some(bad)
+        // a value of the wrong type: the key it is the value of; else the
+        // text in error (an unknown key, a broken header)
+        let key = key_of_value(text, span.start)
+            .or(Some(bad))
             .filter(|s| !s.is_empty() && s.len() < 64 && !s.contains(char::is_control))
             .unwrap_or("-");
         ConfigErrors::from(err(span, key.trim_matches('"'), syntax_message(&e, bad)))
@@ -489,6 +492,17 @@ fn access_rules(
         None => String::new(),
     };
     Arc::new(b.build(&implicit))
+}
+
+/// The key of the value at `offset` when it stands on a `key = value`
+/// line after the `=` (`vhost = 1` → `vhost`).
+fn key_of_value(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
 }
 
 /// toml's message for a syntax error, as one line (it may have several, or
@@ -1032,6 +1046,18 @@ mod tests {
                 2,
                 "-",
                 "character U+000B is not allowed here",
+            ),
+            (
+                "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\nvhost = 1\n",
+                5,
+                "vhost",
+                "invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\nallow_clients = [\"::1\", 1]\n",
+                5,
+                "allow_clients",
+                "invalid type: integer `1`, expected a string",
             ),
         ] {
             let e = parse(text).unwrap_err();
