@@ -191,6 +191,7 @@ fn cache_peer<'a>(
         weight: 1,
         carp_key: None,
         max_conn: 0,
+        pass_credentials: false,
         line,
         own: Default::default(),
     };

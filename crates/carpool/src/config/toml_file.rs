@@ -257,6 +257,7 @@ struct ParentEntry {
     weight: Option<Spanned<i64>>,
     carp_key: Option<Spanned<String>>,
     max_conn: Option<Spanned<i64>>,
+    pass_credentials: Option<Spanned<bool>>,
     dir: Option<Spanned<String>>,
     mem: Option<Spanned<String>>,
     disk: Option<Spanned<String>>,
@@ -616,6 +617,7 @@ fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
         weight: weight?,
         carp_key,
         max_conn: max_conn?,
+        pass_credentials: p.pass_credentials.as_ref().is_some_and(|v| *v.get_ref()),
         line,
         own,
     })
@@ -1048,6 +1050,12 @@ mod tests {
                 "character U+000B is not allowed here",
             ),
             (
+                "[[parent]]\nhost = \"a\"\nport = 1\npass_credentials = \"yes\"\n",
+                4,
+                "pass_credentials",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
                 "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\nvhost = 1\n",
                 5,
                 "vhost",
@@ -1081,6 +1089,9 @@ mod tests {
         assert_eq!(c.parents[1].name, "b.example");
         assert_eq!(c.parents[1].line, 9);
         assert_eq!(c.parents[0].weight, 2);
+        assert!(!c.parents[0].pass_credentials, "off by default");
+        let c = parse(&format!("{PARENT}pass_credentials = true\n")).unwrap();
+        assert!(c.parents[0].pass_credentials);
     }
 
     #[test]
