@@ -1,8 +1,9 @@
 //! The `cache_peer` lines of a squid.conf, read as Squid 5.7 reads them.
 //!
 //! Only parents with the `carp` option become members, in file order, with
-//! `name=` (else the host as written), `weight=` (below 1 counts as 1) and
-//! `carp-key=` (parts matched by prefix, as Squid does). Other peers and the
+//! `name=` (else the host as written), `weight=` (below 1 counts as 1),
+//! `carp-key=` (parts matched by prefix, as Squid does), `max-conn=` and
+//! `login=PASS` or `login=PASSTHRU` (`pass_credentials`). Other peers and the
 //! rest of squid.conf are ignored, with a warning for peers. Lines ending in
 //! `\` continue on the next line; `#` starts a comment line.
 
@@ -201,7 +202,9 @@ fn cache_peer<'a>(
 
 /// The options of a `cache_peer` line into `p` (`weight=`, below 1 counting
 /// as 1; `carp`, on a `parent` only; `carp-key=`, after `carp`;
-/// `max-conn=`; `name=` is read by the caller); true when it has `carp`.
+/// `max-conn=`; `login=PASS` and `login=PASSTHRU`, the same for a frontend
+/// without external ACLs: `pass_credentials`; `name=` is read by the
+/// caller); true when it has `carp`.
 fn peer_options<'a>(
     p: &mut Parent,
     parent: bool,
@@ -234,6 +237,8 @@ fn peer_options<'a>(
             }
             let key = KeySpec::parse_squid(k).map_err(|e| err(line, "carp-key", e.to_string()))?;
             p.carp_key = Some(key);
+        } else if opt == "login=PASS" || opt == "login=PASSTHRU" {
+            p.pass_credentials = true;
         } else if let Some(m) = opt.strip_prefix("max-conn=") {
             p.max_conn = m
                 .parse::<u32>()
@@ -329,6 +334,24 @@ mod tests {
         let k = c.parents[1].carp_key.unwrap();
         assert!(k.host && k.path && !k.port);
         assert_eq!(c.warnings.len(), 1);
+        assert!(!c.parents[0].pass_credentials);
+    }
+
+    /// `login=PASS` (and `PASSTHRU`, the same without external ACLs) is
+    /// `pass_credentials`; Squid compares the word case-sensitively, and so
+    /// does this.
+    #[test]
+    fn login_pass_passes_credentials() {
+        let c = parse(
+            "cache_peer a parent 1 0 carp login=PASS
+cache_peer b parent 1 0 carp login=PASSTHRU
+             cache_peer c parent 1 0 carp login=pass
+cache_peer d parent 1 0 carp login=u:p
+",
+        )
+        .unwrap();
+        let pass: Vec<bool> = c.parents.iter().map(|p| p.pass_credentials).collect();
+        assert_eq!(pass, [true, true, false, false]);
     }
 
     #[test]
