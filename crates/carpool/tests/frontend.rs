@@ -1085,3 +1085,301 @@ fn hung_parents_cost_one_retry_within_forward_timeout() {
         "{took:?}"
     );
 }
+
+/// A parent that authenticates the clients itself, as a Squid parent with
+/// `proxy_auth` does behind a frontend with `login=PASS`: a request or
+/// CONNECT without `Proxy-Authorization` gets 407 with two challenges;
+/// with one, 200 (`NAME ok`; a CONNECT: a tunnel that echoes). Every
+/// request head it receives is recorded.
+struct AuthParent {
+    name: String,
+    port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    server: TestServer,
+}
+
+impl AuthParent {
+    fn start(name: &str) -> AuthParent {
+        Self::start_on(name, 0)
+    }
+
+    fn start_on(name: &str, port: u16) -> AuthParent {
+        let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (n, h) = (name.to_string(), heads.clone());
+        let server = TestServer::start(port, move |s| serve_auth(s, &n, &h));
+        AuthParent {
+            name: name.to_string(),
+            port: server.port,
+            heads,
+            server,
+        }
+    }
+
+    /// The last request head it received.
+    fn last(&self) -> String {
+        self.heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn count(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+impl Drop for AuthParent {
+    fn drop(&mut self) {
+        self.server.kill();
+    }
+}
+
+fn serve_auth(s: std::net::TcpStream, name: &str, heads: &std::sync::Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut out = s;
+    while let Some(head) = read_head(&mut reader) {
+        heads.lock().unwrap().push(head.clone());
+        let authorized = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("proxy-authorization:"));
+        let answer = if !authorized {
+            format!(
+                "HTTP/1.1 407 Proxy Authentication Required\r\n\
+                 Proxy-Authenticate: Basic realm=\"{name}\"\r\nProxy-Authenticate: Negotiate\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        } else if head.starts_with("CONNECT ") {
+            let _ = out.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let _ = std::io::copy(&mut reader, &mut out);
+            return;
+        } else {
+            let body = format!("{name} ok\n");
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        if out.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn auth_parents_toml(parents: &[(&AuthParent, bool)]) -> String {
+    parents
+        .iter()
+        .map(|(p, pass)| {
+            format!(
+                "[[parent]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\npass_credentials = {pass}\n",
+                p.name, p.port
+            )
+        })
+        .collect()
+}
+
+/// Field `name` of a recorded head, if present.
+fn field(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// `pass_credentials` (Squid's `cache_peer ... login=PASS`): the client's
+/// `Proxy-Authorization` reaches a parent that has it, unchanged, and the
+/// parent's `Proxy-Authenticate` challenges reach the client; a parent
+/// without it sees neither, also when it gets the request as a failover
+/// from one that has it (and the other way round).
+#[test]
+fn pass_credentials_forwards_proxy_authorization_to_that_parent_only() {
+    let (a, b) = (AuthParent::start("pass-a"), AuthParent::start("keep-b"));
+    let conf = format!(
+        "hash = \"hrw\"\n{}",
+        auth_parents_toml(&[(&a, true), (&b, false)])
+    );
+    let f = Frontend::start("pass-credentials", &conf);
+    let urls: Vec<String> = (0..40)
+        .map(|i| format!("http://site{i}.example/private"))
+        .collect();
+    let owners = route(&conf, &urls);
+    let owned_by = |name: &str| {
+        urls.iter()
+            .zip(&owners)
+            .find(|(_, o)| *o == name)
+            .map(|(u, _)| u.clone())
+            .unwrap_or_else(|| panic!("no URL owned by {name}: {owners:?}"))
+    };
+    let (url_a, url_b) = (owned_by("pass-a"), owned_by("keep-b"));
+    let with_credentials = |url: &str| {
+        exchange(
+            &f,
+            format!(
+                "GET {url} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic dXNlcjpwYXNz\r\n\
+                 Authorization: Bearer origin-token\r\nProxy-Connection: keep-alive\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // the parent with the option gets the credentials, as they came
+    let r = with_credentials(&url_a);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "pass-a ok\n"),
+        "{}",
+        r.head
+    );
+    let head = a.last();
+    assert_eq!(
+        field(&head, "Proxy-Authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz"),
+        "{head}"
+    );
+    assert_eq!(
+        field(&head, "Authorization").as_deref(),
+        Some("Bearer origin-token"),
+        "{head}"
+    );
+    assert_eq!(
+        field(&head, "Proxy-Connection"),
+        None,
+        "other hop-by-hop fields stay: {head}"
+    );
+    // the one without it does not (but gets the end-to-end Authorization)
+    let r = with_credentials(&url_b);
+    assert_eq!(r.status, 407, "{}", r.head);
+    let head = b.last();
+    assert_eq!(field(&head, "Proxy-Authorization"), None, "{head}");
+    assert_eq!(
+        field(&head, "Authorization").as_deref(),
+        Some("Bearer origin-token"),
+        "{head}"
+    );
+    // challenges: passed on from the parent with the option only
+    let r = get(&f, &url_a);
+    assert_eq!(r.status, 407, "{}", r.head);
+    let challenges: Vec<&str> = r
+        .head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("proxy-authenticate:"))
+        .collect();
+    assert_eq!(
+        challenges,
+        [
+            "Proxy-Authenticate: Basic realm=\"pass-a\"",
+            "Proxy-Authenticate: Negotiate"
+        ],
+        "{}",
+        r.head
+    );
+    let r = get(&f, &url_b);
+    assert_eq!(r.status, 407, "{}", r.head);
+    assert_eq!(r.header("proxy-authenticate"), None, "{}", r.head);
+    // failover from the parent with the option: the next one sees no credentials
+    let port_a = a.port;
+    a.server.kill();
+    let seen_by_b = b.count();
+    let r = with_credentials(&url_a);
+    assert_eq!(r.status, 407, "pass-a is down: keep-b answers: {}", r.head);
+    assert_eq!(b.count(), seen_by_b + 1);
+    let head = b.last();
+    assert_eq!(field(&head, "Proxy-Authorization"), None, "{head}");
+    assert!(head.starts_with(&format!("GET {url_a} ")), "{head}");
+    // and to it: a failover to the parent with the option carries them
+    let a2 = AuthParent::start_on("pass-a", port_a);
+    b.server.kill();
+    let r = with_credentials(&url_b);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "pass-a ok\n"),
+        "{}",
+        r.head
+    );
+    let head = a2.last();
+    assert!(head.starts_with(&format!("GET {url_b} ")), "{head}");
+    assert_eq!(
+        field(&head, "Proxy-Authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz"),
+        "{head}"
+    );
+}
+
+/// A CONNECT asks a parent with `pass_credentials` for its tunnel with the
+/// client's `Proxy-Authorization` (Squid does the same with `login=PASS`),
+/// and its refusal reaches the client with its challenges; a parent
+/// without the option gets neither. In accelerator mode `Authorization` is
+/// end-to-end and reaches the parent whatever the option.
+#[test]
+fn connect_and_accel_with_and_without_pass_credentials() {
+    let (a, b) = (AuthParent::start("tun-a"), AuthParent::start("tun-b"));
+    let fa = Frontend::start("pass-connect-a", &auth_parents_toml(&[(&a, true)]));
+    let fb = Frontend::start("pass-connect-b", &auth_parents_toml(&[(&b, false)]));
+    let connect = "CONNECT secure.example:443 HTTP/1.1\r\nHost: secure.example:443\r\n";
+    // with the option: the tunnel is asked for with the credentials
+    let mut s = fa.connect();
+    s.write_all(format!("{connect}Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut established = [0u8; 39];
+    s.read_exact(&mut established).unwrap();
+    assert_eq!(&established, b"HTTP/1.1 200 Connection established\r\n\r\n");
+    s.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    let head = a.last();
+    assert!(
+        head.starts_with("CONNECT secure.example:443 HTTP/1.1"),
+        "{head}"
+    );
+    assert_eq!(
+        field(&head, "Proxy-Authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz"),
+        "{head}"
+    );
+    drop(s);
+    // its refusal comes back with the challenges
+    let r = exchange(&fa, format!("{connect}\r\n").as_bytes());
+    assert_eq!(r.status, 407, "{}", r.head);
+    assert_eq!(
+        r.header("proxy-authenticate").as_deref(),
+        Some("Basic realm=\"tun-a\""),
+        "{}",
+        r.head
+    );
+    // without the option: no credentials up, no challenges down
+    let r = exchange(
+        &fb,
+        format!("{connect}Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 407, "{}", r.head);
+    assert_eq!(r.header("proxy-authenticate"), None, "{}", r.head);
+    assert_eq!(
+        field(&b.last(), "Proxy-Authorization"),
+        None,
+        "{}",
+        b.last()
+    );
+    // accelerator: the origin's Authorization is end-to-end, forwarded to any parent
+    let accel = format!(
+        "[frontend]\nmode = \"accel\"\ndefault_site = \"www.example\"\n{}",
+        auth_parents_toml(&[(&b, false)])
+    );
+    let fc = Frontend::start("pass-accel", &accel);
+    let r = exchange(
+        &fc,
+        b"GET /account HTTP/1.1\r\nHost: www.example\r\nAuthorization: Basic b3JpZ2luOnB3\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 407, "{}", r.head);
+    let head = b.last();
+    assert!(
+        head.starts_with("GET http://www.example/account HTTP/1.1"),
+        "{head}"
+    );
+    assert_eq!(
+        field(&head, "Authorization").as_deref(),
+        Some("Basic b3JpZ2luOnB3"),
+        "{head}"
+    );
+}

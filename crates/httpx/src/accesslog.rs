@@ -1,10 +1,28 @@
-//! The access log: one line per request in Squid's native format (so
-//! existing Squid log tools work) or JSON, buffered per worker and written
+//! The access log: one line per request in one of Squid's built-in formats
+//! (native, `common`, `combined`: existing Squid and web log tools work) or
+//! JSON, buffered per worker and written
 //! in time order (each line's time is when its request finished) to a file
 //! that can be reopened for logrotate (SIGUSR1 in the binary), or stdout.
 //!
 //! Native: `time elapsed client code/status bytes method URL user hierarchy/peer type`
 //! e.g. `1764136800.123     12 127.0.0.1 TCP_MISS/200 1432 GET http://h/ - CARP/cache2 text/html`.
+//!
+//! Squid's two other built-in formats, as Squid 5.7 writes them
+//! (`src/log/FormatHttpdCommon.cc`, `FormatHttpdCombined.cc`): Apache's
+//! Common and Combined Log Formats with Squid's result code and hierarchy
+//! appended:
+//! - `common`: `%>a %[ui %[un [%tl] "%rm %ru HTTP/%rv" %>Hs %<st %Ss:%Sh`, e.g.
+//!   `127.0.0.1 - - [03/Dec/2026:20:17:01 +0000] "GET http://h/ HTTP/1.1" 200 1432 TCP_MISS:CARP`
+//! - `combined`: the same with `"%{Referer}>h" "%{User-Agent}>h"` before
+//!   `%Ss:%Sh`.
+//!
+//! As Squid writes them: the time is when the request finished, in local
+//! time; the ident and user names are `-` (carpool has neither);
+//! the status is not zero-padded (`0` when nothing was sent); `Referer` and
+//! `User-Agent` are the first such field of the request, `-` when absent or
+//! empty, written between quotes as they came (a `"` in them is not
+//! escaped, as in Squid; bytes that are not UTF-8 become U+FFFD, where
+//! Squid writes them raw).
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -15,14 +33,30 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::head::Version;
+
 /// Line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// Squid's native `logformat squid`.
     #[default]
     Squid,
+    /// Squid's built-in `logformat common`: Apache's Common Log Format
+    /// with Squid's result code and hierarchy appended (see the module doc).
+    Common,
+    /// Squid's built-in `logformat combined`: `common` with the request's
+    /// `Referer` and `User-Agent` (see the module doc).
+    Combined,
     /// One JSON object per line.
     Json,
+}
+
+impl Format {
+    /// True when lines of this format show the request's `Referer` and
+    /// `User-Agent` (the only formats whose records need them).
+    pub fn shows_request_fields(self) -> bool {
+        self == Format::Combined
+    }
 }
 
 /// One finished request.
@@ -44,6 +78,13 @@ pub struct Entry<'a> {
     pub method: &'a [u8],
     /// Request URL (or authority for CONNECT).
     pub url: &'a [u8],
+    /// The request's protocol version (`common` and `combined` only; a
+    /// head that could not be read: HTTP/1.1, as Squid writes it).
+    pub version: Version,
+    /// The request's `Referer`, or empty (`combined` only).
+    pub referer: &'a [u8],
+    /// The request's `User-Agent`, or empty (`combined` only).
+    pub user_agent: &'a [u8],
     /// Hierarchy code (CARP, HIER_NONE …).
     pub hierarchy: &'a str,
     /// The peer's name (a parent's name), or `-` (JSON only).
@@ -199,6 +240,9 @@ pub struct Writer {
     /// (time, start, end) of each line in `buf`.
     lines: Vec<(u64, usize, usize)>,
     last_flush: Instant,
+    /// The second last written as a `common`/`combined` time, and its text
+    /// (one conversion to local time per second, as Squid does).
+    log_time: (i64, String),
 }
 
 /// Flush when this much is buffered.
@@ -214,7 +258,13 @@ impl Writer {
             buf: String::with_capacity(FLUSH_BYTES),
             lines: Vec::new(),
             last_flush: Instant::now(),
+            log_time: (i64::MIN, String::new()),
         }
+    }
+
+    /// The format of the lines it writes (`None` when they go nowhere).
+    pub fn format(&self) -> Option<Format> {
+        (self.sink.destination != Destination::Off).then_some(self.sink.format)
     }
 
     /// Formats and buffers one entry. Its time is when the request
@@ -246,6 +296,34 @@ impl Writer {
                         String::from_utf8_lossy(e.content_type)
                     },
                 );
+            }
+            Format::Common | Format::Combined => {
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                if self.log_time.0 != secs {
+                    self.log_time.1.clear();
+                    crate::date::write_log_time(&mut self.log_time.1, secs);
+                    self.log_time.0 = secs;
+                }
+                let _ = write!(
+                    self.buf,
+                    "{} - - [{}] \"{} {} {}\" {} {} ",
+                    e.client,
+                    self.log_time.1,
+                    String::from_utf8_lossy(e.method),
+                    LogUrl(e.url),
+                    e.version.as_str(),
+                    e.status,
+                    e.bytes,
+                );
+                if self.sink.format == Format::Combined {
+                    let _ = write!(
+                        self.buf,
+                        "\"{}\" \"{}\" ",
+                        OrDash(e.referer),
+                        OrDash(e.user_agent),
+                    );
+                }
+                let _ = writeln!(self.buf, "{}:{}", e.code, e.hierarchy);
             }
             Format::Json => {
                 let _ = writeln!(
@@ -306,6 +384,20 @@ impl std::fmt::Display for LogUrl<'_> {
     }
 }
 
+/// A request field's value as `combined` writes it: as it came, `-` when
+/// empty.
+struct OrDash<'a>(&'a [u8]);
+
+impl std::fmt::Display for OrDash<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_char('-')
+        } else {
+            f.write_str(&String::from_utf8_lossy(self.0))
+        }
+    }
+}
+
 fn json_str(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() + 2);
     s.push('"');
@@ -351,6 +443,9 @@ mod tests {
                 bytes: 1432,
                 method: b"GET",
                 url: b"http://h/a b",
+                version: Version::Http11,
+                referer: b"",
+                user_agent: b"",
                 hierarchy: "CARP",
                 peer: "cache2",
                 peer_host: "10.0.0.12",
@@ -363,6 +458,88 @@ mod tests {
         }
     }
 
+    /// The lines of Squid's `common` and `combined` formats, field by field
+    /// as Squid 5.7 writes them (its FormatHttpdCommon.cc and
+    /// FormatHttpdCombined.cc, and lines of a running Squid 5.7:
+    /// `crates/carpool/tests/squid_interop.rs` compares the two live).
+    #[test]
+    fn common_and_combined_lines() {
+        let dir = std::env::temp_dir().join(format!("httpx-clf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // finished at 1700000000.250: the time is that second, local
+        let mut time = String::new();
+        crate::date::write_log_time(&mut time, 1_700_000_000);
+        let base = Entry {
+            start: UNIX_EPOCH + Duration::from_millis(1_700_000_000_238),
+            elapsed: Duration::from_millis(12),
+            client: "127.0.0.1".parse().unwrap(),
+            code: "TCP_MISS",
+            status: 200,
+            bytes: 1432,
+            method: b"GET",
+            url: b"http://h/a b",
+            version: Version::Http10,
+            referer: b"http://r.example/?q=\"x\" y",
+            user_agent: b"Mozilla/5.0 (X11; \"q\")\tz",
+            hierarchy: "CARP",
+            peer: "cache2",
+            peer_host: "10.0.0.12",
+            content_type: b"text/html",
+            reason: "",
+        };
+        let refused = Entry {
+            client: "::1".parse().unwrap(),
+            code: "TCP_DENIED",
+            status: 403,
+            bytes: 310,
+            method: b"CONNECT",
+            url: b"h.example:25",
+            version: Version::Http11,
+            referer: b"",
+            user_agent: b"",
+            hierarchy: "HIER_NONE",
+            ..base.clone()
+        };
+        let nothing_sent = Entry {
+            status: 0,
+            bytes: 0,
+            code: "TCP_MISS",
+            ..refused.clone()
+        };
+        for (format, want) in [
+            (
+                Format::Common,
+                [
+                    format!("127.0.0.1 - - [{time}] \"GET http://h/a%20b HTTP/1.0\" 200 1432 TCP_MISS:CARP"),
+                    format!("::1 - - [{time}] \"CONNECT h.example:25 HTTP/1.1\" 403 310 TCP_DENIED:HIER_NONE"),
+                    format!("::1 - - [{time}] \"CONNECT h.example:25 HTTP/1.1\" 0 0 TCP_MISS:HIER_NONE"),
+                ],
+            ),
+            (
+                Format::Combined,
+                [
+                    format!("127.0.0.1 - - [{time}] \"GET http://h/a%20b HTTP/1.0\" 200 1432 \"http://r.example/?q=\"x\" y\" \"Mozilla/5.0 (X11; \"q\")\tz\" TCP_MISS:CARP"),
+                    format!("::1 - - [{time}] \"CONNECT h.example:25 HTTP/1.1\" 403 310 \"-\" \"-\" TCP_DENIED:HIER_NONE"),
+                    format!("::1 - - [{time}] \"CONNECT h.example:25 HTTP/1.1\" 0 0 \"-\" \"-\" TCP_MISS:HIER_NONE"),
+                ],
+            ),
+        ] {
+            let path = dir.join(format!("{format:?}.log"));
+            let _ = std::fs::remove_file(&path);
+            let sink = Sink::open(Destination::File(path.clone()), format).unwrap();
+            let mut w = Writer::new(sink.clone());
+            for e in [&base, &refused, &nothing_sent] {
+                w.log(e);
+            }
+            w.flush();
+            sink.finish();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().collect::<Vec<_>>(), want, "{format:?}");
+        }
+        assert!(Format::Combined.shows_request_fields());
+        assert!(!Format::Common.shows_request_fields());
+    }
+
     fn entry(end_ms: u64, url: &'static [u8]) -> Entry<'static> {
         Entry {
             start: UNIX_EPOCH + Duration::from_millis(end_ms - 5),
@@ -373,6 +550,9 @@ mod tests {
             bytes: 10,
             method: b"GET",
             url,
+            version: Version::Http11,
+            referer: b"",
+            user_agent: b"",
             hierarchy: "HIER_NONE",
             peer: "-",
             peer_host: "-",

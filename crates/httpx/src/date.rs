@@ -1,6 +1,8 @@
 //! HTTP dates (RFC 9110 §5.6.7): writing IMF-fixdate, reading it and the two
-//! obsolete forms (RFC 850 and asctime) that recipients must accept.
+//! obsolete forms (RFC 850 and asctime) that recipients must accept; and the
+//! local time of the Common Log Format, for the access log.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
@@ -58,6 +60,56 @@ pub fn write(out: &mut Vec<u8>, t: SystemTime) {
     out.push(b':');
     two(out, rem % 60);
     out.extend_from_slice(b" GMT");
+}
+
+/// Appends `secs` (since the epoch) as the Common Log Format writes a time,
+/// in the system's time zone: `03/Dec/2026:20:17:01 +0000` (Squid's `%tl`,
+/// which its `common` and `combined` logs write between brackets). The
+/// offset is `localtime_r(3)`'s (UTC when it cannot say), as `±hhmm`: where
+/// Squid 5.7 writes a negative offset that is not a whole hour as
+/// `-03-30`, this writes `-0330`.
+pub fn write_log_time(out: &mut String, secs: i64) {
+    write_time_at_offset(out, secs, utc_offset(secs));
+}
+
+/// [`write_log_time`] with the offset from UTC (seconds) given.
+fn write_time_at_offset(out: &mut String, secs: i64, offset: i64) {
+    let local = secs + offset;
+    let days = local.div_euclid(86_400);
+    let rem = local.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let month = MONTHS[(m - 1) as usize];
+    let sign = if offset < 0 { '-' } else { '+' };
+    let off_min = offset.abs() / 60;
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} {sign}{:02}{:02}",
+        std::str::from_utf8(month).unwrap_or("???"),
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        off_min / 60,
+        off_min % 60,
+    );
+}
+
+/// The offset of local time from UTC at `secs`, in seconds, as
+/// `localtime_r(3)` gives it (0 when it fails).
+fn utc_offset(secs: i64) -> i64 {
+    // time_t and long (tm_gmtoff) are 64 bits wide on the platforms
+    // carpool runs on (64-bit Linux)
+    let t = secs as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads `t` and writes only the struct it is given
+    // (thread-safe, unlike localtime); on failure it returns null and the
+    // zeroed struct is not read.
+    let done = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    if done.is_null() {
+        return 0;
+    }
+    // SAFETY: localtime_r filled it in.
+    let tm = unsafe { tm.assume_init() };
+    tm.tm_gmtoff
 }
 
 fn month(b: &[u8]) -> Option<u32> {
@@ -241,6 +293,31 @@ mod tests {
         assert_eq!(full_year(76, now), 2076);
         assert_eq!(full_year(77, now), 1977);
         assert_eq!(full_year(0, now), 2000);
+    }
+
+    #[test]
+    fn log_time_in_any_zone() {
+        let t = 1_796_329_021; // 2026-12-03 20:17:01 UTC
+        for (offset, want) in [
+            (0, "03/Dec/2026:20:17:01 +0000"),
+            (3600, "03/Dec/2026:21:17:01 +0100"),
+            (5 * 3600 + 1800, "04/Dec/2026:01:47:01 +0530"),
+            (-(3 * 3600 + 1800), "03/Dec/2026:16:47:01 -0330"),
+            (-10 * 3600, "03/Dec/2026:10:17:01 -1000"),
+        ] {
+            let mut out = String::new();
+            write_time_at_offset(&mut out, t, offset);
+            assert_eq!(out, want);
+        }
+        let mut out = String::new();
+        write_time_at_offset(&mut out, 951_782_400, 0);
+        assert_eq!(out, "29/Feb/2000:00:00:00 +0000");
+        // the machine's own zone: its offset, whatever it is
+        out.clear();
+        write_log_time(&mut out, t);
+        let mut want = String::new();
+        write_time_at_offset(&mut want, t, utc_offset(t));
+        assert_eq!(out, want);
     }
 
     #[test]

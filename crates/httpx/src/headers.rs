@@ -133,6 +133,11 @@ pub struct Outgoing<'a> {
     /// The protocols the client offered to switch to (its `Upgrade`,
     /// passed on with `Connection: upgrade`; see [`upgrade_offer`]).
     pub upgrade: Option<&'a [u8]>,
+    /// Forward the client's `Proxy-Authorization` fields unchanged (they
+    /// are hop-by-hop, dropped otherwise, even when `Connection` names
+    /// them): to a parent proxy that authenticates the clients itself
+    /// (Squid's `cache_peer ... login=PASS`).
+    pub proxy_authorization: bool,
 }
 
 /// The `Upgrade` value of an HTTP/1.1 request that offers to switch
@@ -151,7 +156,8 @@ pub fn upgrade_offer(head: &RequestHead) -> Option<&[u8]> {
 
 /// Writes the head of a request sent upstream: `method target HTTP/1.1`,
 /// the client's end-to-end fields (not the hop-by-hop ones, those its
-/// `Connection` names, its framing, `Expect`, nor `o.drop`), `Host`, the
+/// `Connection` names, its framing, `Expect`, nor `o.drop`; its
+/// `Proxy-Authorization` only with `o.proxy_authorization`), `Host`, the
 /// extra fields, our `Via`, `X-Forwarded-For` per `o.xff`, and the body
 /// framing. Runs of kept fields are copied as they came.
 pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_>) {
@@ -163,9 +169,10 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, o: &Outgoing<'_
     let mut prior_xff: Option<&[u8]> = None;
     let conn = connection_tokens(&head.fields);
     head.fields.write_kept(out, |kind, name, value| {
-        if dropped(kind, name, &conn)
-            || matches!(kind, Known::ContentLength | Known::Expect | Known::Host)
-        {
+        if dropped(kind, name, &conn) {
+            return kind == Known::ProxyAuthorization && o.proxy_authorization;
+        }
+        if matches!(kind, Known::ContentLength | Known::Expect | Known::Host) {
             return false;
         }
         match kind {
@@ -388,6 +395,7 @@ mod tests {
             remote_client: false,
             body: BodyLen::Empty,
             upgrade: upgrade_offer(&h),
+            proxy_authorization: false,
         };
         // no `Connection: upgrade`: nothing to pass on
         assert_eq!(o.upgrade, None);
@@ -396,6 +404,44 @@ mod tests {
         assert_eq!(
             text,
             "GET http://h.example/x HTTP/1.1\r\nHost: h.example\r\nAccept: */*\r\nVia: 1.1 fe:3128 (carpool)\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n\r\n"
+        );
+    }
+
+    /// `Proxy-Authorization` goes on only when asked (a parent with
+    /// `pass_credentials`), as it came, even when `Connection` names it;
+    /// the other hop-by-hop fields stay behind either way.
+    #[test]
+    fn proxy_authorization_is_forwarded_only_when_asked() {
+        let mut b = BytesMut::from(
+            &b"GET http://h/ HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\nProxy-Authorization: Other x\r\nConnection: Proxy-Authorization, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nAuthorization: Bearer t\r\n\r\n"[..],
+        );
+        let h = parse_request(&mut b, &Limits::default()).unwrap().unwrap();
+        let head = |pass: bool| {
+            let mut out = Vec::new();
+            let o = Outgoing {
+                method: b"GET",
+                target: b"http://h/",
+                host: b"h",
+                drop: &[],
+                extra: b"",
+                via: "fe (carpool)",
+                xff: Xff::Off,
+                client: "127.0.0.1".parse().unwrap(),
+                remote_client: false,
+                body: BodyLen::Empty,
+                upgrade: None,
+                proxy_authorization: pass,
+            };
+            write_request_head(&mut out, &h, &o);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            head(true),
+            "GET http://h/ HTTP/1.1\r\nHost: h\r\nProxy-Authorization: Basic dTpw\r\nProxy-Authorization: Other x\r\nAuthorization: Bearer t\r\nVia: 1.1 fe (carpool)\r\n\r\n"
+        );
+        assert_eq!(
+            head(false),
+            "GET http://h/ HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nVia: 1.1 fe (carpool)\r\n\r\n"
         );
     }
 
@@ -420,6 +466,7 @@ mod tests {
             remote_client: false,
             body: BodyLen::Empty,
             upgrade: upgrade_offer(&ws),
+            proxy_authorization: false,
         };
         write_request_head(&mut out, &ws, &o);
         assert_eq!(
@@ -455,6 +502,7 @@ mod tests {
                 remote_client: true,
                 body: BodyLen::Length(3),
                 upgrade: None,
+                proxy_authorization: false,
             },
         );
         assert_eq!(

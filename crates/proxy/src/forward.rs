@@ -100,9 +100,9 @@ fn write_head<R: Role>(
     peer: &R::Peer,
     out: &mut Vec<u8>,
 ) -> bool {
-    let kind = info_kind(w, peer);
+    let info = w.role.describe(peer);
     let mut authority = Vec::new();
-    let mut o = upstream::outgoing(req, kind, &w.settings, &mut authority);
+    let mut o = upstream::outgoing(req, &info, &w.settings, &mut authority);
     w.role.upstream_request(req, ctx, &mut o);
     headers::write_request_head(out, &req.head, &o);
     o.method == b"HEAD"

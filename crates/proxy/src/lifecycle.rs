@@ -21,7 +21,8 @@ const DENIED: &str = "access denied by the proxy's http_access rules";
 
 /// Serves one client connection until it closes or must be closed.
 pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: SocketAddr) {
-    let admitted = Session::admit(stream, peer, &w.settings, &w.open, &w.stop).await;
+    let format = w.log.borrow().format();
+    let admitted = Session::admit(stream, peer, &w.settings, &w.open, &w.stop, format).await;
     let Some(mut s) = admitted else {
         return;
     };

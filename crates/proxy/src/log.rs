@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use httpx::accesslog::Entry;
-use httpx::RequestHead;
+use httpx::{RequestHead, Version};
 
 /// How a request was answered (Squid's result codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,12 @@ pub struct Record {
     pub denied_by: Option<Arc<str>>,
     method: Vec<u8>,
     url: Vec<u8>,
+    version: Version,
+    /// Whether `referer` and `user_agent` are kept (only a log format that
+    /// shows them asks: copying them costs the other formats nothing).
+    request_fields: bool,
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
     hierarchy: Hierarchy,
     peer: String,
     peer_host: String,
@@ -123,6 +129,10 @@ impl Default for Record {
             denied_by: None,
             method: Vec::new(),
             url: Vec::new(),
+            version: Version::Http11,
+            request_fields: false,
+            referer: Vec::new(),
+            user_agent: Vec::new(),
             hierarchy: Hierarchy::None,
             peer: String::new(),
             peer_host: String::new(),
@@ -132,6 +142,16 @@ impl Default for Record {
 }
 
 impl Record {
+    /// A record that keeps the request's `Referer` and `User-Agent` when
+    /// `request_fields` (the log's format shows them:
+    /// [`httpx::accesslog::Format::shows_request_fields`]).
+    pub(crate) fn new(request_fields: bool) -> Record {
+        Record {
+            request_fields,
+            ..Record::default()
+        }
+    }
+
     /// Starts the record of the request `head`.
     pub(crate) fn begin(&mut self, head: &RequestHead) {
         self.start = SystemTime::now();
@@ -145,6 +165,16 @@ impl Record {
         self.method.extend_from_slice(head.method());
         self.url.clear();
         self.url.extend_from_slice(head.target());
+        self.version = head.version;
+        if self.request_fields {
+            // the first of each, as Squid's log takes it
+            self.referer.clear();
+            self.referer
+                .extend_from_slice(head.fields.get("referer").unwrap_or_default());
+            self.user_agent.clear();
+            self.user_agent
+                .extend_from_slice(head.fields.get("user-agent").unwrap_or_default());
+        }
         self.hierarchy = Hierarchy::None;
         self.peer.clear();
         self.peer_host.clear();
@@ -154,7 +184,13 @@ impl Record {
     /// Frees the fields that grew past [`KEPT_FIELD`] (a long URL): an
     /// idle connection keeps only small ones for its next request.
     pub(crate) fn shed(&mut self) {
-        for v in [&mut self.method, &mut self.url, &mut self.content_type] {
+        for v in [
+            &mut self.method,
+            &mut self.url,
+            &mut self.referer,
+            &mut self.user_agent,
+            &mut self.content_type,
+        ] {
             if v.capacity() > KEPT_FIELD {
                 *v = Vec::new();
             }
@@ -204,6 +240,9 @@ impl Record {
             bytes: self.bytes,
             method: &self.method,
             url: &self.url,
+            version: self.version,
+            referer: &self.referer,
+            user_agent: &self.user_agent,
             hierarchy: self.hierarchy.as_squid(),
             peer: if self.peer.is_empty() {
                 "-"

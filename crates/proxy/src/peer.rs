@@ -72,6 +72,12 @@ pub struct PeerInfo<'a> {
     pub kind: PeerKind,
     /// How to reach it.
     pub address: Address<'a>,
+    /// It authenticates the clients itself (Squid's `cache_peer ...
+    /// login=PASS`): a proxy kind only. The client's `Proxy-Authorization`
+    /// goes to it (on requests and CONNECTs), and its `Proxy-Authenticate`
+    /// challenges come back to the client; for any other peer both are
+    /// hop-by-hop and stop here.
+    pub pass_credentials: bool,
 }
 
 /// What went wrong with a peer.

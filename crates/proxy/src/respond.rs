@@ -10,8 +10,9 @@ use httpx::conn::Conn;
 use httpx::framing::{self, BodyLen};
 use httpx::head::Known;
 use httpx::headers::{self, Framing};
+use httpx::ResponseHead;
 
-use crate::peer::{PeerKind, Problem};
+use crate::peer::{PeerInfo, PeerKind, Problem};
 use crate::request::Request;
 use crate::role::Role;
 use crate::session::{Next, Session};
@@ -35,7 +36,10 @@ pub(crate) async fn relay<R: Role>(
         head,
         claim: _claim,
     } = response;
-    let kind = w.role.describe(peer).kind;
+    let info = w.role.describe(peer);
+    let kind = info.kind;
+    let challenges = challenges(fields, &head, &info);
+    let fields = challenges.as_deref().unwrap_or(fields);
     s.log.status = head.status;
     s.log
         .set_content_type(head.fields.get(Known::ContentType).unwrap_or_default());
@@ -91,6 +95,30 @@ pub(crate) async fn relay<R: Role>(
         w.role.keep_idle(peer, up);
     }
     Next::keep_if(keep)
+}
+
+/// The fields this hop adds to a response of `peer`, when they are more
+/// than the role's `fields`: from a peer that
+/// [passes credentials](crate::PeerInfo::pass_credentials), its
+/// `Proxy-Authenticate` challenges (hop-by-hop, dropped otherwise), so that
+/// the client learns how to authenticate to it. `None` (nothing is
+/// allocated) for any other peer or response.
+pub(crate) fn challenges<'a>(
+    fields: &[(&'a str, &'a [u8])],
+    head: &'a ResponseHead,
+    peer: &PeerInfo<'_>,
+) -> Option<Vec<(&'a str, &'a [u8])>> {
+    if !peer.pass_credentials || !head.fields.has(Known::ProxyAuthenticate) {
+        return None;
+    }
+    let theirs = head.fields.get_all(Known::ProxyAuthenticate);
+    Some(
+        fields
+            .iter()
+            .copied()
+            .chain(theirs.map(|v| ("Proxy-Authenticate", v)))
+            .collect(),
+    )
 }
 
 /// Sends the response head `out` together with the body bytes that came

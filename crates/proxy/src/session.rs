@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use httpx::accesslog::{Entry, Writer};
+use httpx::accesslog::{Entry, Format, Writer};
 use httpx::conn::{Conn, HeadReadError};
 use httpx::{HttpError, RequestHead};
 use tokio::io::AsyncWriteExt;
@@ -63,13 +63,15 @@ pub struct Session {
 
 impl Session {
     /// Takes a new connection; `None` (after answering 503) when
-    /// `max_client_connections` are open already.
+    /// `max_client_connections` are open already. Its log records keep the
+    /// request fields that `log_format` shows.
     pub(crate) async fn admit(
         stream: TcpStream,
         peer: SocketAddr,
         settings: &Settings,
         open: &Arc<AtomicUsize>,
         stop: &Rc<LocalStop>,
+        log_format: Option<Format>,
     ) -> Option<Session> {
         let guard = OpenGuard::enter(open);
         let ip = canonical_ip(peer.ip());
@@ -87,7 +89,7 @@ impl Session {
         }
         Some(Session {
             client,
-            log: Record::default(),
+            log: Record::new(log_format.is_some_and(Format::shows_request_fields)),
             ip,
             local,
             local_port,
@@ -201,6 +203,10 @@ impl Session {
             bytes,
             method: b"-",
             url: b"error:invalid-request",
+            // unread: HTTP/1.1, as Squid writes it
+            version: httpx::Version::Http11,
+            referer: b"",
+            user_agent: b"",
             hierarchy: Hierarchy::None.as_squid(),
             peer: "-",
             peer_host: "-",

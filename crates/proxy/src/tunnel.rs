@@ -9,7 +9,7 @@ use httpx::headers::{self, Framing, Outgoing};
 use httpx::ResponseHead;
 
 use crate::log::Code;
-use crate::peer::Claim;
+use crate::peer::{Claim, PeerInfo};
 use crate::request::Request;
 use crate::role::{Retry, Role};
 use crate::session::{Next, Session};
@@ -47,7 +47,7 @@ pub(crate) async fn tunnel<R: Role>(
         match open(w, s, req, &peer, t).await {
             Ok(opened) => {
                 w.role.upstream_ok(&peer);
-                return carry(w, s, req, opened).await;
+                return carry(w, s, req, &info, opened).await;
             }
             Err(Failure::Denied(e)) => {
                 s.log.code = Code::Denied;
@@ -93,6 +93,7 @@ async fn open<R: Role>(
         remote_client: info.kind == crate::peer::PeerKind::Parent && req.remote(),
         body: BodyLen::Empty,
         upgrade: None,
+        proxy_authorization: info.pass_credentials,
     };
     headers::write_request_head(&mut out, &req.head, &connect);
     let sent = upstream::send_head(&mut conn, info.kind, &out, false).await;
@@ -106,20 +107,30 @@ async fn open<R: Role>(
     })
 }
 
-/// Carries the tunnel (or passes a refusal on) and closes.
-async fn carry<R: Role>(w: &Worker<R>, s: &mut Session, req: &Request, opened: Opened) -> Next {
+/// Carries the tunnel (or passes a refusal of `peer` on: with its
+/// challenges when it [passes credentials](PeerInfo::pass_credentials))
+/// and closes.
+async fn carry<R: Role>(
+    w: &Worker<R>,
+    s: &mut Session,
+    req: &Request,
+    peer: &PeerInfo<'_>,
+    opened: Opened,
+) -> Next {
     match opened {
         Opened::Refused(head) => {
             s.log.status = head.status;
             let mut out = s.head_buffer();
             let via = w.settings.via.entry();
-            headers::write_response_head(
+            let challenges = crate::respond::challenges(&[], &head, peer);
+            headers::write_response_head_with(
                 &mut out,
                 &head,
                 Framing::Length(0),
                 via,
                 false,
                 req.head.version,
+                challenges.as_deref().unwrap_or_default(),
             );
             s.send(out).await;
         }

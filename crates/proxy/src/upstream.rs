@@ -108,18 +108,20 @@ impl Failure {
     }
 }
 
-/// What the head of `req` is made of when it goes to a peer of `kind`:
+/// What the head of `req` is made of when it goes to `peer`:
 /// absolute-form to a proxy, origin-form to an origin; `Host` the target's
 /// authority either way (written into `authority`; RFC 9112 §3.2.2: the
 /// target's host wins over the client's `Host`); this hop's `Via` and
-/// `X-Forwarded-For`. A role adjusts it before it is written
-/// ([`crate::Role::upstream_request`]).
+/// `X-Forwarded-For`; the client's `Proxy-Authorization` to a proxy that
+/// [passes credentials](PeerInfo::pass_credentials). A role adjusts it
+/// before it is written ([`crate::Role::upstream_request`]).
 pub fn outgoing<'a>(
     req: &'a Request,
-    kind: PeerKind,
+    peer: &PeerInfo<'_>,
     settings: &'a Settings,
     authority: &'a mut Vec<u8>,
 ) -> Outgoing<'a> {
+    let kind = peer.kind;
     origin_authority(&req.uri, authority);
     let target = if kind.is_proxy() {
         req.uri.effective()
@@ -144,6 +146,7 @@ pub fn outgoing<'a>(
             httpx::framing::BodyLen::Empty => httpx::headers::upgrade_offer(&req.head),
             _ => None,
         },
+        proxy_authorization: peer.pass_credentials && kind.is_proxy(),
     }
 }
 

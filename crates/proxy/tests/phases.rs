@@ -61,6 +61,7 @@ impl Role for Recorder {
             host: "127.0.0.1",
             kind: self.kind,
             address: Address::Socket(self.peers[*p].1),
+            pass_credentials: false,
         }
     }
 

@@ -421,6 +421,7 @@ struct ParentReads {
     weight: u32,
     carp_key: Option<carp::KeySpec>,
     max_conn: u32,
+    pass_credentials: bool,
 }
 
 impl ParentReads {
@@ -432,6 +433,7 @@ impl ParentReads {
             weight: p.weight,
             carp_key: p.carp_key,
             max_conn: p.max_conn,
+            pass_credentials: p.pass_credentials,
         }
     }
 }

@@ -367,7 +367,7 @@ async fn fetch(w: &Worker, req: &Request, hop: &Hop, lead: &Lead) -> Result<Resp
     let info = hop.info();
     let layer = &w.cache.layer;
     let mut authority = Vec::new();
-    let mut o = proxy::upstream::outgoing(req, info.kind, layer, &mut authority);
+    let mut o = proxy::upstream::outgoing(req, &info, layer, &mut authority);
     lead.request(&mut o);
     let mut head = Vec::new();
     headers::write_request_head(&mut head, &req.head, &o);

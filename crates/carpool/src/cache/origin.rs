@@ -71,6 +71,7 @@ impl Hop {
             host: &self.host,
             kind: self.kind,
             address: Address::Name(&self.host, self.port),
+            pass_credentials: false,
         }
     }
 }

@@ -31,6 +31,13 @@ pub struct Parent {
     pub carp_key: Option<KeySpec>,
     /// Most connections open to this parent at once, all workers together (0: no limit).
     pub max_conn: u32,
+    /// The frontend forwards the client's `Proxy-Authorization` to this
+    /// parent unchanged and passes its `Proxy-Authenticate` challenges back
+    /// (Squid's `cache_peer ... login=PASS`): for a parent that
+    /// authenticates the clients itself. Off, both stop at the frontend as
+    /// hop-by-hop fields. `Authorization` (to the origin) is end-to-end and
+    /// goes to every parent either way.
+    pub pass_credentials: bool,
     /// Line of the file where the parent is defined.
     pub line: usize,
     /// This cache's own storage settings (over `[cache]`).

@@ -178,7 +178,12 @@ macro_rules! server_section {
                     c.set(&mut s.access_log, access_log(v, err).map(Some));
                 }
                 if let Some(v) = &self.access_log_format {
-                    let formats = [("squid", Format::Squid), ("json", Format::Json)];
+                    let formats = [
+                        ("squid", Format::Squid),
+                        ("common", Format::Common),
+                        ("combined", Format::Combined),
+                        ("json", Format::Json),
+                    ];
                     c.set(&mut s.access_log_format, choice(v, "access_log_format", &formats, err));
                 }
                 let counts: [(&Option<Spanned<i64>>, &str, i64, i64, &mut usize); 4] = [
@@ -276,6 +281,7 @@ struct ParentEntry {
     weight: Option<Spanned<i64>>,
     carp_key: Option<Spanned<String>>,
     max_conn: Option<Spanned<i64>>,
+    pass_credentials: Option<Spanned<bool>>,
     dir: Option<Spanned<String>>,
     mem: Option<Spanned<String>>,
     disk: Option<Spanned<String>>,
@@ -321,7 +327,10 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let file: File = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let bad = text.get(span.clone()).unwrap_or_default();
-        let key = Some(bad)
+        // a value of the wrong type: the key it is the value of; else the
+        // text in error (an unknown key, a broken header)
+        let key = key_of_value(text, span.start)
+            .or(Some(bad))
             .filter(|s| !s.is_empty() && s.len() < 64 && !s.contains(char::is_control))
             .unwrap_or("-");
         ConfigErrors::from(err(span, key.trim_matches('"'), syntax_message(&e, bad)))
@@ -510,6 +519,17 @@ fn access_rules(
     Arc::new(b.build(&implicit))
 }
 
+/// The key of the value at `offset` when it stands on a `key = value`
+/// line after the `=` (`vhost = 1` → `vhost`).
+fn key_of_value(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
 /// toml's message for a syntax error, as one line (it may have several, or
 /// none: for a control character in a comment it says nothing). `bad` is
 /// the text the error points at.
@@ -621,6 +641,7 @@ fn parent(p: &ParentEntry, line: usize, c: &Check<'_>) -> Option<Parent> {
         weight: weight?,
         carp_key,
         max_conn: max_conn?,
+        pass_credentials: p.pass_credentials.as_ref().is_some_and(|v| *v.get_ref()),
         line,
         own,
     })
@@ -1109,6 +1130,24 @@ mod tests {
                 "-",
                 "character U+000B is not allowed here",
             ),
+            (
+                "[[parent]]\nhost = \"a\"\nport = 1\npass_credentials = \"yes\"\n",
+                4,
+                "pass_credentials",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\nvhost = 1\n",
+                5,
+                "vhost",
+                "invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                "[[parent]]\nhost = \"a\"\nport = 1\n[frontend]\nallow_clients = [\"::1\", 1]\n",
+                5,
+                "allow_clients",
+                "invalid type: integer `1`, expected a string",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert_eq!(
@@ -1131,6 +1170,9 @@ mod tests {
         assert_eq!(c.parents[1].name, "b.example");
         assert_eq!(c.parents[1].line, 9);
         assert_eq!(c.parents[0].weight, 2);
+        assert!(!c.parents[0].pass_credentials, "off by default");
+        let c = parse(&format!("{PARENT}pass_credentials = true\n")).unwrap();
+        assert!(c.parents[0].pass_credentials);
     }
 
     #[test]
@@ -1185,6 +1227,31 @@ mod tests {
     }
 
     const PARENT: &str = "[[parent]]\nhost = \"a\"\nport = 1\n";
+
+    #[test]
+    fn access_log_formats_are_squids_built_in_ones_and_json() {
+        for (name, format) in [
+            ("squid", Format::Squid),
+            ("common", Format::Common),
+            ("combined", Format::Combined),
+            ("json", Format::Json),
+        ] {
+            let c = parse(&format!(
+                "{PARENT}[frontend]\naccess_log_format = \"{name}\"\n[cache]\naccess_log_format = \"{name}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.frontend.server.access_log_format, format);
+            assert_eq!(c.cache.server.access_log_format, format);
+        }
+        let e = parse(&format!(
+            "{PARENT}[cache]\naccess_log_format = \"apache\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:5: `access_log_format`: \"apache\": expected one of \"squid\", \"common\", \"combined\", \"json\""
+        );
+    }
 
     #[test]
     fn access_rules_top_level_and_per_role() {

@@ -31,6 +31,8 @@ pub struct ParentAddr {
     pub addr: SocketAddr,
     /// Most connections one worker may hold open to it (`max_conn` shared out).
     pub max_conn_per_worker: usize,
+    /// Its clients' credentials go to it (`pass_credentials`).
+    pub pass_credentials: bool,
 }
 
 /// What every worker shares.
@@ -136,6 +138,7 @@ fn parents(config: &Config, workers: usize) -> Result<Vec<ParentAddr>> {
                 host: p.host.clone(),
                 addr,
                 max_conn_per_worker,
+                pass_credentials: p.pass_credentials,
             })
         })
         .collect()

@@ -38,6 +38,7 @@ impl Role for Worker {
             host: &parent.host,
             kind: PeerKind::Parent,
             address: Address::Socket(parent.addr),
+            pass_credentials: parent.pass_credentials,
         }
     }
 

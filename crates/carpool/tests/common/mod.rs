@@ -522,7 +522,8 @@ pub fn squid_binary() -> Result<PathBuf, String> {
 
 impl Squid {
     /// Starts Squid with `body` (directives after the common ones: ports,
-    /// logs and paths are filled in). Waits until it accepts connections.
+    /// logs and paths are filled in; `{work}` in it stands for its work
+    /// directory, see [`Squid::file`]). Waits until it accepts connections.
     pub fn start(name: &str, body: &str) -> Squid {
         Squid::start_on(name, free_port(), body)
     }
@@ -541,6 +542,7 @@ impl Squid {
             .status();
         let _ = Command::new("chmod").args(["0777"]).arg(&work).status();
         let w = work.display();
+        let body = body.replace("{work}", &w.to_string());
         let conf = format!(
             "http_port 127.0.0.1:{port}\nvisible_hostname {name}.test\nicp_port 0\nhtcp_port 0\n\
              dns_nameservers 127.0.0.1\ncache_log {w}/cache.log\naccess_log stdio:{w}/access.log\n\
@@ -574,6 +576,12 @@ impl Squid {
             std::thread::sleep(Duration::from_millis(50));
         }
         sq
+    }
+
+    /// A file of its work directory (where `access_log stdio:WORK/NAME`
+    /// lines of its config write), or empty.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.work.join(name)).unwrap_or_default()
     }
 
     pub fn diagnostics(&self) -> String {

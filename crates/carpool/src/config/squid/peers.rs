@@ -43,7 +43,8 @@ pub struct Peer {
     pub fail_limit: Option<u32>,
     /// `connect-timeout=`, in seconds.
     pub connect_timeout: Option<u32>,
-    /// `login=PASS`.
+    /// `login=PASS` or `login=PASSTHRU` (the same for a frontend without
+    /// external ACLs).
     pub pass_credentials: bool,
     /// Options with no meaning to carpool (no ICP, digests or netdb).
     pub needless: Vec<String>,
@@ -154,8 +155,12 @@ pub fn read(d: &Directive) -> Result<Peer, ConfigError> {
             p.fail_limit = Some(number("connect-fail-limit", v)?.max(1));
         } else if let Some(v) = opt.strip_prefix("connect-timeout=") {
             p.connect_timeout = Some(number("connect-timeout", v)?);
-        } else if opt == "login=PASS" {
+        } else if opt == "login=PASS" || opt == "login=PASSTHRU" {
             p.pass_credentials = true;
+        } else if opt.starts_with("login=") {
+            // never repeat a password in a warning
+            p.unsupported
+                .push("login=… (only PASS and PASSTHRU)".into());
         } else if opt == "originserver" {
             origin = true;
         } else if NEEDLESS.contains(&opt) {

@@ -439,3 +439,23 @@ fn refresh_patterns_as_squid_reads_them() {
     let e = e.iter().next().unwrap();
     assert_eq!((e.line, e.key.as_str()), (1, "regex"), "{e}");
 }
+
+/// `login=PASS` (and `PASSTHRU`, the same without external ACLs) is
+/// `pass_credentials`; Squid compares the word case-sensitively, and so does
+/// this; another form is listed without its password.
+#[test]
+fn login_pass_passes_credentials() {
+    let c = parse(
+        "cache_peer a parent 1 0 carp login=PASS\ncache_peer b parent 1 0 carp login=PASSTHRU\n\
+         cache_peer c parent 1 0 carp login=pass\ncache_peer d parent 1 0 carp login=u:secret\n",
+    )
+    .unwrap();
+    let pass: Vec<bool> = c.parents.iter().map(|p| p.pass_credentials).collect();
+    assert_eq!(pass, [true, true, false, false]);
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains("squid.conf:4: `cache_peer`: option login=…"),
+        "{w}"
+    );
+    assert!(!w.contains("secret"), "{w}");
+}
