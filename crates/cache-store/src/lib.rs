@@ -172,6 +172,7 @@ pub mod fuzzing;
 mod key;
 mod memory;
 mod partial;
+pub mod progress;
 mod stats;
 mod store;
 mod sync;
