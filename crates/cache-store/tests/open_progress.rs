@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing::Level;
 
 /// Small objects (log records) and larger ones (object files) written.
-const SMALL: usize = 3000;
+const SMALL: usize = 9000;
 const LARGE: usize = 600;
 
 /// A log writer into a shared buffer.
@@ -54,7 +54,7 @@ fn fill(dir: &Path) -> StoreConfig {
         d.small_object = 4 << 10;
     }
     let s = open(cfg.clone());
-    let small = vec![b's'; 1500];
+    let small = vec![b's'; 500];
     let large = vec![b'l'; 5000];
     for i in 0..SMALL {
         put(
@@ -62,7 +62,7 @@ fn fill(dir: &Path) -> StoreConfig {
             format!("http://small.example/{i}").as_bytes(),
             b"200",
             &small,
-            1500,
+            500,
         );
     }
     for i in 0..LARGE {
@@ -163,6 +163,26 @@ fn a_slow_rebuild_says_what_it_reads_how_far_it_got_and_what_it_found() {
         "{all}"
     );
     assert!(last.ends_with("ETA 0 s"), "{last}");
+
+    // the objects of the log indexed, a line per 4096
+    let indexed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" objects of the log indexed ("))
+        .collect();
+    assert_eq!(indexed.len(), SMALL / 4096, "{all}");
+    for (i, l) in indexed.iter().enumerate() {
+        let done = (i + 1) * 4096;
+        assert!(
+            l.contains(&format!(
+                "rebuilding the disk index: {} of {} objects of the log indexed ({}%), ",
+                Count(done as u64),
+                Count(SMALL as u64),
+                done * 100 / SMALL
+            )),
+            "{all}"
+        );
+        assert!(number_after(l, "ETA ").is_some_and(|s| s < 60.0), "{l}");
+    }
 
     // what was found, last
     let summary = lines

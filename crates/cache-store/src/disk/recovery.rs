@@ -11,8 +11,9 @@
 //!
 //! A rebuild that takes longer than [`DiskConfig::progress_interval`] says
 //! so in the log ([`RebuildLog`]): what it reads, then its progress at most
-//! once per interval (bytes of the log, directories of object files, with a
-//! rate and the time left), then what it found.
+//! once per interval (bytes of the log read, directories of object files
+//! checked, objects of the log indexed; with a rate and the time left), then
+//! what it found.
 
 use super::format::{
     blocks, decode_sidecar, Checkpoint, Layout, CHECKPOINT_FILE, LOCK_FILE, META_SUFFIX,
@@ -42,6 +43,9 @@ use std::time::Instant;
 /// Progress is reported every this many files scanned (to the caller's
 /// callback, and to the log when a line is due).
 const PROGRESS_EVERY: u64 = 256;
+
+/// The clock is read for progress every this many log records indexed.
+const RECORDS_EVERY: u64 = 4096;
 
 /// Takes the exclusive lock on `dir/lock`.
 fn take_lock(dir: &Path) -> Result<File, StoreError> {
@@ -295,7 +299,7 @@ impl DiskTier {
         for key in sidecars {
             self.attach_sidecar(key, &mut p);
         }
-        self.install_records(found, &mut p);
+        self.install_records(found, &mut p, rebuild);
         if p.outdated > 0 {
             tracing::warn!(
                 objects = p.outdated,
@@ -447,8 +451,12 @@ impl DiskTier {
 
     /// Indexes the records found in the log that are the newest version of
     /// their key and not removed.
-    fn install_records(&self, found: LogFound, p: &mut OpenProgress) {
-        for (key, (seq, spot)) in found.records {
+    fn install_records(&self, found: LogFound, p: &mut OpenProgress, rebuild: &mut RebuildLog<'_>) {
+        rebuild.start_records(found.records.len());
+        for (i, (key, (seq, spot))) in found.records.into_iter().enumerate() {
+            if i > 0 && (i as u64).is_multiple_of(RECORDS_EVERY) {
+                rebuild.records_indexed(i);
+            }
             if found.tombs.get(&key).is_some_and(|&t| t >= seq) {
                 continue;
             }
@@ -519,10 +527,11 @@ impl LogFound {
 /// than one progress interval; after that, one line saying what is read
 /// (the first time a progress line is due), an info line per interval with
 /// the step in progress (the log: bytes and segments read; then the object
-/// files: directories done, files checked), percent, rate and the time left
-/// in that step, and a summary at the end (at debug level for a quick
-/// rebuild). The clock is read once per log segment and once per
-/// [`PROGRESS_EVERY`] object files (and after each body verified whole).
+/// files: directories done, files checked; then the objects of the log
+/// indexed), percent, rate and the time left in that step, and a summary at the end (at debug level for a quick
+/// rebuild). The clock is read once per log segment, once per
+/// [`PROGRESS_EVERY`] object files (and after each body verified whole) and
+/// once per [`RECORDS_EVERY`] objects of the log indexed.
 struct RebuildLog<'a> {
     /// The directory rebuilt.
     dir: &'a Path,
@@ -599,6 +608,28 @@ impl<'a> RebuildLog<'a> {
             r.percent().unwrap_or(0),
             Count(files),
             Count(rate as u64),
+            eta(&r),
+        );
+    }
+
+    /// The last step begins: indexing the newest record of each of `keys`
+    /// keys found in the log.
+    fn start_records(&mut self, keys: usize) {
+        self.meter = self.meter.next_step(Some(keys as u64));
+    }
+
+    /// `done` of the keys found in the log are indexed.
+    fn records_indexed(&mut self, done: usize) {
+        let Some(r) = self.meter.due(done as u64) else {
+            return;
+        };
+        self.intro(&r);
+        tracing::info!(
+            "rebuilding the disk index: {} of {} objects of the log indexed ({}%), {} objects/s{}",
+            Count(done as u64),
+            Count(r.total.unwrap_or(0)),
+            r.percent().unwrap_or(0),
+            Count(r.rate().unwrap_or(0.0) as u64),
             eta(&r),
         );
     }
