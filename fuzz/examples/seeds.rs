@@ -380,6 +380,7 @@ fn disk_records(out: &mut Seeds) {
                 // Object files, not the small-object log: this target
                 // decodes object files.
                 small_object: 0,
+                progress_interval: cache_store::DEFAULT_PROGRESS_INTERVAL,
             }),
             max_object_size: 1 << 20,
         },
@@ -495,6 +496,7 @@ fn disk_segments(out: &mut Seeds) {
                 sync_interval: Duration::from_secs(3600),
                 // Small objects go to the log: these are its segments.
                 small_object: DEFAULT_SMALL_OBJECT,
+                progress_interval: cache_store::DEFAULT_PROGRESS_INTERVAL,
             }),
             max_object_size: 1 << 20,
         },

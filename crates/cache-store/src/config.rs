@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 4 << 30;
 pub const DEFAULT_SMALL_OBJECT: u64 = 32 << 10;
 /// Default interval between two disk syncs (and checkpoints).
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Default interval between two progress lines of the disk index rebuild
+/// at open (a rebuild that takes less logs none).
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the store may hold.
 #[derive(Clone, Debug)]
@@ -62,18 +65,25 @@ pub struct DiskConfig {
     /// (segments are 1/32 of `max_bytes`, between 256 KiB and 16 MiB).
     /// 0: every object gets a file.
     pub small_object: u64,
+    /// While the index is rebuilt at open, an info line with its progress
+    /// (done, rate, time left) at most this often; a rebuild that takes less
+    /// than this logs no progress at all. Zero: at every check (per log
+    /// segment, per 256 object files), for tests.
+    pub progress_interval: Duration,
 }
 
 impl DiskConfig {
     /// A disk tier in `dir` bounded to `max_bytes`, synced every
     /// [`DEFAULT_SYNC_INTERVAL`], objects up to [`DEFAULT_SMALL_OBJECT`]
-    /// packed into the log.
+    /// packed into the log, rebuild progress every
+    /// [`DEFAULT_PROGRESS_INTERVAL`].
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
         DiskConfig {
             dir: dir.into(),
             max_bytes,
             sync_interval: DEFAULT_SYNC_INTERVAL,
             small_object: DEFAULT_SMALL_OBJECT,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
         }
     }
 }

@@ -137,6 +137,10 @@
 //!   fails any check is deleted and counted ([`Stats::dropped_corrupt`],
 //!   [`OpenProgress::dropped`]). The other bodies are checked block by
 //!   block when first read (above); small ones whenever read into memory.
+//!   A rebuild that takes longer than [`DiskConfig::progress_interval`]
+//!   (default 2 s) logs at info level what it reads, then its progress once
+//!   per interval (percent, rate and time left, with [`progress`]), then
+//!   what it found; a quicker one logs nothing but a debug summary.
 //! - **Limits of the guarantee.** A removal or meta refresh made after the
 //!   last sync may be undone by a power loss (the old object or meta comes
 //!   back whole; sidecars carry their own checksum). Damage inside a log
@@ -172,6 +176,7 @@ pub mod fuzzing;
 mod key;
 mod memory;
 mod partial;
+pub mod progress;
 mod stats;
 mod store;
 mod sync;
@@ -179,7 +184,7 @@ mod sync;
 pub use body::{Body, DiskBody, Hit, Tier};
 pub use config::{
     DiskConfig, StoreConfig, DEFAULT_MAX_OBJECT_SIZE, DEFAULT_MEM_BYTES, DEFAULT_MEM_MAX_OBJECT,
-    DEFAULT_SMALL_OBJECT, DEFAULT_SYNC_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL, DEFAULT_SMALL_OBJECT, DEFAULT_SYNC_INTERVAL,
 };
 pub use disk::format::{MAX_KEY_LEN, MAX_META_LEN};
 pub use error::StoreError;

@@ -43,3 +43,16 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The least time between two progress reports of a long operation (the
+/// disk index rebuild of a cache, `carpool plan` over a large sample): 2 s,
+/// or `CARPOOL_PROGRESS_INTERVAL_MS` milliseconds when that is set to a
+/// number (for the tests, which cannot wait for a slow run).
+fn progress_interval() -> std::time::Duration {
+    std::env::var("CARPOOL_PROGRESS_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(cache_store::DEFAULT_PROGRESS_INTERVAL, |ms| {
+            std::time::Duration::from_millis(ms)
+        })
+}

@@ -385,3 +385,133 @@ fn check_reports_every_error_at_once() {
     );
     assert_eq!(err.lines().count(), 1, "one message, once:\n{err}");
 }
+
+/// `plan` over `args` with progress every `interval_ms` (none: the default,
+/// 2 s), stdin from `stdin`.
+fn plan_with_progress(args: &[&str], interval_ms: Option<u64>, stdin: Stdio) -> (String, String) {
+    let mut cmd = bin();
+    cmd.arg("plan").args(args).stdin(stdin);
+    match interval_ms {
+        Some(ms) => cmd.env("CARPOOL_PROGRESS_INTERVAL_MS", ms.to_string()),
+        None => cmd.env_remove("CARPOOL_PROGRESS_INTERVAL_MS"),
+    };
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    (stdout, stderr)
+}
+
+/// The number (digits grouped by commas) after `before` in `line`.
+fn number_after(line: &str, before: &str) -> u64 {
+    let rest = &line[line
+        .find(before)
+        .unwrap_or_else(|| panic!("{before:?} in {line}"))
+        + before.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit() && c != ',')
+        .unwrap_or(rest.len());
+    rest[..end]
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("a number after {before:?} in {line}"))
+}
+
+/// A long `plan` says how far it got on stderr, one line per interval
+/// (every 4096 URLs here, the interval being 0), and prints the same report
+/// on stdout as without; a quick one prints nothing on stderr.
+#[test]
+fn plan_shows_its_progress_on_stderr_only() {
+    let old = temp_file("progress-old.toml", TOML);
+    let new = temp_file(
+        "progress-new.toml",
+        &TOML.replace("port = 4003\n", "port = 4003\nweight = 3\n"),
+    );
+    let args = [
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--samples",
+        "100000",
+    ];
+    // the default interval (2 s) is longer than this run: nothing shown
+    let (quiet_out, quiet_err) = plan_with_progress(&args, None, Stdio::null());
+    assert_eq!(quiet_err, "", "a quick plan shows no progress");
+    let (out, err) = plan_with_progress(&args, Some(0), Stdio::null());
+    assert_eq!(out, quiet_out, "the report does not change");
+    assert!(!out.contains("carpool: plan:"), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 100_000 / 4096, "{err}");
+    for (i, l) in lines.iter().enumerate() {
+        let done = number_after(l, "carpool: plan: ");
+        assert_eq!(done, (i as u64 + 1) * 4096, "{err}");
+        assert!(l.contains(" of 100,000 URLs ("), "{l}");
+        assert_eq!(number_after(l, "URLs ("), done * 100 / 100_000, "{l}");
+        assert!(number_after(l, "%), ") > 0, "{l}: a rate");
+        assert!(l.contains(" URLs/s, ETA "), "{l}");
+        // the rest of this quick run: seconds at most
+        assert!(l.ends_with(" s") && number_after(l, "ETA ") < 60, "{l}");
+    }
+}
+
+/// From a pipe, `plan --stdin` can count lines but not say how many are
+/// left; from a file it knows the size, and the time left.
+#[test]
+fn plan_from_stdin_shows_lines_read_and_from_a_file_the_time_left() {
+    let conf = temp_file("progress-stdin.toml", TOML);
+    let c = conf.to_str().unwrap();
+    let input: String = (0..20_000)
+        .map(|i| format!("http://site{}.example/page/{i}\n", i % 97))
+        .collect();
+    // a pipe: lines read and a rate, no total
+    let mut child = bin()
+        .args(["plan", c, c, "--stdin"])
+        .env("CARPOOL_PROGRESS_INTERVAL_MS", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let text = input.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let (stdout, err) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(stdout.contains("20000 URLs from stdin"), "{stdout}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 20_000 / 4096, "{err}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(number_after(l, "carpool: plan: "), (i as u64 + 1) * 4096);
+        assert!(
+            l.contains(" lines read, ") && l.ends_with(" lines/s"),
+            "{l}"
+        );
+    }
+    // a file: bytes of the whole, percent, time left
+    let file = temp_file("progress-urls.txt", &input);
+    let (stdout, err) = plan_with_progress(
+        &[c, c, "--stdin"],
+        Some(0),
+        Stdio::from(std::fs::File::open(&file).unwrap()),
+    );
+    assert!(stdout.contains("20000 URLs from stdin"), "{stdout}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 20_000 / 4096, "{err}");
+    let size = input.len() as u64;
+    let mut last = 0;
+    for l in &lines {
+        assert!(
+            l.contains(&format!(" KiB of {:.1} KiB read (", size as f64 / 1024.0)),
+            "{l}"
+        );
+        let pct = number_after(l, "read (");
+        assert!(pct > last && pct < 100, "{err}");
+        last = pct;
+        assert!(l.ends_with(" s") && number_after(l, "ETA ") < 60, "{l}");
+    }
+}

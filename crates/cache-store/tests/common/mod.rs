@@ -35,6 +35,7 @@ pub fn disk_cfg(dir: &Path, max_bytes: u64, mem: u64) -> StoreConfig {
             max_bytes,
             sync_interval: Duration::from_secs(3600),
             small_object: cache_store::DEFAULT_SMALL_OBJECT,
+            progress_interval: cache_store::DEFAULT_PROGRESS_INTERVAL,
         }),
         max_object_size: u64::MAX,
     }

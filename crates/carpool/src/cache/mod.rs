@@ -127,6 +127,7 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
         max_bytes: settings.disk.disk(dir, 1),
         sync_interval: DISK_SYNC_INTERVAL,
         small_object: settings.disk_small_object,
+        progress_interval: crate::progress_interval(),
     });
     let store_cfg = StoreConfig {
         mem_bytes,
@@ -135,20 +136,8 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
         disk,
     };
     let started = std::time::Instant::now();
-    let mut last_report = started;
-    let store = Store::open(store_cfg, |p| {
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = std::time::Instant::now();
-            tracing::info!(
-                scanned = p.scanned,
-                objects = p.objects,
-                bytes = p.bytes,
-                dropped = p.dropped,
-                "loading the disk tier"
-            );
-        }
-    })
-    .with_context(|| match &settings.dir {
+    // the store logs the progress of a slow index rebuild itself
+    let store = Store::open(store_cfg, |_| {}).with_context(|| match &settings.dir {
         Some(d) => format!("opening the cache store in {}", d.display()),
         None => "opening the memory store".to_string(),
     })?;
