@@ -143,8 +143,9 @@ impl FailureKind {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PeerStats {
     /// Requests answered, by status sent to the client, result code and
-    /// the role's class ([`Record::class`]).
-    pub answered: HashMap<(u16, Code, &'static str), u64>,
+    /// the role's class ([`Record::class`]). A list: a server sees a few
+    /// kinds, and a short scan costs less than hashing on every request.
+    pub answered: Vec<((u16, Code, &'static str), u64)>,
     /// Requests waiting on it or being relayed from it now.
     pub in_flight: i64,
     /// Failed attempts, by kind (in [`FailureKind::ALL`] order).
@@ -164,7 +165,7 @@ pub struct PeerStats {
 impl PeerStats {
     fn add(&mut self, o: &PeerStats) {
         for (k, v) in &o.answered {
-            *self.answered.entry(*k).or_default() += v;
+            *self.answered_mut(*k) += v;
         }
         self.in_flight += o.in_flight;
         for (a, b) in self.failures.iter_mut().zip(&o.failures) {
@@ -179,24 +180,41 @@ impl PeerStats {
 
     /// Requests answered.
     pub fn requests(&self) -> u64 {
-        self.answered.values().sum()
+        self.answered.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The count of requests of kind `k`.
+    fn answered_mut(&mut self, k: (u16, Code, &'static str)) -> &mut u64 {
+        let i = match self.answered.iter().position(|(key, _)| *key == k) {
+            Some(i) => i,
+            None => {
+                self.answered.push((k, 0));
+                self.answered.len() - 1
+            }
+        };
+        &mut self.answered[i].1
     }
 }
 
-/// One worker's counts.
+/// One worker's counts. Peers in a list: a server has a few, and
+/// comparing a short name costs less than hashing it on every request.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    peers: HashMap<Box<str>, PeerStats>,
+    peers: Vec<(Box<str>, PeerStats)>,
     accepted: u64,
 }
 
 impl Shard {
     /// The stats of `peer` (`""`: none).
     pub(crate) fn peer(&mut self, peer: &str) -> &mut PeerStats {
-        if !self.peers.contains_key(peer) {
-            self.peers.insert(peer.into(), PeerStats::default());
-        }
-        self.peers.get_mut(peer).expect("just inserted")
+        let i = match self.peers.iter().position(|(name, _)| &**name == peer) {
+            Some(i) => i,
+            None => {
+                self.peers.push((peer.into(), PeerStats::default()));
+                self.peers.len() - 1
+            }
+        };
+        &mut self.peers[i].1
     }
 
     /// A client connection was accepted.
@@ -211,7 +229,7 @@ impl Shard {
         }
         let total = r.elapsed();
         let p = self.peer(r.peer());
-        *p.answered.entry((r.status, r.code, r.class)).or_default() += 1;
+        *p.answered_mut((r.status, r.code, r.class)) += 1;
         if r.in_flight {
             p.in_flight -= 1;
         }
