@@ -1383,3 +1383,88 @@ fn connect_and_accel_with_and_without_pass_credentials() {
         "{head}"
     );
 }
+
+/// `GET /carpool-internal/metrics` from the frontend's own listener.
+fn frontend_metrics(f: &Frontend) -> String {
+    let r = exchange(
+        f,
+        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    r.text()
+}
+
+/// Issue 16: a request that failed over from a dead parent is counted once,
+/// under the parent that answered; the dead one's connect failures and
+/// state are in the frontend's own metrics.
+#[test]
+fn metrics_count_a_failover_once_and_the_dead_parents_failures() {
+    let live = Parent::start("live");
+    let dead_port = free_port();
+    let conf = format!(
+        "hash = \"hrw\"\n[health]\nfail_limit = 2\nprobe_interval = 30\n\
+         [[parent]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {dead_port}\n\n{}",
+        parents_toml(&[&live])
+    );
+    let f = Frontend::start("metrics-failover", &conf);
+    let urls: Vec<String> = (0..20).map(|i| format!("http://h.example/{i}")).collect();
+    let owners = route(&conf, &urls);
+    let to_gone = owners.iter().filter(|o| *o == "gone").count();
+    assert!(
+        to_gone >= 2,
+        "the test needs URLs of the dead parent: {owners:?}"
+    );
+    for u in &urls {
+        assert_eq!(get(&f, u).status, 200, "{u}: {}", f.stderr());
+    }
+    let text = frontend_metrics(&f);
+    let value = |s: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(s)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {s} in:\n{text}"))
+    };
+    let c = "component=\"frontend\"";
+    assert_eq!(
+        value(&format!(
+            "carpool_frontend_requests_total{{{c},parent=\"live\",status=\"200\"}}"
+        )),
+        urls.len() as f64
+    );
+    assert!(!text.contains("parent=\"gone\",status="), "{text}");
+    // two connect failures mark it dead (fail_limit = 2); its other URLs
+    // skip it without trying
+    assert_eq!(
+        value(&format!(
+            "carpool_frontend_parent_failures_total{{{c},parent=\"gone\",kind=\"connect\"}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        value(&format!(
+            "carpool_frontend_parent_up{{{c},parent=\"gone\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        value(&format!(
+            "carpool_frontend_parent_up{{{c},parent=\"live\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "carpool_frontend_parent_inflight{{{c},parent=\"live\"}}"
+        )),
+        0.0
+    );
+    // the scrape itself is not counted
+    let again = frontend_metrics(&f);
+    assert!(
+        again.contains(&format!(
+            "carpool_frontend_requests_total{{{c},parent=\"live\",status=\"200\"}} {}",
+            urls.len()
+        )),
+        "{again}"
+    );
+}

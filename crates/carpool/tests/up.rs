@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
-use common::{free_port, read_response, temp_dir};
+use common::{free_port, read_response, route, temp_dir};
 
 struct Up {
     child: Child,
@@ -814,4 +814,129 @@ fn a_websocket_handshake_passes_and_becomes_a_tunnel() {
             "{h}"
         );
     }
+}
+
+impl Up {
+    /// `GET PATH` on the admin listener: the body.
+    fn admin_get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r = read_response(&mut BufReader::new(s), false).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.head);
+        r.text()
+    }
+}
+
+/// The value of the sample `name{labels}` (labels as printed, in order).
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
+}
+
+/// Issue 16: known traffic through a real `carpool up`, then its admin
+/// `/metrics`: each request counted once under the parent `carpool route`
+/// says owns it, hits and misses per cache exactly what was sent, a dead
+/// parent's failures and state, the scrapes themselves not counted; and
+/// the text passes `promtool check metrics` (Debian's `prometheus`).
+#[test]
+fn metrics_count_exactly_what_was_sent_per_parent_and_cache() {
+    let o = Origin::start();
+    let up = Up::start("up-metrics");
+    let urls: Vec<String> = (0..30)
+        .map(|i| o.url(&format!("/m{i}?cc=max-age%3D600")))
+        .collect();
+    let conf = std::fs::read_to_string(&up.conf).unwrap();
+    let owners = route(&conf, &urls);
+    for round in 0..2 {
+        for u in &urls {
+            let r = up.get(u);
+            assert_eq!(r.status, 200, "round {round} {u}: {}", r.head);
+        }
+    }
+    // a scrape in between must not count
+    let _ = up.admin_get("/metrics");
+    let text = up.admin_get("/metrics");
+    for c in ["c0", "c1", "c2"] {
+        let owned = owners.iter().filter(|o| *o == c).count() as f64;
+        let fe = format!("carpool_frontend_requests_total{{component=\"frontend\",parent=\"{c}\",status=\"200\"}}");
+        if owned > 0.0 {
+            assert_eq!(sample(&text, &fe), 2.0 * owned, "{c}\n{text}");
+        }
+        let misses = format!("carpool_cache_requests_total{{component=\"{c}\",cache=\"{c}\",result=\"miss\",tier=\"\"}}");
+        let hits = format!("carpool_cache_requests_total{{component=\"{c}\",cache=\"{c}\",result=\"hit\",tier=\"memory\"}}");
+        assert_eq!(sample(&text, &misses), owned, "{c}\n{text}");
+        if owned > 0.0 {
+            assert_eq!(sample(&text, &hits), owned, "{c}\n{text}");
+        }
+        assert_eq!(
+            sample(&text, &format!("carpool_component_up{{component=\"{c}\"}}")),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("carpool_frontend_parent_up{{component=\"frontend\",parent=\"{c}\"}}")
+            ),
+            1.0
+        );
+        let first_byte = format!("carpool_frontend_parent_first_byte_seconds_count{{component=\"frontend\",parent=\"{c}\"}}");
+        assert_eq!(sample(&text, &first_byte), 2.0 * owned, "{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "carpool_cache_objects{component=\"c0\",cache=\"c0\",tier=\"memory\"}"
+        ) + sample(
+            &text,
+            "carpool_cache_objects{component=\"c1\",cache=\"c1\",tier=\"memory\"}"
+        ) + sample(
+            &text,
+            "carpool_cache_objects{component=\"c2\",cache=\"c2\",tier=\"memory\"}"
+        ),
+        urls.len() as f64
+    );
+    // one # TYPE per family, whatever the number of components
+    assert_eq!(
+        text.matches("# TYPE process_cpu_seconds_total counter")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("process_cpu_seconds_total{").count(),
+        4,
+        "{text}"
+    );
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` on `text` (Debian's `prometheus` package,
+/// installed by scripts/test); says why when it cannot run.
+fn promtool_check(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIP: promtool check metrics: promtool is not installed (scripts/test installs Debian's prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -42,10 +42,20 @@ pub(crate) async fn forward<R: Role>(
         s.log.went_to(info.kind.hierarchy(), info.name, info.host);
         let mut out = s.head_buffer();
         let asked_head = write_head(w, req, ctx, &peer, &mut out);
+        let started = std::time::Instant::now();
+        w.metrics.shard(w.index).peer(info.name).in_flight += 1;
         let attempt = attempt(w, s, req, &peer, &out, t).await;
         s.keep_buffer(out);
+        if attempt.is_err() {
+            w.metrics.shard(w.index).peer(info.name).in_flight -= 1;
+        } else {
+            s.log.in_flight = true;
+        }
         match attempt {
             Ok(mut response) => {
+                s.log.first_byte = Some(started.elapsed());
+                s.log.connect_time = (response.connect_us > 0)
+                    .then(|| std::time::Duration::from_micros(response.connect_us.into()));
                 w.role.upstream_ok(&peer);
                 if response.head.status < 200 {
                     if let Err(next) = interim(w, s, req, info_kind(w, &peer), &mut response).await
@@ -67,6 +77,7 @@ pub(crate) async fn forward<R: Role>(
             }
             Err(f) => {
                 tally.failed(&f);
+                w.failed(info.name, info.kind, &f);
                 if w.role.upstream_failed(req, ctx, &peer, &f) == Retry::Stop {
                     break;
                 }
@@ -150,14 +161,16 @@ async fn send_with_body<R: Role>(
     head: &[u8],
     t: Timeouts,
 ) -> Result<Response, Failure> {
+    let started = std::time::Instant::now();
     let mut conn = upstream::connect(info, t.connect, Reach::of(req, &w.settings)).await?;
+    let connect_us = upstream::micros(started);
     upstream::send_head(&mut conn, info.kind, head, false).await?;
     if req.expects_continue() && s.client.stream.write_all(CONTINUE).await.is_err() {
         return Err(Failure::Client(HttpError::new(499, "client closed")));
     }
     let idle = w.settings.body_idle_timeout;
     match body::relay(&mut s.client, &mut conn.stream, req.body, Out::Same, idle).await {
-        Ok(_) => {}
+        Ok(n) => s.log.body_in = n,
         Err(RelayError::Sink(_) | RelayError::SinkIdle) => {
             return Err(Failure::Sent {
                 error: info.kind.error(Problem::StoppedReadingBody),
@@ -183,6 +196,7 @@ async fn send_with_body<R: Role>(
         conn,
         head,
         claim: Claim::unlimited(),
+        connect_us,
     })
 }
 

@@ -27,7 +27,9 @@
 //! 7. **relay** the interim responses, pass the final one through the
 //!    role's **response filter** ([`Role::upstream_response`]), and relay
 //!    it, streaming; or, for CONNECT, tunnel;
-//! 8. **log** the request in the access log ([`log::Record`]).
+//! 8. **log** the request in the access log ([`log::Record`]) and count it
+//!    in the server's [`metrics`] (served to this host at
+//!    `/carpool-internal/metrics`, with the role's own families).
 //!
 //! A role supplies only what makes it different: the frontend its CARP
 //! ranking, failover and parent health; the cache its lookup, fill, RFC 9111
@@ -37,8 +39,10 @@
 
 pub mod access;
 mod forward;
+mod internal;
 mod lifecycle;
 pub mod log;
+pub mod metrics;
 mod peer;
 mod request;
 mod respond;

@@ -40,6 +40,7 @@ pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: So
             s.reject(e).await
         };
         w.log.borrow_mut().log(&s.log.entry(s.ip()));
+        w.metrics.shard(w.index).record(&s.log);
         if next == Next::Close {
             return;
         }
@@ -49,6 +50,9 @@ pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: So
 /// One request: checked by the layer, its access checked, then the role's
 /// request filter, then forwarded (or tunnelled).
 async fn handle<R: Role>(w: &Worker<R>, s: &mut Session, head: RequestHead) -> Next {
+    if crate::internal::is_internal(&head, s.ip()) {
+        return crate::internal::answer(w, s, &head).await;
+    }
     let client = (s.ip(), s.is_local());
     let req = match Request::check(head, client, &w.settings, &mut s.log) {
         Ok(r) => r,

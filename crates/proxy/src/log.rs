@@ -4,13 +4,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use httpx::accesslog::Entry;
 use httpx::{RequestHead, Version};
 
 /// How a request was answered (Squid's result codes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Code {
     /// Answered by the proxy itself before any upstream or store was
     /// involved: a malformed or refused request (`NONE`).
@@ -103,6 +103,21 @@ pub struct Record {
     pub reason: &'static str,
     /// The access rule that denied the request (the JSON lines' reason).
     pub denied_by: Option<Arc<str>>,
+    /// Time to connect to the peer that answered (a new connection).
+    pub connect_time: Option<Duration>,
+    /// Time from the start of the answering attempt to its response head.
+    pub first_byte: Option<Duration>,
+    /// Request body bytes sent upstream.
+    pub body_in: u64,
+    /// A request for the server's own pages (`/carpool-internal/`):
+    /// logged, not counted in the metrics.
+    pub internal: bool,
+    /// The role's name for what the request was, beyond its code (the
+    /// cache: `pass`, `purge`); counted in the metrics with the code.
+    pub class: &'static str,
+    /// The request holds an in-flight count on its peer until it is
+    /// counted (the layer's business).
+    pub(crate) in_flight: bool,
     method: Vec<u8>,
     url: Vec<u8>,
     version: Version,
@@ -127,6 +142,12 @@ impl Default for Record {
             bytes: 0,
             reason: "",
             denied_by: None,
+            connect_time: None,
+            first_byte: None,
+            body_in: 0,
+            internal: false,
+            class: "",
+            in_flight: false,
             method: Vec::new(),
             url: Vec::new(),
             version: Version::Http11,
@@ -161,6 +182,12 @@ impl Record {
         self.bytes = 0;
         self.reason = "";
         self.denied_by = None;
+        self.connect_time = None;
+        self.first_byte = None;
+        self.body_in = 0;
+        self.internal = false;
+        self.class = "";
+        self.in_flight = false;
         self.method.clear();
         self.method.extend_from_slice(head.method());
         self.url.clear();
@@ -200,6 +227,21 @@ impl Record {
                 *v = String::new();
             }
         }
+    }
+
+    /// The name of the peer the request went to last (empty: none).
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Time since the request head arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// The method as sent.
+    pub fn method(&self) -> &[u8] {
+        &self.method
     }
 
     /// The URL logged: the target as sent, then the effective URI.

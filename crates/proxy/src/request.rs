@@ -230,6 +230,7 @@ mod tests {
             },
             rules: Default::default(),
             listener_name: "test".into(),
+            component: "test".into(),
             trust_client_marks: false,
             connect_ports: vec![443..=443],
             origin_form,

@@ -35,6 +35,7 @@ pub(crate) async fn relay<R: Role>(
         conn: mut up,
         head,
         claim: _claim,
+        ..
     } = response;
     let info = w.role.describe(peer);
     let kind = info.kind;

@@ -9,6 +9,7 @@ use httpx::conn::Conn;
 use httpx::headers::Outgoing;
 use httpx::HttpError;
 
+use crate::metrics::{Families, Snapshot};
 use crate::peer::{Claim, PeerInfo};
 use crate::request::Request;
 use crate::session::{Next, Session};
@@ -154,5 +155,11 @@ pub trait Role: 'static {
     /// (the client connection is closed).
     fn response_body_failed(&self, peer: &Self::Peer, error: &RelayError) {
         let _ = (peer, error);
+    }
+
+    /// Adds the role's metric families for a scrape, named from the layer's
+    /// counts (`snapshot`) and the role's own state. Default: none.
+    fn metrics(&self, snapshot: &Snapshot, families: &mut Families) {
+        let _ = (snapshot, families);
     }
 }

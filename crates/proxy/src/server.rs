@@ -15,6 +15,7 @@ use std::time::Duration;
 use httpx::accesslog::{Sink, Writer};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::role::Role;
 use crate::settings::Settings;
 use crate::stop::LocalStop;
@@ -36,6 +37,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// of a paced 64 KiB run (`bench/frontend/run --connections 1000
 /// --rate-connections 1000`) the p99.9 was ~30 ms, ~10 ms with this.
 const ACCEPT_BATCH: usize = 16;
+/// Shards of the counts: workers beyond this many share them.
+const METRIC_SHARDS: usize = 64;
 /// Time given to the workers to flush their logs once the connections are done.
 const FINAL_FLUSH: Duration = Duration::from_millis(300);
 
@@ -45,6 +48,7 @@ pub struct Server {
     sink: Arc<Sink>,
     open: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -55,7 +59,13 @@ impl Server {
             sink,
             open: Arc::new(AtomicUsize::new(0)),
             stop: watch::channel(false).0,
+            metrics: Metrics::new(METRIC_SHARDS),
         }
+    }
+
+    /// Its counts (what `/carpool-internal/metrics` shows).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Its settings (shared with its workers).
@@ -80,6 +90,7 @@ impl Server {
             let make = make.clone();
             let (settings, sink, open) =
                 (self.settings.clone(), self.sink.clone(), self.open.clone());
+            let metrics = self.metrics.clone();
             let stop = self.stop.subscribe();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
@@ -90,6 +101,8 @@ impl Server {
                         log: RefCell::new(Writer::new(sink)),
                         stop,
                         open,
+                        metrics,
+                        index: i,
                     };
                     if let Err(e) = run_worker(listener, stop, worker) {
                         tracing::error!(worker = i, error = %e, "worker stopped");
@@ -217,6 +230,7 @@ fn run_worker<R: Role>(
             match accepted {
                 Ok((stream, peer)) => {
                     accepted_since_yield += 1;
+                    worker.metrics.shard(worker.index).accepted();
                     let _ = stream.set_nodelay(true);
                     tokio::task::spawn_local(crate::lifecycle::serve(worker.clone(), stream, peer));
                 }

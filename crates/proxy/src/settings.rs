@@ -82,6 +82,9 @@ pub struct Settings {
     pub rules: Arc<Rules>,
     /// The listener's name, for `myportname` ACLs.
     pub listener_name: String,
+    /// The server's name in its metrics (`component`): `frontend`, or the
+    /// cache's name.
+    pub component: String,
     /// Believe a client that says, with `Carpool-Client: remote`, that its
     /// own client is not on its host (a cache behind carpool frontends: its
     /// allowed clients are those frontends).

@@ -44,7 +44,14 @@ pub(crate) async fn tunnel<R: Role>(
         };
         let info = w.role.describe(&peer);
         s.log.went_to(info.kind.hierarchy(), info.name, info.host);
-        match open(w, s, req, &peer, t).await {
+        w.metrics.shard(w.index).peer(info.name).in_flight += 1;
+        let opened = open(w, s, req, &peer, t).await;
+        if opened.is_err() {
+            w.metrics.shard(w.index).peer(info.name).in_flight -= 1;
+        } else {
+            s.log.in_flight = true;
+        }
+        match opened {
             Ok(opened) => {
                 w.role.upstream_ok(&peer);
                 return carry(w, s, req, &info, opened).await;
@@ -55,6 +62,7 @@ pub(crate) async fn tunnel<R: Role>(
             }
             Err(f) => {
                 tally.failed(&f);
+                w.failed(info.name, info.kind, &f);
                 if w.role.upstream_failed(req, ctx, &peer, &f) == Retry::Stop {
                     break;
                 }
@@ -75,7 +83,9 @@ async fn open<R: Role>(
 ) -> Result<Opened, Failure> {
     let info = w.role.describe(peer);
     let claim = w.role.claim(peer, false).ok_or(Failure::AtLimit)?;
+    let started = std::time::Instant::now();
     let mut conn = upstream::connect(&info, t.connect, Reach::of(req, &w.settings)).await?;
+    s.log.connect_time = Some(started.elapsed());
     if !info.kind.is_proxy() {
         return Ok(Opened::Ready(conn, claim));
     }

@@ -30,6 +30,9 @@ pub struct Response {
     pub head: ResponseHead,
     /// The connection slot held on the peer while the response is relayed.
     pub(crate) claim: Claim,
+    /// How long the connection took to open, in microseconds (at least 1;
+    /// 0: a pooled one). Small: a response moves through every phase.
+    pub(crate) connect_us: u32,
 }
 
 impl Response {
@@ -320,9 +323,10 @@ pub async fn exchange(
     let mut idle = idle;
     loop {
         let reused = idle.is_some();
-        let mut conn = match idle.take() {
-            Some(c) => c,
-            None => connect(peer, t.connect, reach).await?,
+        let started = std::time::Instant::now();
+        let (mut conn, connect_us) = match idle.take() {
+            Some(c) => (c, 0),
+            None => (connect(peer, t.connect, reach).await?, micros(started)),
         };
         // the I/O awaited right here: no future of our own in between
         let answer = match sent(conn.stream.write_all(head).await, peer.kind, reused) {
@@ -340,6 +344,7 @@ pub async fn exchange(
                     conn,
                     head,
                     claim: Claim::unlimited(),
+                    connect_us,
                 })
             }
             Err(Failure::Stale) => {} // again, on a new connection
@@ -405,4 +410,11 @@ impl Tally {
             self.last.unwrap_or(none)
         }
     }
+}
+
+/// Microseconds since `t`, at least 1 (0 means "no connection was opened").
+pub(crate) fn micros(t: std::time::Instant) -> u32 {
+    u32::try_from(t.elapsed().as_micros())
+        .unwrap_or(u32::MAX)
+        .max(1)
 }

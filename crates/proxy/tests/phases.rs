@@ -159,6 +159,7 @@ fn settings(connect_ports: Vec<u16>) -> Settings {
         },
         rules: Default::default(),
         listener_name: "phases".into(),
+        component: "phases".into(),
         trust_client_marks: false,
         connect_ports: connect_ports.into_iter().map(|p| p..=p).collect(),
         origin_form: OriginForm::Refuse,

@@ -59,12 +59,16 @@ async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
     }
     print_summary(&plan);
     loop {
-        *status.borrow_mut() = procs
-            .iter()
-            .map(Proc::status_line)
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
+        {
+            let mut st = status.borrow_mut();
+            st.lines = procs
+                .iter()
+                .map(Proc::status_line)
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+            st.targets = procs.iter().map(Proc::target).collect();
+        }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {
                 for p in &mut procs {
@@ -104,7 +108,7 @@ fn print_summary(plan: &Plan) {
         println!("  cache {r}: on another machine (start it there with `carpool cache -c FILE --name NAME`)");
     }
     if let Some(a) = plan.admin {
-        println!("  status: curl http://{a}/status");
+        println!("  status: curl http://{a}/status   metrics: curl http://{a}/metrics");
     }
     if let Some(fe) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
         let port = fe.listen.port();

@@ -249,6 +249,24 @@ impl Proc {
         }
     }
 
+    /// What the admin listener needs of it: where it is reached from this
+    /// host (an unspecified listen address through loopback).
+    pub(super) fn target(&self) -> super::admin::Target {
+        let mut addr = self.spec.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        super::admin::Target {
+            name: self.spec.name.clone(),
+            addr,
+            running: self.child.is_some(),
+            restarts: self.restarts,
+        }
+    }
+
     pub(super) fn status_line(&self) -> String {
         let state = match (&self.child, self.restart_at) {
             (Some(c), _) => format!("running pid {}", c.id()),

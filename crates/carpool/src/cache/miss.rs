@@ -113,7 +113,10 @@ pub(super) async fn answer(
         request_time,
     };
     let next = match fill.take(resp) {
-        Filled::Pass(resp) => return Proceed::Relay(resp, served.x_cache.field()),
+        Filled::Pass(resp) => {
+            s.log.class = "pass";
+            return Proceed::Relay(resp, served.x_cache.field());
+        }
         Filled::Refreshed(m) => match &found.object {
             Some((hit, _)) => {
                 let obj = Object {
@@ -135,10 +138,13 @@ pub(super) async fn answer(
                     .await
             }
         },
-        Filled::Failed(e) => match stale_if_error(w, s, req, &found, e).await {
-            Some(next) => next,
-            None => s.reject(e).await,
-        },
+        Filled::Failed(e) => {
+            w.cache.counts.fill_failed();
+            match stale_if_error(w, s, req, &found, e).await {
+                Some(next) => next,
+                None => s.reject(e).await,
+            }
+        }
     };
     Proceed::Answered(next)
 }

@@ -20,6 +20,7 @@ mod freshness;
 mod hit;
 mod lookup;
 pub mod meta;
+mod metrics;
 mod miss;
 pub mod origin;
 pub mod policy;
@@ -60,6 +61,8 @@ pub struct Cache {
     pub freshness: freshness::Rules,
     /// The disk threads (none without a disk tier).
     pub disk_io: Option<Arc<diskio::DiskIo>>,
+    /// Counts of the cache's own doings, for its metrics.
+    pub counts: metrics::Counts,
 }
 
 impl Cache {
@@ -170,6 +173,7 @@ pub fn run(settings: CacheSettings) -> Result<()> {
     };
     let cache = Arc::new(Cache {
         disk_io,
+        counts: metrics::Counts::default(),
         layer: server.settings().clone(),
         store,
         inflight: Arc::new(InFlight::default()),

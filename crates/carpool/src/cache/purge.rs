@@ -16,6 +16,7 @@ pub(super) async fn purge(w: &Worker, s: &mut Session, req: &Request) -> Next {
     let removed = cache.store.remove(Key::of(base), base);
     tracing::info!(url = %String::from_utf8_lossy(base), removed, "PURGE");
     s.log.code = Code::Miss;
+    s.log.class = "purge";
     s.log.status = if removed { 200 } else { 404 };
     let keep = s.keep_alive(&req.head);
     let mut out = s.head_buffer();

@@ -15,6 +15,7 @@ use httpx::framing::BodyLen;
 use httpx::headers::Outgoing;
 use httpx::HttpError;
 use proxy::log::Code;
+use proxy::metrics::{Families, Snapshot};
 use proxy::upstream::Response;
 use proxy::{Filter, Next, PeerInfo, Proceed, Request, Role, Session};
 
@@ -106,7 +107,12 @@ impl Role for Worker {
                 tracing::debug!(url = %String::from_utf8_lossy(base), "invalidated by an unsafe method");
             }
         }
+        s.log.class = "pass";
         Proceed::Relay(resp, XCache::Miss.field())
+    }
+
+    fn metrics(&self, snapshot: &Snapshot, families: &mut Families) {
+        super::metrics::families(&self.cache, snapshot, families);
     }
 
     async fn fail_to_proxy(
@@ -167,6 +173,7 @@ impl Worker {
                     return Filter::Forward;
                 }
                 FillRole::Join(rx) => {
+                    self.cache.counts.collapsed();
                     let served = match found.object {
                         Some(_) => Served::new(Code::RefreshModified, XCache::Miss),
                         None => Served::new(Code::Miss, XCache::Miss),

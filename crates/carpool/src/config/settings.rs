@@ -163,6 +163,7 @@ impl ServerSettings {
                 .port_name
                 .clone()
                 .unwrap_or_else(|| self.listener_name.clone()),
+            component: self.listener_name.clone(),
             trust_client_marks: rules.trust_client_marks,
             connect_ports: self.connect_ports.clone(),
             origin_form: rules.origin_form,

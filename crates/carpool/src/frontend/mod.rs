@@ -5,6 +5,7 @@
 //! by all workers ([`health`]).
 
 pub mod health;
+mod metrics;
 mod role;
 
 use std::cell::{Cell, RefCell};

@@ -8,6 +8,7 @@ use carp::{MemberId, Ranking};
 use httpx::body::RelayError;
 use httpx::conn::Conn;
 use httpx::HttpError;
+use proxy::metrics::{Families, Snapshot};
 use proxy::upstream::Failure;
 use proxy::{Address, Claim, Filter, PeerInfo, PeerKind, Request, Retry, Role, Session};
 
@@ -129,6 +130,10 @@ impl Role for Worker {
             Failure::Stale | Failure::Client(_) | Failure::Denied(_) => return Retry::Stop,
         }
         Retry::Next
+    }
+
+    fn metrics(&self, snapshot: &Snapshot, families: &mut Families) {
+        super::metrics::families(&self.shared, snapshot, families);
     }
 
     fn response_body_failed(&self, p: &MemberId, e: &RelayError) {

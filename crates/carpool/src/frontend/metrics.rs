@@ -1,0 +1,117 @@
+//! The frontend's metric families, named from the request layer's counts
+//! (`carpool_frontend_requests_total{parent, status}`: each client request
+//! once, under the parent that answered it, `""` when none did) and from
+//! the parents' health: up, in flight, failures by kind, latency of
+//! connecting, of the first byte and of the whole request, bytes.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use carp::MemberId;
+use proxy::metrics::{FailureKind, Families, Histogram, Labels, PeerStats, Snapshot};
+
+use super::Shared;
+
+fn parent(name: &str) -> Labels {
+    vec![(Cow::Borrowed("parent"), name.to_string())]
+}
+
+/// Adds the frontend's families to a scrape.
+pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
+    let none = PeerStats::default();
+    let stats = |name: &str| snap.peers.get(name).unwrap_or(&none);
+    // every request once, by the parent that answered and the status
+    let mut by: BTreeMap<(&str, u16), u64> = BTreeMap::new();
+    for (name, p) in &snap.peers {
+        for ((status, _, _), n) in &p.answered {
+            *by.entry((name.as_str(), *status)).or_default() += n;
+        }
+    }
+    let rows = by
+        .into_iter()
+        .map(|((name, status), n)| {
+            let mut l = parent(name);
+            l.push((Cow::Borrowed("status"), status.to_string()));
+            (l, n as f64)
+        })
+        .collect();
+    f.counter(
+        "carpool_frontend_requests",
+        "Client requests answered, once each, under the parent that answered (\"\": none).",
+        rows,
+    );
+    let names = shared.parents.iter().map(|p| p.name.as_str());
+    let up = shared
+        .parents
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let alive = shared.health.is_alive(MemberId(i as u16));
+            (parent(&p.name), if alive { 1.0 } else { 0.0 })
+        })
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_up",
+        "1 when the parent is alive, 0 when dead.",
+        up,
+    );
+    let in_flight = names
+        .clone()
+        .map(|n| (parent(n), stats(n).in_flight.max(0) as f64))
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_inflight",
+        "Requests waiting on the parent or being relayed from it.",
+        in_flight,
+    );
+    let mut failures = Vec::new();
+    for n in names.clone() {
+        for k in FailureKind::ALL {
+            let mut l = parent(n);
+            l.push((Cow::Borrowed("kind"), k.as_str().to_string()));
+            failures.push((l, stats(n).failures[k as usize] as f64));
+        }
+    }
+    f.counter(
+        "carpool_frontend_parent_failures",
+        "Failed attempts on the parent, by kind (connect, timeout, reset, bad_response).",
+        failures,
+    );
+    let hist = |pick: fn(&PeerStats) -> &Histogram| -> Vec<(Labels, Histogram)> {
+        names
+            .clone()
+            .map(|n| (parent(n), pick(stats(n)).clone()))
+            .collect()
+    };
+    f.histogram(
+        "carpool_frontend_parent_connect_seconds",
+        "Time to open a connection to the parent.",
+        hist(|p| &p.connect),
+    );
+    f.histogram(
+        "carpool_frontend_parent_first_byte_seconds",
+        "Time from sending a request to the parent to its response head.",
+        hist(|p| &p.first_byte),
+    );
+    f.histogram(
+        "carpool_frontend_parent_request_seconds",
+        "Time from a client's request head to the last byte of its answer, by the parent that answered.",
+        hist(|p| &p.total),
+    );
+    let bytes = |pick: fn(&PeerStats) -> u64| -> Vec<(Labels, f64)> {
+        names
+            .clone()
+            .map(|n| (parent(n), pick(stats(n)) as f64))
+            .collect()
+    };
+    f.counter(
+        "carpool_frontend_parent_response_bytes",
+        "Bytes sent to clients from the parent's answers (heads included).",
+        bytes(|p| p.bytes_out),
+    );
+    f.counter(
+        "carpool_frontend_parent_request_body_bytes",
+        "Request body bytes sent to the parent.",
+        bytes(|p| p.bytes_in),
+    );
+}
