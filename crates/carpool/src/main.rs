@@ -12,6 +12,7 @@ mod frontend;
 mod lbrules;
 mod memory;
 mod process;
+mod sample;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than

@@ -1406,6 +1406,10 @@ fn metrics_count_a_failover_once_and_the_dead_parents_failures() {
          [[parent]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {dead_port}\n\n{}",
         parents_toml(&[&live])
     );
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let f = Frontend::start("metrics-failover", &conf);
     let urls: Vec<String> = (0..20).map(|i| format!("http://h.example/{i}")).collect();
     let owners = route(&conf, &urls);
@@ -1452,6 +1456,24 @@ fn metrics_count_a_failover_once_and_the_dead_parents_failures() {
         )),
         1.0
     );
+    // the live one has been alive since the start; the other died after it
+    let since = |p: &str| {
+        value(&format!(
+            "carpool_frontend_parent_state_since_seconds{{{c},parent=\"{p}\"}}"
+        ))
+    };
+    assert!(
+        since("live") >= started - 1.0 && since("live") <= since("gone"),
+        "{text}"
+    );
+    // two parents of equal weight in hrw: half the URLs each
+    let share = |p: &str| {
+        value(&format!(
+            "carpool_frontend_parent_expected_share{{{c},parent=\"{p}\"}}"
+        ))
+    };
+    assert!((share("gone") + share("live") - 1.0).abs() < 1e-6, "{text}");
+    assert!((share("gone") - 0.5).abs() < 0.02, "{text}");
     assert_eq!(
         value(&format!(
             "carpool_frontend_parent_inflight{{{c},parent=\"live\"}}"

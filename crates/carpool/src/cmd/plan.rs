@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use cache_store::progress::{Bytes, Count, Eta, Progress, Report};
 use carp::normalize::{parse_input, Outcome};
 use carp::plan::{Flow, Planner};
-use carp::RequestUri;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::Config;
 
@@ -59,7 +59,7 @@ pub fn run(old: &Config, new: &Config, stdin: bool, samples: u64, seed: u64) -> 
         let mut meter = Progress::new(Some(samples), interval);
         let mut rng = StdRng::seed_from_u64(seed);
         for i in 1..=samples {
-            planner.add(&random_url(&mut rng));
+            planner.add(&crate::sample::random_url(&mut rng));
             if i.is_multiple_of(CHECK_EVERY) {
                 if let Some(r) = meter.due(i) {
                     shown.line(&generated_line(&r));
@@ -246,22 +246,4 @@ fn write_table(out: &mut impl Write, rows: &[[String; 7]]) -> io::Result<()> {
         writeln!(out, "{line}")?;
     }
     Ok(())
-}
-
-/// A random URL shaped like real traffic: many hosts, paths, some queries.
-fn random_url(rng: &mut impl Rng) -> RequestUri {
-    let host = format!(
-        "www{}.site{}.example",
-        rng.gen_range(0..4),
-        rng.gen_range(0..5000)
-    );
-    let mut path = format!(
-        "/{}/{:x}",
-        ["img", "css", "js", "video", "api"][rng.gen_range(0..5)],
-        rng.gen::<u64>()
-    );
-    if rng.gen_bool(0.3) {
-        path.push_str(&format!("?v={}", rng.gen::<u32>()));
-    }
-    RequestUri::from_parts("http", &host, 80, 80, &path)
 }

@@ -21,6 +21,9 @@ struct ParentHealth {
     /// Requests that failed on this parent (its connection, its answer or
     /// its body), whether they were retried elsewhere or not.
     failed_requests: AtomicU64,
+    /// When it last became alive or dead (the start, at first), in
+    /// milliseconds since the epoch.
+    since_ms: AtomicU64,
 }
 
 /// Health of every parent, in configuration order.
@@ -34,11 +37,24 @@ pub struct Health {
 impl Health {
     /// All parents alive.
     pub fn new(names: Vec<String>, fail_limit: u32) -> Self {
+        let now = now_ms();
         Health {
-            parents: names.iter().map(|_| ParentHealth::default()).collect(),
+            parents: names
+                .iter()
+                .map(|_| ParentHealth {
+                    since_ms: AtomicU64::new(now),
+                    ..ParentHealth::default()
+                })
+                .collect(),
             names,
             fail_limit,
         }
+    }
+
+    /// When parent `m` last became alive or dead (the frontend's start if
+    /// never), in seconds since the epoch.
+    pub fn since(&self, m: MemberId) -> f64 {
+        self.parents[m.index()].since_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// Is parent `m` usable?
@@ -62,6 +78,7 @@ impl Health {
         let failed = p.failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
         let n = p.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.fail_limit && !p.dead.swap(true, Ordering::Relaxed) {
+            p.since_ms.store(now_ms(), Ordering::Relaxed);
             tracing::warn!(
                 parent = %self.names[i],
                 failures = n,
@@ -80,6 +97,7 @@ impl Health {
             p.consecutive_failures.store(0, Ordering::Relaxed);
         }
         if p.dead.load(Ordering::Relaxed) && p.dead.swap(false, Ordering::Relaxed) {
+            p.since_ms.store(now_ms(), Ordering::Relaxed);
             tracing::info!(parent = %self.names[i], "parent is ALIVE again");
         }
     }
@@ -89,9 +107,17 @@ impl Health {
         let p = &self.parents[i];
         p.consecutive_failures.store(0, Ordering::Relaxed);
         if p.dead.swap(false, Ordering::Relaxed) {
+            p.since_ms.store(now_ms(), Ordering::Relaxed);
             tracing::info!(parent = %self.names[i], "parent recovered: probe succeeded, marked ALIVE");
         }
     }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Probes dead parents every `settings.probe_interval`, forever.

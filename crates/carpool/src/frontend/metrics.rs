@@ -55,6 +55,28 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         "1 when the parent is alive, 0 when dead.",
         up,
     );
+    let since = (0..shared.parents.len())
+        .map(|i| {
+            let name = &shared.parents[i].name;
+            (parent(name), shared.health.since(MemberId(i as u16)))
+        })
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_state_since_seconds",
+        "When the parent last became alive or dead (the frontend's start if never), seconds since the epoch.",
+        since,
+    );
+    let expected = shared
+        .parents
+        .iter()
+        .zip(&shared.expected_shares)
+        .map(|(p, s)| (parent(&p.name), *s))
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_expected_share",
+        "The share of URLs the parent owns when every parent is alive (from the table, over a sample of URLs).",
+        expected,
+    );
     let in_flight = names
         .clone()
         .map(|n| (parent(n), stats(n).in_flight.max(0) as f64))

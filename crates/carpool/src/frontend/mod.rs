@@ -46,7 +46,14 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Settings.
     pub settings: FrontendSettings,
+    /// The share of URLs each parent owns when all are alive (a sample of
+    /// [`EXPECTED_SHARE_SAMPLES`] URLs, for the metrics).
+    pub expected_shares: Vec<f64>,
 }
+
+/// URLs sampled at start for the parents' expected shares (a few tens of
+/// milliseconds; within half a percent).
+const EXPECTED_SHARE_SAMPLES: u32 = 50_000;
 
 /// One worker thread's frontend: the shared routing state, and its own
 /// parent connections.
@@ -167,7 +174,9 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         parents.iter().map(|p| p.name.clone()).collect(),
         config.health.fail_limit,
     ));
+    let expected_shares = crate::sample::expected_shares(&table, EXPECTED_SHARE_SAMPLES);
     let shared = Arc::new(Shared {
+        expected_shares,
         table,
         parents,
         health: health.clone(),
