@@ -69,7 +69,7 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
     let expected = shared
         .parents
         .iter()
-        .zip(&shared.expected_shares)
+        .zip(shared.expected_shares())
         .map(|(p, s)| (parent(&p.name), *s))
         .collect();
     f.gauge(

@@ -46,14 +46,24 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Settings.
     pub settings: FrontendSettings,
-    /// The share of URLs each parent owns when all are alive (a sample of
-    /// [`EXPECTED_SHARE_SAMPLES`] URLs, for the metrics).
-    pub expected_shares: Vec<f64>,
+    /// The share of URLs each parent owns when all are alive, worked out
+    /// at the first scrape ([`Shared::expected_shares`]).
+    expected_shares: std::sync::OnceLock<Vec<f64>>,
 }
 
-/// URLs sampled at start for the parents' expected shares (a few tens of
-/// milliseconds; within half a percent).
+/// URLs sampled for the parents' expected shares (a few tens of
+/// milliseconds, once; within half a percent).
 const EXPECTED_SHARE_SAMPLES: u32 = 50_000;
+
+impl Shared {
+    /// The share of URLs each parent owns when all are alive, over a sample
+    /// of [`EXPECTED_SHARE_SAMPLES`] URLs: computed on first use, never on
+    /// the start path (a frontend starts serving at once).
+    pub fn expected_shares(&self) -> &[f64] {
+        self.expected_shares
+            .get_or_init(|| crate::sample::expected_shares(&self.table, EXPECTED_SHARE_SAMPLES))
+    }
+}
 
 /// One worker thread's frontend: the shared routing state, and its own
 /// parent connections.
@@ -174,9 +184,8 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         parents.iter().map(|p| p.name.clone()).collect(),
         config.health.fail_limit,
     ));
-    let expected_shares = crate::sample::expected_shares(&table, EXPECTED_SHARE_SAMPLES);
     let shared = Arc::new(Shared {
-        expected_shares,
+        expected_shares: std::sync::OnceLock::new(),
         table,
         parents,
         health: health.clone(),

@@ -289,8 +289,8 @@ fn values_file(from: &Path, name: &str) -> Result<Vec<String>, String> {
     } else {
         from.parent().unwrap_or(Path::new(".")).join(p)
     };
-    let text =
-        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let text = String::from_utf8(super::source::read_small(&p)?)
+        .map_err(|_| format!("{} is not UTF-8 text", p.display()))?;
     Ok(text
         .lines()
         .map(str::trim)

@@ -135,16 +135,33 @@ fn read_into(
                 }
             };
             for f in files {
-                match std::fs::read(&f) {
-                    Ok(b) => read_into(Arc::from(f.as_path()), &b, depth + 1, out, errors),
-                    Err(e) => {
-                        let message = format!("cannot read {}: {e}", f.display());
-                        errors.push(at.error("include", message));
-                    }
+                match read_small(&f) {
+                    Ok(bytes) => read_into(Arc::from(f.as_path()), &bytes, depth + 1, out, errors),
+                    Err(message) => errors.push(at.error("include", message)),
                 }
             }
         }
     }
+}
+
+/// Largest file a squid.conf may include or take ACL values from.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`] (never a device or a
+/// pipe, which could be endless).
+pub fn read_small(p: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", p.display()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {} MiB",
+            p.display(),
+            MAX_FILE_BYTES >> 20
+        ));
+    }
+    std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
 }
 
 /// The files `pattern` names, relative to the directory of `from` when it is

@@ -459,3 +459,17 @@ fn login_pass_passes_credentials() {
     );
     assert!(!w.contains("secret"), "{w}");
 }
+
+/// A file an include or an ACL names must be a small regular file: a device
+/// or a pipe could be endless.
+#[test]
+fn only_regular_files_are_read() {
+    let e = parse(&format!(
+        "{PEER}acl z src \"/dev/zero\"\nhttp_access allow z\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (2, "acl"), "{e}");
+    assert!(e.message.contains("not a regular file"), "{e}");
+    let e = parse(&format!("{PEER}include /dev/zero\n")).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (2, "include"), "{e}");
+}
