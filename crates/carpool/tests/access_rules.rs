@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
@@ -15,17 +13,7 @@ use common::*;
 /// Sends `raw` to `port` on 127.0.0.1 from the address `src` and reads
 /// one response.
 fn exchange_from(src: &str, port: u16, raw: &str) -> Response {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{src}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    // a tunnel's answer has no body (and the tunnel stays open)
-    let head_only = raw.starts_with("CONNECT");
-    read_response(&mut BufReader::new(s), head_only).expect("a response")
+    common::exchange_from(src, port, raw).expect("a response")
 }
 
 fn get_from(src: &str, port: u16, url: &str) -> Response {

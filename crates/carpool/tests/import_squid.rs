@@ -6,26 +6,15 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
 
 use common::origin::Origin;
 use common::*;
 
 /// `GET url` to 127.0.0.1:`port` from the address `src`.
 fn get_from(src: &str, port: u16, url: &str) -> Response {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{src}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let raw = format!("GET {url} HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n");
-    s.write_all(raw.as_bytes()).unwrap();
-    read_response(&mut BufReader::new(s), false).expect("a response")
+    exchange_from(src, port, &raw).expect("a response")
 }
 
 #[test]

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,16 +18,7 @@ use common::*;
 /// Sends `raw` to 127.0.0.1:`port` from the address `src`; the status (0:
 /// no response).
 fn status_from(src: &str, port: u16, raw: &str) -> u16 {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{src}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    let head_only = raw.starts_with("CONNECT");
-    read_response(&mut BufReader::new(s), head_only).map_or(0, |r| r.status)
+    exchange_from(src, port, raw).map_or(0, |r| r.status)
 }
 
 /// A `carpool frontend` started with `args`, listening on `port`.

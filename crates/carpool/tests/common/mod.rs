@@ -792,3 +792,18 @@ impl Drop for Cache {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Sends `raw` to 127.0.0.1:`port` from the loopback address `src` (the
+/// whole of 127/8 is this host's) and reads one response (head only for a
+/// CONNECT: a tunnel's answer has no body).
+pub fn exchange_from(src: &str, port: u16, raw: &str) -> std::io::Result<Response> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let from: std::net::SocketAddr = format!("{src}:0").parse().map_err(std::io::Error::other)?;
+    socket.bind(&from.into())?;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(&to.into())?;
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(raw.as_bytes())?;
+    read_response(&mut BufReader::new(s), raw.starts_with("CONNECT"))
+}
