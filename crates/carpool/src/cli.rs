@@ -24,8 +24,10 @@ pub struct Source {
     /// carpool.toml with `hash = ...` and `[[parent]]` entries.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// squid.conf whose `cache_peer ... parent ... carp` lines are the parents
-    /// (implies `hash = "squid"`: the same choices as Squid 5).
+    /// squid.conf, read as `carpool import-squid` translates it: its
+    /// `cache_peer ... parent ... carp` lines are the parents (`hash =
+    /// "squid"`: the same choices as Squid 5), its `http_port` and
+    /// `http_access` rules apply; what is not carried over is warned.
     #[arg(long = "squid-conf", value_name = "FILE")]
     pub squid_conf: Option<PathBuf>,
 }
@@ -72,7 +74,8 @@ pub enum Command {
     /// request to the parent cache that owns its URL.
     ///
     /// Parents, hash mode and `[frontend]` settings come from the config; with
-    /// `--squid-conf`, from its `cache_peer ... carp` lines (Squid's routing).
+    /// `--squid-conf`, from the squid.conf's translation (its `cache_peer ...
+    /// carp` lines, `http_port` and access rules; Squid's routing).
     Frontend {
         #[command(flatten)]
         source: Source,
