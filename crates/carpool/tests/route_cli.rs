@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::run_with_stdin;
+use common::{run_with_stdin, run_with_stdin_env};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_carpool"))
@@ -465,19 +465,11 @@ fn plan_from_stdin_shows_lines_read_and_from_a_file_the_time_left() {
         .map(|i| format!("http://site{}.example/page/{i}\n", i % 97))
         .collect();
     // a pipe: lines read and a rate, no total
-    let mut child = bin()
-        .args(["plan", c, c, "--stdin"])
-        .env("CARPOOL_PROGRESS_INTERVAL_MS", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let text = input.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let out = run_with_stdin_env(
+        &["plan", c, c, "--stdin"],
+        &[("CARPOOL_PROGRESS_INTERVAL_MS", "0")],
+        &input,
+    );
     let (stdout, err) = (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),

@@ -620,8 +620,18 @@ impl Drop for Squid {
 
 /// Runs `carpool ARGS` with `input` on stdin; returns its output.
 pub fn run_with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    run_with_stdin_env(args, &[], input)
+}
+
+/// [`run_with_stdin`] with environment variables set.
+pub fn run_with_stdin_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_carpool"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
