@@ -130,6 +130,11 @@ impl MemoryTier {
         self.cache.remove(&key);
     }
 
+    /// The budget in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
     /// (objects, bytes, evictions).
     pub fn stats(&self) -> (u64, u64, u64) {
         (

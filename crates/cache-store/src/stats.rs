@@ -14,6 +14,8 @@ pub struct TierStats {
     pub hits: u64,
     /// Objects evicted to stay within the budget.
     pub evictions: u64,
+    /// The tier's budget in bytes (0 without the tier).
+    pub capacity: u64,
 }
 
 /// A snapshot of the store's counters.

@@ -409,6 +409,7 @@ impl Store {
                 bytes,
                 hits: inner.mem_hits.load(Ordering::Relaxed),
                 evictions,
+                capacity: m.capacity(),
             };
         }
         if let Some(d) = &inner.disk {
@@ -417,6 +418,7 @@ impl Store {
                 bytes: d.index.bytes(),
                 hits: inner.disk_hits.load(Ordering::Relaxed),
                 evictions: d.evictions.load(Ordering::Relaxed),
+                capacity: d.cfg.max_bytes,
             };
             s.dropped_corrupt = d.dropped.load(Ordering::Relaxed);
             s.disk_writing_bytes = d.reserved();

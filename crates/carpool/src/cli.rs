@@ -191,6 +191,33 @@ pub enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Show a running `carpool up`: its members (expected and actual share,
+    /// alive or dead since when, in flight, latency), caches (hit ratio,
+    /// tier fill, objects) and processes, from its admin listener's
+    /// `/status` (Squid's `mgr:carp` and `mgr:info`, live).
+    Status {
+        /// The admin listener (default: `[admin] listen` of `-c FILE`, else
+        /// 127.0.0.1:3180, the embedded configuration's).
+        #[arg(long, value_name = "ADDR:PORT")]
+        admin: Option<std::net::SocketAddr>,
+        /// The carpool.toml `carpool up` runs (to find its admin listener).
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            conflicts_with = "admin"
+        )]
+        config: Option<PathBuf>,
+        /// Redraw every `--interval` seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with `--watch`.
+        #[arg(long, default_value_t = 2, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
+        /// Print the `/status` JSON as it is.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+    },
     /// Translate a squid.conf into a carpool.toml: a CARP frontend's (its
     /// `cache_peer ... carp` parents, `http_port`, access rules) or a
     /// cache's (`cache_mem`, `cache_dir`, `refresh_pattern`, its origin

@@ -13,6 +13,7 @@ mod lbrules;
 mod memory;
 mod process;
 mod sample;
+mod status;
 
 /// mimalloc: every request allocates and frees a few small buffers (heads,
 /// URL keys); its thread-local free lists make that markedly cheaper than

@@ -97,20 +97,9 @@ impl Site {
 
     /// Pids of the running components, from the admin listener.
     fn pids(&self) -> Vec<u32> {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin)) else {
-            return Vec::new();
-        };
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let Ok(r) = read_response(&mut BufReader::new(s), false) else {
-            return Vec::new();
-        };
-        r.text()
-            .lines()
-            .filter_map(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                (w.get(2) == Some(&"running")).then(|| w[4].parse().unwrap())
-            })
+        common::admin_pids(self.admin)
+            .into_iter()
+            .map(|(_, pid)| pid)
             .collect()
     }
 

@@ -89,22 +89,14 @@ impl Up {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// `/status` (JSON), pretty-printed for failure messages.
     fn status(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        read_response(&mut BufReader::new(s), false).unwrap().text()
+        common::admin_status(self.admin).map_or("(no answer)".into(), |s| format!("{s:#}"))
     }
 
     /// name → pid of the running components.
     fn pids(&self) -> Vec<(String, u32)> {
-        self.status()
-            .lines()
-            .filter_map(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                (w.get(2) == Some(&"running")).then(|| (w[0].to_string(), w[4].parse().unwrap()))
-            })
-            .collect()
+        common::admin_pids(self.admin)
     }
 
     fn get(&self, url: &str) -> common::Response {
@@ -230,8 +222,16 @@ fn a_crashed_cache_is_restarted_and_its_urls_fail_over_meanwhile() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(up.status().contains(&format!("{name} ")), "{}", up.status());
-    assert!(up.status().contains("restarts=1"), "{}", up.status());
+    let status = common::admin_status(up.admin).unwrap();
+    let process = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in {status:#}"));
+    assert_eq!(process["restarts"], 1, "{status:#}");
+    assert_eq!(process["state"], "running", "{status:#}");
     let log = up.log();
     assert!(log.contains("component exited; restarting"), "{log}");
     assert!(log.contains("component restarted"), "{log}");

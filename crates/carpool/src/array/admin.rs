@@ -1,45 +1,101 @@
 //! The admin listener of `carpool up` (loopback by default):
 //!
-//! - `GET /status`: the array's components, one per line (`name address
-//!   state restarts=N`);
+//! - `GET /`: the dashboard ([`crate::status::DASHBOARD`]), which polls
+//!   `/status`;
+//! - `GET /status`: the array now, as JSON ([`crate::status::model`]):
+//!   members with expected and actual shares, caches, processes, history;
 //! - `GET /metrics`: the whole array's metrics in Prometheus' text format:
 //!   each component's own (`/carpool-internal/metrics` on its listener,
 //!   every sample labelled with its `component`), merged family by family,
 //!   and the supervisor's (`carpool_component_up`, `_restarts_total`);
 //!
 //! anything else is 404. Plain HTTP/1.1, one request per connection: it is
-//! for people, scripts and Prometheus, not for load.
+//! for people, scripts and Prometheus, not for load. Every
+//! [`POLL_INTERVAL`] it asks the components for their metrics and keeps a
+//! few minutes of them ([`History`]) for rates and shares.
 
 use std::cell::RefCell;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::Component;
+use crate::status::exposition;
+use crate::status::history::History;
+use crate::status::model::Process;
 
 /// One component as the admin listener sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// `frontend`, or the cache's name.
     pub name: String,
+    /// Frontend or cache.
+    pub kind: Component,
+    /// Its listen address as configured.
+    pub listen: SocketAddr,
     /// Where its listener is reached from this host.
     pub addr: SocketAddr,
-    /// Whether it runs now.
-    pub running: bool,
+    /// Its pid while it runs.
+    pub pid: Option<u32>,
+    /// When it was (last) started, while it runs.
+    pub started: Option<Instant>,
+    /// Waiting to be restarted.
+    pub restarting: bool,
     /// Times it was restarted.
     pub restarts: u32,
 }
 
-/// What the admin listener shows: the supervisor rewrites it as its
-/// children change.
-#[derive(Debug, Default)]
+impl Target {
+    /// Whether it runs now.
+    pub fn running(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    fn process(&self) -> Process {
+        Process {
+            name: self.name.clone(),
+            kind: match self.kind {
+                Component::Frontend => "frontend",
+                Component::Cache => "cache",
+            }
+            .to_string(),
+            address: self.listen.to_string(),
+            state: if self.running() {
+                "running"
+            } else if self.restarting {
+                "restarting"
+            } else {
+                "stopped"
+            }
+            .to_string(),
+            pid: self.pid,
+            uptime_seconds: self.started.map(|s| s.elapsed().as_secs_f64()),
+            restarts: self.restarts,
+        }
+    }
+}
+
+/// What the admin listener shows: the supervisor rewrites the targets as
+/// its children change; the poller adds to the history.
+#[derive(Debug)]
 pub struct State {
-    /// `/status`, one line per component.
-    pub lines: String,
     /// The components.
     pub targets: Vec<Target>,
+    /// What the components' metrics said over the last minutes.
+    pub history: History,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            targets: Vec::new(),
+            history: History::new(unix_now()),
+        }
+    }
 }
 
 /// The admin listener's view, shared with the supervisor.
@@ -53,9 +109,23 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest metrics text read from one component.
 const MAX_SCRAPE: usize = 16 << 20;
+/// How often the components are asked for their metrics (the history's
+/// resolution).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// A `/status` within this time of the last poll answers from it; later,
+/// it polls first (so a script sees what it just sent).
+const FRESH: Duration = Duration::from_millis(250);
 
-/// Serves the admin listener forever.
+/// Seconds since the epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Serves the admin listener forever (and polls the components).
 pub async fn serve(listener: TcpListener, status: Status) {
+    tokio::task::spawn_local(poll_forever(status.clone()));
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -78,18 +148,52 @@ pub async fn serve(listener: TcpListener, status: Status) {
             if !matches!(read, Ok(true)) {
                 return;
             }
-            let (code, content_type, body) = if buf.starts_with(b"GET /status ") {
-                ("200 OK", "text/plain", status.borrow().lines.clone())
-            } else if buf.starts_with(b"GET /metrics ") {
-                let targets = status.borrow().targets.clone();
-                (
+            let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+            let mut words = line.split(|&b| b == b' ');
+            let (method, target) = (
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+            );
+            let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+            let (code, content_type, body) = match (method, path) {
+                (b"GET", b"/" | b"/index.html") => (
                     "200 OK",
-                    proxy::metrics::CONTENT_TYPE,
-                    metrics(&targets).await,
-                )
-            } else {
-                let text = "not found: try GET /status or GET /metrics\n".to_string();
-                ("404 Not Found", "text/plain", text)
+                    "text/html; charset=utf-8",
+                    crate::status::DASHBOARD.to_string(),
+                ),
+                (b"GET", b"/status") => {
+                    let fresh = status
+                        .borrow()
+                        .history
+                        .last_at()
+                        .is_some_and(|at| unix_now() - at < FRESH.as_secs_f64());
+                    if !fresh {
+                        poll(&status).await;
+                    }
+                    let st = status.borrow();
+                    let processes = st.targets.iter().map(Target::process).collect();
+                    let view = st.history.status(processes);
+                    let json = serde_json::to_string_pretty(&view)
+                        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                    ("200 OK", "application/json", json + "\n")
+                }
+                (b"GET", b"/metrics") => {
+                    let targets = status.borrow().targets.clone();
+                    (
+                        "200 OK",
+                        proxy::metrics::CONTENT_TYPE,
+                        metrics(&targets).await,
+                    )
+                }
+                (b"GET", _) => {
+                    let text = "not found: try GET / (the dashboard), /status (JSON) or /metrics (Prometheus)\n".to_string();
+                    ("404 Not Found", "text/plain", text)
+                }
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "only GET is answered here\n".to_string(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
@@ -100,8 +204,37 @@ pub async fn serve(listener: TcpListener, status: Status) {
     }
 }
 
-/// The array's metrics: every component scraped at once, merged.
-async fn metrics(targets: &[Target]) -> String {
+/// Polls the components every [`POLL_INTERVAL`] (less often when
+/// `/status` requests poll in between).
+async fn poll_forever(status: Status) {
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let due = status
+            .borrow()
+            .history
+            .last_at()
+            .is_none_or(|at| unix_now() - at >= POLL_INTERVAL.as_secs_f64() * 0.9);
+        if due {
+            poll(&status).await;
+        }
+    }
+}
+
+/// Asks every running component for its metrics and records the answers.
+async fn poll(status: &Status) {
+    let targets = status.borrow().targets.clone();
+    let texts = scrape_all(&targets).await;
+    let samples = texts
+        .iter()
+        .flatten()
+        .flat_map(|t| exposition::parse(t))
+        .collect();
+    status.borrow_mut().history.record(unix_now(), samples);
+}
+
+/// Every running component's metrics text, scraped at once (`None` for
+/// one that is not running or did not answer in time).
+async fn scrape_all(targets: &[Target]) -> Vec<Option<String>> {
     // each scrape a task of its own: a slow component costs its own
     // timeout, not the sum
     let tasks: Vec<_> = targets
@@ -109,7 +242,7 @@ async fn metrics(targets: &[Target]) -> String {
         .map(|t| {
             let t = t.clone();
             tokio::task::spawn_local(async move {
-                if !t.running {
+                if !t.running() {
                     return None;
                 }
                 match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(t.addr)).await {
@@ -130,6 +263,12 @@ async fn metrics(targets: &[Target]) -> String {
     for t in tasks {
         texts.push(t.await.ok().flatten());
     }
+    texts
+}
+
+/// The array's metrics: every component scraped at once, merged.
+async fn metrics(targets: &[Target]) -> String {
+    let texts = scrape_all(targets).await;
     let mut own = String::new();
     own.push_str("# HELP carpool_component_up 1 when the component runs and answered this scrape.\n# TYPE carpool_component_up gauge\n");
     for (t, text) in targets.iter().zip(&texts) {

@@ -61,12 +61,6 @@ async fn supervise(mut plan: Plan, opts: UpOptions) -> Result<()> {
     loop {
         {
             let mut st = status.borrow_mut();
-            st.lines = procs
-                .iter()
-                .map(Proc::status_line)
-                .collect::<Vec<_>>()
-                .join("\n")
-                + "\n";
             st.targets = procs.iter().map(Proc::target).collect();
         }
         tokio::select! {
@@ -108,7 +102,7 @@ fn print_summary(plan: &Plan) {
         println!("  cache {r}: on another machine (start it there with `carpool cache -c FILE --name NAME`)");
     }
     if let Some(a) = plan.admin {
-        println!("  status: curl http://{a}/status   metrics: curl http://{a}/metrics");
+        println!("  dashboard: http://{a}/   status: carpool status (or curl http://{a}/status)   metrics: curl http://{a}/metrics");
     }
     if let Some(fe) = plan.specs.iter().find(|s| s.kind == Component::Frontend) {
         let port = fe.listen.port();

@@ -250,7 +250,7 @@ impl Proc {
     }
 
     /// What the admin listener needs of it: where it is reached from this
-    /// host (an unspecified listen address through loopback).
+    /// host (an unspecified listen address through loopback), its process.
     pub(super) fn target(&self) -> super::admin::Target {
         let mut addr = self.spec.listen;
         if addr.ip().is_unspecified() {
@@ -261,22 +261,14 @@ impl Proc {
         }
         super::admin::Target {
             name: self.spec.name.clone(),
+            kind: self.spec.kind,
+            listen: self.spec.listen,
             addr,
-            running: self.child.is_some(),
+            pid: self.child.as_ref().map(Child::id),
+            started: self.child.as_ref().map(|_| self.started),
+            restarting: self.child.is_none() && self.restart_at.is_some(),
             restarts: self.restarts,
         }
-    }
-
-    pub(super) fn status_line(&self) -> String {
-        let state = match (&self.child, self.restart_at) {
-            (Some(c), _) => format!("running pid {}", c.id()),
-            (None, Some(_)) => "restarting".into(),
-            (None, None) => "stopped".into(),
-        };
-        format!(
-            "{} {} {} restarts={}",
-            self.spec.name, self.spec.listen, state, self.restarts
-        )
     }
 }
 

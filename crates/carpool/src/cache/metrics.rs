@@ -116,6 +116,11 @@ pub fn families(cache: &Cache, snap: &Snapshot, f: &mut Families) {
         "Bytes stored, per tier.",
         per_tier(|t| t.bytes),
     );
+    f.gauge(
+        "carpool_cache_capacity_bytes",
+        "The tier's budget in bytes (0 without the tier).",
+        per_tier(|t| t.capacity),
+    );
     f.counter(
         "carpool_cache_tier_hits",
         "Lookups answered, per tier.",

@@ -5,6 +5,7 @@ mod import;
 mod lb_rules;
 mod plan;
 mod route;
+mod status;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,6 +120,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => control::reload(&target, !no_wait, Duration::from_secs(timeout)),
         Command::Rotate { target } => control::rotate(&target),
+        Command::Status {
+            admin,
+            config,
+            watch,
+            interval,
+            json,
+        } => {
+            let admin = match (admin, config) {
+                (Some(a), _) => a,
+                (None, Some(path)) => {
+                    config::load(&path, FileKind::Toml)?.admin.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: no [admin] listen: `carpool up` serves no status for it",
+                            path.display()
+                        )
+                    })?
+                }
+                (None, None) => status::DEFAULT_ADMIN,
+            };
+            status::run(admin, watch.then(|| Duration::from_secs(interval)), json)
+        }
         Command::Stop { target, timeout } => control::stop(&target, Duration::from_secs(timeout)),
         Command::Config {
             what: crate::cli::ConfigCommand::Default,

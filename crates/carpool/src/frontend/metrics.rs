@@ -41,6 +41,37 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         rows,
     );
     let names = shared.parents.iter().map(|p| p.name.as_str());
+    let mode = shared.table.mode().as_str().to_string();
+    f.gauge(
+        "carpool_frontend_info",
+        "Always 1; `hash` is the routing table's hash mode.",
+        vec![(vec![(Cow::Borrowed("hash"), mode)], 1.0)],
+    );
+    let info = shared
+        .parents
+        .iter()
+        .map(|p| {
+            let mut l = parent(&p.name);
+            l.push((Cow::Borrowed("address"), p.addr.to_string()));
+            (l, 1.0)
+        })
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_info",
+        "Always 1; `address` is where the parent is reached.",
+        info,
+    );
+    let weights = shared
+        .parents
+        .iter()
+        .zip(shared.table.members())
+        .map(|(p, m)| (parent(&p.name), f64::from(m.weight)))
+        .collect();
+    f.gauge(
+        "carpool_frontend_parent_weight",
+        "The parent's weight in the routing table.",
+        weights,
+    );
     let up = shared
         .parents
         .iter()

@@ -817,3 +817,33 @@ pub fn exchange_from(src: &str, port: u16, raw: &str) -> std::io::Result<Respons
     s.write_all(raw.as_bytes())?;
     read_response(&mut BufReader::new(s), raw.starts_with("CONNECT"))
 }
+
+/// `GET /status` from a `carpool up`'s admin listener, as JSON (`None`
+/// while it does not answer).
+#[allow(dead_code)]
+pub fn admin_status(admin: u16) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let r = read_response(&mut BufReader::new(s), false).ok()?;
+    assert_eq!(r.status, 200, "{}", r.head);
+    Some(serde_json::from_str(&r.text()).expect("/status is JSON"))
+}
+
+/// name → pid of the components `carpool up` says are running.
+#[allow(dead_code)]
+pub fn admin_pids(admin: u16) -> Vec<(String, u32)> {
+    let Some(status) = admin_status(admin) else {
+        return Vec::new();
+    };
+    status["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter(|p| p["state"] == "running")
+        .map(|p| {
+            let name = p["name"].as_str().expect("name").to_string();
+            (name, p["pid"].as_u64().expect("pid") as u32)
+        })
+        .collect()
+}

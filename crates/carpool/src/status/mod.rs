@@ -1,0 +1,12 @@
+//! The live view of a running array: what the admin listener of `carpool
+//! up` answers at `/status` ([`model`], built by [`history`] from the
+//! components' metrics, read back with [`exposition`]), the dashboard it
+//! serves at `/` ([`DASHBOARD`]), and `carpool status` ([`render`]).
+
+pub mod exposition;
+pub mod history;
+pub mod model;
+pub mod render;
+
+/// The dashboard page: one file, no external fetch; it polls `/status`.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
