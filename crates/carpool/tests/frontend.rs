@@ -1490,3 +1490,46 @@ fn metrics_count_a_failover_once_and_the_dead_parents_failures() {
         "{again}"
     );
 }
+
+/// Issue 16: a scrape of `/carpool-internal/metrics` is written to the
+/// access log like any request (as Squid logs its cache manager's), but
+/// `carpool up`'s own poll every 2 s (`?poll`) is not: it would bury the
+/// clients' lines.
+#[test]
+fn a_scrape_is_logged_and_the_admins_poll_is_not() {
+    let a = Parent::start("polled");
+    let dir = temp_dir("poll-log");
+    let log = dir.join("access.log");
+    let f = Frontend::start(
+        "poll-log",
+        &config(
+            &[&a],
+            &format!("[frontend]\naccess_log = \"{}\"\n", log.display()),
+        ),
+    );
+    for _ in 0..3 {
+        let r = exchange(
+            &f,
+            b"GET /carpool-internal/metrics?poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert!(
+            r.text().contains("carpool_frontend_parent_up"),
+            "{}",
+            r.text()
+        );
+    }
+    frontend_metrics(&f);
+    get(&f, "http://polled.example/after");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while !text.contains("/after") {
+        assert!(Instant::now() < deadline, "not logged: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains(" /carpool-internal/metrics "), "{text}");
+    assert!(lines[1].contains("http://polled.example/after"), "{text}");
+}

@@ -940,3 +940,172 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 16: `/status` of a real `carpool up` after known traffic: every
+/// member with its address, weight, expected share (about a third each),
+/// requests and actual share exactly as `carpool route` assigns the URLs,
+/// latency quantiles; every cache with its requests, hit ratio (the second
+/// round hits) and objects; every process with its pid. `carpool status`
+/// prints the same numbers, found through `--admin` or the config, and
+/// `--watch` redraws.
+#[test]
+fn status_shows_each_members_expected_and_actual_share_and_carpool_status_prints_it() {
+    let o = Origin::start();
+    let up = Up::start("up-status");
+    let urls: Vec<String> = (0..30)
+        .map(|i| o.url(&format!("/s{i}?cc=max-age%3D600")))
+        .collect();
+    let conf = std::fs::read_to_string(&up.conf).unwrap();
+    let owners = route(&conf, &urls);
+    for _ in 0..2 {
+        for u in &urls {
+            assert_eq!(up.get(u).status, 200);
+        }
+    }
+    let s = common::admin_status(up.admin).unwrap();
+    let text = format!("{s:#}");
+    assert_eq!(s["hash"], "hrw", "{text}");
+    let members = s["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2"], "{text}");
+    let conf_ports: Vec<String> = conf
+        .lines()
+        .filter_map(|l| l.strip_prefix("port = "))
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    for (i, m) in members.iter().enumerate() {
+        let name = names[i];
+        let owned = owners.iter().filter(|o| *o == name).count() as u64;
+        assert_eq!(m["address"], conf_ports[i].as_str(), "{text}");
+        assert_eq!(m["weight"], 1.0, "{text}");
+        assert_eq!(m["alive"], true, "{text}");
+        assert_eq!(m["requests"], 2 * owned, "{name}: {text}");
+        let actual = m["actual_share"].as_f64().unwrap();
+        assert!(
+            (actual - owned as f64 / 30.0).abs() < 1e-9,
+            "{name}: {text}"
+        );
+        let expected = m["expected_share"].as_f64().unwrap();
+        assert!((expected - 1.0 / 3.0).abs() < 0.02, "{name}: {text}");
+        if owned > 0 {
+            assert!(m["p50_seconds"].as_f64().unwrap() > 0.0, "{text}");
+            assert!(m["p99_seconds"].as_f64().unwrap() >= m["p50_seconds"].as_f64().unwrap());
+        }
+        let cache = s["caches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no cache {name}: {text}"));
+        assert_eq!(cache["requests"], 2 * owned, "{text}");
+        assert_eq!(cache["objects"], owned, "{text}");
+        if owned > 0 {
+            assert_eq!(cache["hit_ratio"], 0.5, "{text}");
+        }
+        let tiers: Vec<(&str, u64)> = cache["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap(),
+                    t["capacity_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(tiers, [("memory", 16 << 20), ("disk", 64 << 20)], "{text}");
+    }
+    let pids = up.pids();
+    assert_eq!(pids.len(), 4, "{text}");
+    for p in s["processes"].as_array().unwrap() {
+        assert!(p["uptime_seconds"].as_f64().unwrap() > 0.0, "{text}");
+        assert_eq!(p["restarts"], 0, "{text}");
+    }
+    assert!(s["requests_per_second"].as_f64().unwrap() > 0.0, "{text}");
+
+    // carpool status: the same numbers as a table, by --admin or -c
+    let admin = format!("127.0.0.1:{}", up.admin);
+    for args in [
+        vec!["status", "--admin", &admin],
+        vec!["status", "-c", up.conf.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_carpool"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{table}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            table.starts_with("carpool array: hash hrw, 3 members, 3 caches, 1 frontend;"),
+            "{table}"
+        );
+        for (name, port) in names.iter().zip(&conf_ports) {
+            let owned = owners.iter().filter(|o| o == name).count() as f64;
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")) && l.contains(port.as_str()))
+                .unwrap_or_else(|| panic!("no row for {name}:\n{table}"));
+            let actual = format!("{:.1}%", owned / 30.0 * 100.0);
+            assert!(
+                row.contains(&actual) && row.contains(" alive "),
+                "{row}\n{table}"
+            );
+        }
+        for (name, pid) in &pids {
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name} ")) && l.contains(&format!(" {pid} "))),
+                "{name} {pid}:\n{table}"
+            );
+        }
+    }
+    let json = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["status", "--json", "--admin", &admin])
+        .output()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["members"].as_array().unwrap().len(), 3);
+
+    // --watch redraws until stopped
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["status", "--watch", "--interval", "1", "--admin", &admin])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(BufReader::new(watch.stdout.take().unwrap()));
+    let mut frames = 0;
+    while frames < 2 {
+        let line = lines.next().expect("watch ended").unwrap();
+        if line.starts_with("carpool array: ") {
+            frames += 1;
+        }
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
+
+/// `carpool status` with no array to ask: exit status 1 and why.
+#[test]
+fn carpool_status_says_when_no_array_answers() {
+    let port = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["status", "--admin", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach the admin listener at 127.0.0.1:{port}"
+        )) && err.contains("is `carpool up` running?"),
+        "{err}"
+    );
+}

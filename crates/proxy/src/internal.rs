@@ -1,7 +1,8 @@
 //! The server's own pages, for clients on this host only (like Squid's
 //! cache manager on its `http_port`): `GET /carpool-internal/metrics`, the
 //! server's metrics in Prometheus' text format (the layer's families and
-//! the role's). A request for them from elsewhere goes the normal way.
+//! the role's), logged; `?poll`, the same unlogged (`carpool up`'s own
+//! poll). A request for them from elsewhere goes the normal way.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -16,6 +17,10 @@ use crate::worker::Worker;
 
 /// Where the metrics are.
 pub const METRICS_PATH: &[u8] = b"/carpool-internal/metrics";
+/// The metrics for `carpool up`'s admin listener, which asks every few
+/// seconds: answered like [`METRICS_PATH`] but not written to the access
+/// log (a line per poll per component would bury the clients' lines).
+pub const POLL_PATH: &[u8] = b"/carpool-internal/metrics?poll";
 
 /// Whether `head` asks for one of the server's own pages, from this host.
 pub(crate) fn is_internal(head: &RequestHead, client: IpAddr) -> bool {
@@ -27,7 +32,8 @@ pub(crate) async fn answer<R: Role>(w: &Worker<R>, s: &mut Session, head: &Reque
     s.log.internal = true;
     let (status, content_type, body) = if head.method() != b"GET" && head.method() != b"HEAD" {
         (405, "text/plain", "only GET\n".to_string())
-    } else if head.target() == METRICS_PATH {
+    } else if head.target() == METRICS_PATH || head.target() == POLL_PATH {
+        s.log.unlogged = head.target() == POLL_PATH;
         (200, metrics::CONTENT_TYPE, metrics_text(w))
     } else {
         (

@@ -39,7 +39,7 @@
 
 pub mod access;
 mod forward;
-mod internal;
+pub mod internal;
 mod lifecycle;
 pub mod log;
 pub mod metrics;

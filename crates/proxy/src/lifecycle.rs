@@ -39,7 +39,9 @@ pub(crate) async fn serve<R: Role>(w: Rc<Worker<R>>, stream: TcpStream, peer: So
             let e = HttpError::new(403, "client address not in allow_clients");
             s.reject(e).await
         };
-        w.log.borrow_mut().log(&s.log.entry(s.ip()));
+        if !s.log.unlogged {
+            w.log.borrow_mut().log(&s.log.entry(s.ip()));
+        }
         w.metrics.shard(w.index).record(&s.log);
         if next == Next::Close {
             return;

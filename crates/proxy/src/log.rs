@@ -112,6 +112,8 @@ pub struct Record {
     /// A request for the server's own pages (`/carpool-internal/`):
     /// logged, not counted in the metrics.
     pub internal: bool,
+    /// Not written to the access log (`carpool up`'s own metrics poll).
+    pub unlogged: bool,
     /// The role's name for what the request was, beyond its code (the
     /// cache: `pass`, `purge`); counted in the metrics with the code.
     pub class: &'static str,
@@ -146,6 +148,7 @@ impl Default for Record {
             first_byte: None,
             body_in: 0,
             internal: false,
+            unlogged: false,
             class: "",
             in_flight: false,
             method: Vec::new(),
@@ -186,6 +189,7 @@ impl Record {
         self.first_byte = None;
         self.body_in = 0;
         self.internal = false;
+        self.unlogged = false;
         self.class = "";
         self.in_flight = false;
         self.method.clear();

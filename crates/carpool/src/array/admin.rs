@@ -223,7 +223,7 @@ async fn poll_forever(status: Status) {
 /// Asks every running component for its metrics and records the answers.
 async fn poll(status: &Status) {
     let targets = status.borrow().targets.clone();
-    let texts = scrape_all(&targets).await;
+    let texts = scrape_all(&targets, true).await;
     let samples = texts
         .iter()
         .flatten()
@@ -233,8 +233,8 @@ async fn poll(status: &Status) {
 }
 
 /// Every running component's metrics text, scraped at once (`None` for
-/// one that is not running or did not answer in time).
-async fn scrape_all(targets: &[Target]) -> Vec<Option<String>> {
+/// one that is not running or did not answer in time); `quiet`: unlogged.
+async fn scrape_all(targets: &[Target], quiet: bool) -> Vec<Option<String>> {
     // each scrape a task of its own: a slow component costs its own
     // timeout, not the sum
     let tasks: Vec<_> = targets
@@ -245,7 +245,7 @@ async fn scrape_all(targets: &[Target]) -> Vec<Option<String>> {
                 if !t.running() {
                     return None;
                 }
-                match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(t.addr)).await {
+                match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(t.addr, quiet)).await {
                     Ok(Ok(text)) => Some(text),
                     Ok(Err(e)) => {
                         tracing::warn!(component = %t.name, error = %e, "metrics: scrape failed");
@@ -268,7 +268,7 @@ async fn scrape_all(targets: &[Target]) -> Vec<Option<String>> {
 
 /// The array's metrics: every component scraped at once, merged.
 async fn metrics(targets: &[Target]) -> String {
-    let texts = scrape_all(targets).await;
+    let texts = scrape_all(targets, false).await;
     let mut own = String::new();
     own.push_str("# HELP carpool_component_up 1 when the component runs and answered this scrape.\n# TYPE carpool_component_up gauge\n");
     for (t, text) in targets.iter().zip(&texts) {
@@ -293,13 +293,19 @@ async fn metrics(targets: &[Target]) -> String {
     merge(&parts)
 }
 
-/// `GET /carpool-internal/metrics` from a component's listener.
-async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
+/// `GET /carpool-internal/metrics` from a component's listener; `quiet`:
+/// the poll's, kept out of the component's access log.
+async fn scrape(addr: SocketAddr, quiet: bool) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr).await?;
-    s.write_all(
-        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: carpool\r\nConnection: close\r\n\r\n",
-    )
-    .await?;
+    let path = if quiet {
+        proxy::internal::POLL_PATH
+    } else {
+        proxy::internal::METRICS_PATH
+    };
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(path);
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: carpool\r\nConnection: close\r\n\r\n");
+    s.write_all(&req).await?;
     let mut buf = Vec::new();
     (&mut s)
         .take(MAX_SCRAPE as u64)

@@ -295,7 +295,9 @@ impl History {
             let requests = rise(n.requests, b.requests);
             c.requests = requests as u64;
             c.hit_ratio = (requests > 0.0).then(|| rise(n.hits, b.hits) / requests);
-            c.objects = tiers.iter().map(|t| t.objects).sum();
+            // with a disk tier every object is on disk, the memory tier holding
+            // copies of the hot ones
+            c.objects = tiers.iter().map(|t| t.objects).max().unwrap_or(0);
             c.tiers = tiers;
         }
         caches

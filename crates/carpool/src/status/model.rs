@@ -72,7 +72,8 @@ pub struct Cache {
     pub hit_ratio: Option<f64>,
     /// Requests it answered over the window.
     pub requests: u64,
-    /// Objects stored, all tiers.
+    /// Objects stored (with a disk tier every object is on disk, and the
+    /// memory tier holds copies of the hot ones: the larger count).
     pub objects: u64,
     /// Its tiers: `memory`, then `disk` when it has one.
     pub tiers: Vec<Tier>,
