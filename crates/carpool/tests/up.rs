@@ -1109,3 +1109,69 @@ fn carpool_status_says_when_no_array_answers() {
         "{err}"
     );
 }
+
+/// Issue 16: a hung cache (SIGSTOP) is shown dead in `/status` from the
+/// moment the frontend gave up on it, with the failure counted; alive
+/// again, with a later `since`, once it answers a probe after SIGCONT.
+#[test]
+fn status_shows_a_hung_member_dead_since_then_alive_again() {
+    let o = Origin::start();
+    let up = Up::start_edited(
+        "up-status-dead",
+        |_| "parent_first_byte_timeout = 1\n".to_string(),
+        |text| text + "[health]\nfail_limit = 1\nprobe_interval = 1\n",
+    );
+    let conf = std::fs::read_to_string(&up.conf).unwrap();
+    let urls: Vec<String> = (0..20).map(|i| o.url(&format!("/d{i}"))).collect();
+    let owners = route(&conf, &urls);
+    let url = &urls[owners.iter().position(|o| o == "c1").expect("a URL of c1")];
+    let pid = up.pid_of("c1");
+    let member = |s: &serde_json::Value| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "c1")
+            .cloned()
+            .unwrap_or_else(|| panic!("no c1 in {s:#}"))
+    };
+    let before = member(&common::admin_status(up.admin).unwrap());
+    assert_eq!(before["alive"], true, "{before:#}");
+    let stopped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    /// Continues the stopped process however the test ends: a stopped
+    /// child would not act on its parent's death and be left behind.
+    struct Continue(u32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let resume = Continue(pid);
+    Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    // its URL waits the first-byte timeout, then goes to the next cache
+    let r = up.get(url);
+    assert_eq!(r.status, 200, "{}", r.head);
+    // dead from then on: its probes time out while it is stopped
+    let dead = member(&common::admin_status(up.admin).unwrap());
+    drop(resume);
+    assert_eq!(dead["alive"], false, "{dead:#}");
+    assert!(dead["since"].as_f64().unwrap() >= stopped - 0.5, "{dead:#}");
+    assert_eq!(dead["failures"], 1, "{dead:#}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = member(&common::admin_status(up.admin).unwrap());
+        if m["alive"] == true && m["since"].as_f64().unwrap() > stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not alive again: {m:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -327,16 +327,16 @@ impl EncodeMetric for Family {
             }
             Rows::Histogram(rows) => {
                 for (labels, h) in rows {
-                    let mut cumulative = 0;
-                    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(BUCKETS.len() + 1);
-                    for (i, c) in h.counts.iter().enumerate() {
-                        cumulative += c;
-                        buckets
-                            .push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
-                    }
+                    // per-bucket counts: the encoder writes their running sums
+                    let buckets: Vec<(f64, u64)> = h
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *c))
+                        .collect();
                     encoder
                         .encode_family(labels)?
-                        .encode_histogram::<NoLabelSet>(h.sum, cumulative, &buckets, None)?;
+                        .encode_histogram::<NoLabelSet>(h.sum, h.count(), &buckets, None)?;
                 }
             }
         }
@@ -380,19 +380,19 @@ impl Families {
     /// A counter family `NAME_total` (give the name without `_total`).
     pub fn counter(&mut self, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
         self.registry
-            .register(name, help, Family(Rows::Counter(rows)));
+            .register(name, sentence(help), Family(Rows::Counter(rows)));
     }
 
     /// A gauge family.
     pub fn gauge(&mut self, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
         self.registry
-            .register(name, help, Family(Rows::Gauge(rows)));
+            .register(name, sentence(help), Family(Rows::Gauge(rows)));
     }
 
     /// A histogram family (in seconds).
     pub fn histogram(&mut self, name: &str, help: &str, rows: Vec<(Labels, Histogram)>) {
         self.registry
-            .register(name, help, Family(Rows::Histogram(rows)));
+            .register(name, sentence(help), Family(Rows::Histogram(rows)));
     }
 
     /// The text (Prometheus' format 0.0.4).
@@ -402,6 +402,11 @@ impl Families {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// `help` without its final period: the encoder writes one.
+fn sentence(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
 /// The `Content-Type` of the text.
@@ -537,5 +542,36 @@ mod tests {
             text.contains("carpool_lat_seconds_count{component=\"fe\"} 1"),
             "{text}"
         );
+    }
+
+    /// Each bucket counts the observations at or below its bound, once:
+    /// the encoder sums the per-bucket counts itself.
+    #[test]
+    fn histogram_buckets_are_cumulative_once() {
+        let mut h = Histogram::default();
+        for ms in [3, 3, 40] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let mut f = Families::new("fe");
+        f.histogram("lat_seconds", "Latency.", vec![(vec![], h)]);
+        let text = f.encode();
+        let bucket = |le: &str| -> f64 {
+            let key = format!("lat_seconds_bucket{{component=\"fe\",le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {text}"))
+        };
+        assert_eq!(bucket("0.0025"), 0.0, "{text}");
+        assert_eq!(bucket("0.005"), 2.0, "{text}");
+        assert_eq!(bucket("0.01"), 2.0, "{text}");
+        assert_eq!(bucket("0.05"), 3.0, "{text}");
+        assert_eq!(bucket("60"), 3.0, "{text}");
+        assert_eq!(bucket("+Inf"), 3.0, "{text}");
+        assert!(
+            text.contains("lat_seconds_count{component=\"fe\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.starts_with("# HELP lat_seconds Latency.\n"), "{text}");
     }
 }

@@ -87,6 +87,8 @@ pub struct State {
     pub targets: Vec<Target>,
     /// What the components' metrics said over the last minutes.
     pub history: History,
+    /// The components the last poll heard from.
+    pub polled: Vec<String>,
 }
 
 impl Default for State {
@@ -94,7 +96,25 @@ impl Default for State {
         State {
             targets: Vec::new(),
             history: History::new(unix_now()),
+            polled: Vec::new(),
         }
+    }
+}
+
+impl State {
+    /// Whether the last poll is recent and heard from every component
+    /// running now (one started since was not asked).
+    fn fresh(&self) -> bool {
+        let recent = self
+            .history
+            .last_at()
+            .is_some_and(|at| unix_now() - at < FRESH.as_secs_f64());
+        recent
+            && self
+                .targets
+                .iter()
+                .filter(|t| t.running())
+                .all(|t| self.polled.contains(&t.name))
     }
 }
 
@@ -162,12 +182,7 @@ pub async fn serve(listener: TcpListener, status: Status) {
                     crate::status::DASHBOARD.to_string(),
                 ),
                 (b"GET", b"/status") => {
-                    let fresh = status
-                        .borrow()
-                        .history
-                        .last_at()
-                        .is_some_and(|at| unix_now() - at < FRESH.as_secs_f64());
-                    if !fresh {
+                    if !status.borrow().fresh() {
                         poll(&status).await;
                     }
                     let st = status.borrow();
@@ -229,7 +244,14 @@ async fn poll(status: &Status) {
         .flatten()
         .flat_map(|t| exposition::parse(t))
         .collect();
-    status.borrow_mut().history.record(unix_now(), samples);
+    let mut st = status.borrow_mut();
+    st.history.record(unix_now(), samples);
+    st.polled = targets
+        .iter()
+        .zip(&texts)
+        .filter(|(_, text)| text.is_some())
+        .map(|(t, _)| t.name.clone())
+        .collect();
 }
 
 /// Every running component's metrics text, scraped at once (`None` for
