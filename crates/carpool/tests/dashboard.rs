@@ -6,93 +6,14 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
-use common::{free_port, read_response, route, temp_dir};
-
-/// A running `carpool up` with three caches, killed (with its children,
-/// which die with it) when dropped.
-struct Up {
-    child: Child,
-    fe: u16,
-    admin: u16,
-    conf: PathBuf,
-    dir: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Up {
-    fn start(tag: &str) -> Up {
-        let dir = temp_dir(tag);
-        let (fe, admin) = (free_port(), free_port());
-        let mut text = format!(
-            "hash = \"hrw\"\n[frontend]\nlisten = \"127.0.0.1:{fe}\"\nworkers = 2\n[cache]\nworkers = 1\nmem = \"16M\"\ndisk = \"64M\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
-        );
-        for i in 0..3 {
-            text.push_str(&format!(
-                "[[parent]]\nname = \"c{i}\"\nhost = \"127.0.0.1\"\nport = {}\n",
-                free_port()
-            ));
-        }
-        let conf = dir.join("carpool.toml");
-        std::fs::write(&conf, text).unwrap();
-        let stderr = dir.join("up.err");
-        let child = Command::new(env!("CARGO_BIN_EXE_carpool"))
-            .args(["up", "-c"])
-            .arg(&conf)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let up = Up {
-            child,
-            fe,
-            admin,
-            conf,
-            dir,
-            stderr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while common::admin_pids(admin).len() < 4 {
-            assert!(Instant::now() < deadline, "up did not start: {}", up.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        up
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn get(&self, url: &str) -> common::Response {
-        let mut s = TcpStream::connect(("127.0.0.1", self.fe)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            s,
-            "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        read_response(&mut BufReader::new(s), false).unwrap()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
+use common::route;
+use common::up::Up;
 
 /// Debian's `chromium`, if installed.
 fn chromium_binary() -> Option<PathBuf> {

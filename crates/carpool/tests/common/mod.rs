@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod origin;
+pub mod up;
 
 /// A byte of the generated body pattern at `offset` (so any slice can be checked).
 pub fn pattern(offset: u64) -> u8 {
