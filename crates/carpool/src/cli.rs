@@ -92,6 +92,14 @@ pub enum Command {
         /// Pid file, for `carpool rotate|stop --pid-file`.
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        /// Share parent health with other frontends by gossip on this UDP
+        /// address (`[cluster] listen`, overriding the config).
+        #[arg(long, value_name = "ADDR:PORT")]
+        cluster_listen: Option<std::net::SocketAddr>,
+        /// A node of the cluster to ask first (repeat for several;
+        /// replaces `[cluster] seeds`).
+        #[arg(long, value_name = "HOST:PORT")]
+        cluster_seed: Vec<String>,
     },
     /// Run a caching backend: an RFC 9111 HTTP cache (memory and disk
     /// tiers) that the frontends send their requests to.

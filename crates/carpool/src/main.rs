@@ -4,6 +4,7 @@
 mod array;
 mod cache;
 mod cli;
+mod cluster;
 mod cmd;
 mod config;
 mod control;

@@ -972,7 +972,14 @@ fn status_shows_a_hung_member_dead_since_then_alive_again() {
     let up = Up::start_edited(
         "up-status-dead",
         |_| "parent_first_byte_timeout = 1\n".to_string(),
-        |text| text + "[health]\nfail_limit = 1\nprobe_interval = 1\n",
+        // an HTTP probe: a stopped process still completes TCP connects
+        // (the kernel's backlog), so only a request shows it hung
+        |text| {
+            text + &format!(
+                "[health]\nfail_limit = 1\nprobe_interval = 1\nprobe = \"http\"\nprobe_url = \"{}\"\n",
+                o.url("/probe")
+            )
+        },
     );
     let conf = std::fs::read_to_string(&up.conf).unwrap();
     let urls: Vec<String> = (0..20).map(|i| o.url(&format!("/d{i}"))).collect();

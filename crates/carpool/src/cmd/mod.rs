@@ -40,9 +40,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             workers,
             access_log,
             pid_file,
+            cluster_listen,
+            cluster_seed,
         } => {
             crate::process::ignore_reload_signals();
-            let config = load_source(&source)?;
+            let mut config = load_source(&source)?;
+            if let Some(l) = cluster_listen {
+                config
+                    .cluster
+                    .get_or_insert_with(|| crate::config::settings::ClusterSettings::new(l))
+                    .listen = l;
+            }
+            if !cluster_seed.is_empty() {
+                match config.cluster.as_mut() {
+                    Some(c) => c.seeds = cluster_seed,
+                    None => anyhow::bail!("--cluster-seed: this frontend has no cluster (give --cluster-listen or [cluster] listen)"),
+                }
+            }
             let _pid_file = pid_file.as_deref().map(PidFile::create).transpose()?;
             crate::frontend::run(
                 config,

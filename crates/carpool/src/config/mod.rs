@@ -75,6 +75,8 @@ pub struct Config {
     pub cache: settings::CacheSettings,
     /// `carpool up`'s status listener (`[admin] listen`; loopback only).
     pub admin: Option<std::net::SocketAddr>,
+    /// The frontends' gossip (`[cluster]`), when set.
+    pub cluster: Option<settings::ClusterSettings>,
     /// Where `carpool up` writes the access logs the config does not place
     /// (`log_dir`; default: the data directory's `logs`).
     pub log_dir: Option<PathBuf>,

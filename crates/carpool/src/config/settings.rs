@@ -241,6 +241,47 @@ impl Default for FrontendSettings {
     }
 }
 
+/// The frontends' gossip (`[cluster]`): who this node is and whom it
+/// asks first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Where it gossips (UDP).
+    pub listen: SocketAddr,
+    /// Nodes asked first (`ADDRESS:PORT` or `HOST:PORT`); the rest are
+    /// learnt from them.
+    pub seeds: Vec<String>,
+    /// This node's name, unique in the cluster (default: `HOSTNAME:PORT`).
+    pub node: String,
+    /// Arrays with different ids never mix, even on one network.
+    pub cluster_id: String,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+}
+
+impl ClusterSettings {
+    /// Gossip on `listen` with the defaults: no seeds, named
+    /// `HOSTNAME:PORT`, cluster id `carpool`.
+    pub fn new(listen: SocketAddr) -> ClusterSettings {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        ClusterSettings {
+            listen,
+            seeds: Vec::new(),
+            node: format!("{host}:{}", listen.port()),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+        }
+    }
+}
+
+/// Default `[cluster] cluster_id`.
+pub const DEFAULT_CLUSTER_ID: &str = "carpool";
+/// Default `[cluster] gossip_interval`.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How parents are declared dead and brought back (`[health]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthSettings {

@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::refresh::{Limits, RefreshPattern, RefreshPatterns, MAX_MINUTES};
 use super::settings::{
-    parse_size, Budget, CacheSettings, FrontendSettings, HealthSettings, HostPort, ListenMode,
-    Probe, ServerSettings, DEFAULT_TARGETED,
+    parse_size, Budget, CacheSettings, ClusterSettings, FrontendSettings, HealthSettings, HostPort,
+    ListenMode, Probe, ServerSettings, DEFAULT_TARGETED,
 };
 use super::{line_of_offset, CacheOverrides, Config, ConfigError, ConfigErrors, Parent};
 
@@ -30,6 +30,7 @@ struct File {
     health: Option<HealthEntry>,
     cache: Option<CacheEntry>,
     admin: Option<AdminEntry>,
+    cluster: Option<Spanned<ClusterEntry>>,
     log_dir: Option<Spanned<String>>,
     /// ACLs every role's rules may name.
     #[serde(default)]
@@ -70,6 +71,16 @@ struct RuleEntry {
 #[serde(deny_unknown_fields)]
 struct AdminEntry {
     listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterEntry {
+    listen: Option<Spanned<String>>,
+    seeds: Option<Vec<Spanned<String>>>,
+    node: Option<Spanned<String>>,
+    cluster_id: Option<Spanned<String>>,
+    gossip_interval: Option<Spanned<Num>>,
 }
 
 /// A port (`80`) or a range of them (`"1025-65535"`).
@@ -384,6 +395,7 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         .as_ref()
         .and_then(|a| a.listen.as_ref())
         .and_then(|v| c.ok(address(v, "listen", "127.0.0.1:3180", &err)));
+    let cluster = file.cluster.as_ref().and_then(|e| c.ok(cluster(e, &err)));
     if let Some(errors) = ConfigErrors::new(c.errors.into_inner()) {
         return Err(errors);
     }
@@ -407,6 +419,7 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         health,
         cache,
         admin,
+        cluster,
         log_dir: file.log_dir.as_ref().map(|d| d.get_ref().into()),
         warnings: Vec::new(),
     })
@@ -661,6 +674,55 @@ fn address(
             format!("{:?} is not ADDRESS:PORT (e.g. \"{example}\")", v.get_ref()),
         )
     })
+}
+
+/// `[cluster]`: `listen` is required; the rest has defaults.
+fn cluster(e: &Spanned<ClusterEntry>, err: &ErrFn<'_>) -> Result<ClusterSettings, ConfigError> {
+    let c = e.get_ref();
+    let Some(listen) = &c.listen else {
+        return Err(err(
+            e.span(),
+            "listen",
+            "[cluster] needs listen = \"ADDRESS:PORT\" (where this node gossips, UDP)".into(),
+        ));
+    };
+    let listen = address(listen, "listen", "0.0.0.0:7946", err)?;
+    let mut seeds = Vec::new();
+    for s in c.seeds.iter().flatten() {
+        let v = s.get_ref();
+        let port_ok = v.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(err(
+                s.span(),
+                "seeds",
+                format!("{v:?} is not HOST:PORT (e.g. \"10.0.0.2:7946\")"),
+            ));
+        }
+        seeds.push(v.clone());
+    }
+    let text = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.get_ref().trim().is_empty() || s.get_ref().len() > 255 => {
+                Err(err(s.span(), key, "must be 1 to 255 characters".into()))
+            }
+            Some(s) => Ok(Some(s.get_ref().clone())),
+        }
+    };
+    let mut out = ClusterSettings::new(listen);
+    out.seeds = seeds;
+    if let Some(n) = text(&c.node, "node")? {
+        out.node = n;
+    }
+    if let Some(id) = text(&c.cluster_id, "cluster_id")? {
+        out.cluster_id = id;
+    }
+    if let Some(v) = &c.gossip_interval {
+        out.gossip_interval = secs(v, "gossip_interval", err)?;
+    }
+    Ok(out)
 }
 
 /// Sets each slot whose key has a good value, in seconds.

@@ -198,6 +198,9 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         hash = %shared.table.mode(),
         "carpool frontend started"
     );
+    if let Some(cluster) = &config.cluster {
+        crate::cluster::start(cluster, health.clone())?;
+    }
     let for_workers = shared.clone();
     server
         .start("frontend", listeners, move || {
