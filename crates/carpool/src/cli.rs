@@ -169,6 +169,14 @@ pub enum Command {
         /// (default: DATA/logs).
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// The frontend shares parent health with other frontends by gossip
+        /// on this UDP address (`[cluster] listen`, overriding the config).
+        #[arg(long, value_name = "ADDR:PORT")]
+        cluster_listen: Option<std::net::SocketAddr>,
+        /// A node of the cluster to ask first (repeat for several; replaces
+        /// `[cluster] seeds`).
+        #[arg(long, value_name = "HOST:PORT")]
+        cluster_seed: Vec<String>,
     },
     /// Reload the configuration of a running `carpool up` (SIGHUP, like
     /// `squid -k reconfigure`), wait for the outcome and print it: exit

@@ -253,3 +253,40 @@ fn cluster_config_errors_are_named() {
         "{err}"
     );
 }
+
+/// `carpool up` runs its frontend in the cluster of `[cluster]`, and
+/// `--cluster-listen` overrides the address.
+#[test]
+fn carpool_up_runs_its_frontend_in_the_cluster() {
+    let (in_file, on_line) = (free_port(), free_port());
+    let up = common::up::Up::start_edited(
+        "cluster-up",
+        |_| String::new(),
+        |text| {
+            text + &format!(
+                "[cluster]\nlisten = \"127.0.0.1:{in_file}\"\ncluster_id = \"up-{in_file}\"\n"
+            )
+        },
+    );
+    up.wait_for_log(&format!("listen=127.0.0.1:{in_file}"), 1);
+    assert!(
+        up.log().contains("cluster: gossiping parent health"),
+        "{}",
+        up.log()
+    );
+    drop(up);
+    // a seed without a cluster to join is refused before anything starts
+    let dir = common::temp_dir("cluster-up-seed");
+    let out = Command::new(env!("CARGO_BIN_EXE_carpool"))
+        .args(["up", "--cluster-seed", "127.0.0.1:7946", "--data"])
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{on_line}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--cluster-seed: the frontend has no cluster"),
+        "{err}"
+    );
+}

@@ -50,6 +50,10 @@ pub struct UpOptions {
     pub pid_file: Option<PathBuf>,
     /// Where access logs go that the config does not place, over `log_dir`.
     pub log_dir: Option<PathBuf>,
+    /// The frontend's gossip address, over `[cluster] listen`.
+    pub cluster_listen: Option<SocketAddr>,
+    /// The frontend's cluster seeds, over `[cluster] seeds`.
+    pub cluster_seeds: Vec<String>,
 }
 
 /// What a component is.
@@ -320,11 +324,33 @@ fn specs(
     frontend.server.workers = workers;
     let access_log = log(&frontend.server.access_log, "frontend");
     frontend.server.access_log = Some(access_log.clone());
+    let mut cluster = config.cluster.clone();
+    if let Some(l) = opts.cluster_listen {
+        cluster
+            .get_or_insert_with(|| config::settings::ClusterSettings::new(l))
+            .listen = l;
+    }
+    if !opts.cluster_seeds.is_empty() {
+        match cluster.as_mut() {
+            Some(c) => c.seeds = opts.cluster_seeds.clone(),
+            None => anyhow::bail!(
+                "--cluster-seed: the frontend has no cluster (give --cluster-listen or [cluster] listen)"
+            ),
+        }
+    }
+    let mut cluster_args = Vec::new();
+    if let Some(c) = &cluster {
+        cluster_args.extend(["--cluster-listen".to_string(), c.listen.to_string()]);
+        for seed in &c.seeds {
+            cluster_args.extend(["--cluster-seed".to_string(), seed.clone()]);
+        }
+    }
     let reads = FrontendReads {
         hash: config.hash,
         parents: config.parents.iter().map(ParentReads::of).collect(),
         frontend,
         health: config.health.clone(),
+        cluster: cluster.clone(),
     };
     specs.push(Spec {
         name: "frontend".into(),
@@ -337,7 +363,10 @@ fn specs(
             listen.to_string(),
             "--access-log".into(),
             log_arg(&access_log),
-        ],
+        ]
+        .into_iter()
+        .chain(cluster_args)
+        .collect(),
         listen,
         workers,
         stop_timeout: fe.shutdown_timeout + STOP_MARGIN,
@@ -409,6 +438,7 @@ struct FrontendReads {
     parents: Vec<ParentReads>,
     frontend: config::settings::FrontendSettings,
     health: config::settings::HealthSettings,
+    cluster: Option<config::settings::ClusterSettings>,
 }
 
 /// What a frontend reads of a parent (not where in the file it is).

@@ -117,6 +117,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             data,
             pid_file,
             log_dir,
+            cluster_listen,
+            cluster_seed,
         } => {
             crate::process::ignore_reload_signals();
             crate::array::run(crate::array::UpOptions {
@@ -125,6 +127,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 data,
                 pid_file,
                 log_dir,
+                cluster_listen,
+                cluster_seeds: cluster_seed,
             })?;
             Ok(ExitCode::SUCCESS)
         }
