@@ -208,6 +208,11 @@ pub struct FrontendSettings {
     pub parent_idle_connections: usize,
     /// How long an idle parent connection is kept.
     pub parent_idle_timeout: Duration,
+    /// Consistent hashing with bounded loads (`bounded_load = C`, C > 1):
+    /// a parent whose requests in flight would exceed `ceil(C × (total + 1)
+    /// / alive parents)` yields to the next member of the URL's ranking.
+    /// `None`: off.
+    pub bounded_load: Option<f64>,
 }
 
 /// Private and loopback ranges: the default `allow_clients` (not an open proxy).
@@ -237,6 +242,7 @@ impl Default for FrontendSettings {
             parent_first_byte_timeout: Duration::from_secs(60),
             parent_idle_connections: 1024,
             parent_idle_timeout: Duration::from_secs(30),
+            bounded_load: None,
         }
     }
 }

@@ -235,6 +235,7 @@ server_section! {
         parent_first_byte_timeout: Option<Spanned<Num>>,
         parent_idle_connections: Option<Spanned<i64>>,
         parent_idle_timeout: Option<Spanned<Num>>,
+        bounded_load: Option<Spanned<Num>>,
     }
 }
 
@@ -827,6 +828,9 @@ fn frontend_settings(f: &FrontendEntry, c: &Check<'_>) -> FrontendSettings {
         let n = int_in(v, "parent_idle_connections", 0, 100_000, err).map(|x| x as usize);
         c.set(&mut s.parent_idle_connections, n);
     }
+    if let Some(v) = &f.bounded_load {
+        c.set(&mut s.bounded_load, bounded_load(v, err));
+    }
     set_secs(
         [
             (
@@ -1081,6 +1085,23 @@ fn int_in(
         ));
     }
     Ok(x)
+}
+
+/// `bounded_load`: 0 (off), or a factor above 1 (1.25: a parent takes up
+/// to 25% more than its even share of the requests in flight).
+fn bounded_load(v: &Spanned<Num>, err: &ErrFn<'_>) -> Result<Option<f64>, ConfigError> {
+    let x = v.get_ref().as_f64();
+    if x == 0.0 {
+        return Ok(None);
+    }
+    if !(x > 1.0 && x.is_finite()) {
+        return Err(err(
+            v.span(),
+            "bounded_load",
+            format!("{x} is not a factor above 1 (e.g. 1.25), or 0 for off"),
+        ));
+    }
+    Ok(Some(x))
 }
 
 /// A number of seconds in (0, 86400]; `shutdown_timeout` may be 0 (stop

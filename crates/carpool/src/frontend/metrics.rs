@@ -2,7 +2,9 @@
 //! (`carpool_frontend_requests_total{parent, status}`: each client request
 //! once, under the parent that answered it, `""` when none did) and from
 //! the parents' health: up, in flight, failures by kind, latency of
-//! connecting, of the first byte and of the whole request, bytes.
+//! connecting, of the first byte and of the whole request, bytes; with
+//! `bounded_load`, the requests moved away from each parent and the
+//! counts the bound uses.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -117,6 +119,28 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         "Requests waiting on the parent or being relayed from it.",
         in_flight,
     );
+    if let Some(b) = &shared.bound {
+        let moves = names
+            .clone()
+            .zip(b.moves())
+            .map(|(n, m)| (parent(n), m as f64))
+            .collect();
+        f.counter(
+            "carpool_frontend_bounded_load_moves",
+            "Requests moved away from the parent because it was at the bounded_load bound (to the next parent of their URL's ranking within it).",
+            moves,
+        );
+        let loads = names
+            .clone()
+            .zip(b.loads())
+            .map(|(n, l)| (parent(n), l as f64))
+            .collect();
+        f.gauge(
+            "carpool_frontend_bounded_load_inflight",
+            "Requests given to the parent whose exchange has not ended, across all workers, as bounded_load counts them.",
+            loads,
+        );
+    }
     let mut failures = Vec::new();
     for n in names.clone() {
         for k in FailureKind::ALL {

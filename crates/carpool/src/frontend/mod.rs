@@ -2,8 +2,10 @@
 //! (the `proxy` crate): it routes each request by the routing core and
 //! forwards it to the owning parent over pooled keep-alive connections,
 //! failing over in the URL's own ranking ([`role`]), with parent health shared
-//! by all workers ([`health`]).
+//! by all workers ([`health`]); with `bounded_load`, a parent at its bound
+//! yields to the next member of the URL's ranking ([`bound`]).
 
+mod bound;
 pub mod health;
 mod metrics;
 mod role;
@@ -46,6 +48,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Settings.
     pub settings: FrontendSettings,
+    /// Requests in flight per parent, when `bounded_load` is on.
+    bound: Option<bound::Bound>,
     /// The share of URLs each parent owns when all are alive, worked out
     /// at the first scrape ([`Shared::expected_shares`]).
     expected_shares: std::sync::OnceLock<Vec<f64>>,
@@ -186,6 +190,9 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     ));
     let shared = Arc::new(Shared {
         expected_shares: std::sync::OnceLock::new(),
+        bound: settings
+            .bounded_load
+            .map(|c| bound::Bound::new(c, parents.len())),
         table,
         parents,
         health: health.clone(),
@@ -196,6 +203,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         workers,
         parents = shared.parents.len(),
         hash = %shared.table.mode(),
+        bounded_load = shared.settings.bounded_load.unwrap_or(0.0),
         "carpool frontend started"
     );
     if let Some(cluster) = &config.cluster {

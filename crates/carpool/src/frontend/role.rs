@@ -1,10 +1,11 @@
 //! What makes the frontend a role of the request layer: each request goes
 //! to the alive parent that CARP ranks first for its URL, and on a failure
 //! that is safe to retry, to the next alive one in *that URL's* ranking;
-//! every exchange tells the parents' health; each worker keeps within its
-//! share of a parent's `max_conn`.
+//! with `bounded_load`, a parent at its bound is passed over for the next
+//! one within it ([`super::bound`]); every exchange tells the parents'
+//! health; each worker keeps within its share of a parent's `max_conn`.
 
-use carp::{MemberId, Ranking};
+use carp::{MemberId, MAX_MEMBERS};
 use httpx::body::RelayError;
 use httpx::conn::Conn;
 use httpx::HttpError;
@@ -12,20 +13,40 @@ use proxy::metrics::{Families, Snapshot};
 use proxy::upstream::Failure;
 use proxy::{Address, Claim, Filter, PeerInfo, PeerKind, Request, Retry, Role, Session};
 
+use super::bound::Held;
 use super::Worker;
 
-/// The alive parents of one request in ranking order, computed lazily: the
-/// owner by one `select` pass (the common case needs nothing more); the
-/// full ranking only when a failover needs the next ones.
+/// The parents of one request, chosen lazily: the owner by one `select`
+/// pass (the common case needs nothing more); the URL's ranking only when a
+/// failover, or a parent at its bound, needs the next ones.
 #[derive(Default)]
 pub struct Candidates {
-    /// The owner, once looked for (`Some(None)`: no member was alive).
-    first: Option<Option<MemberId>>,
-    /// The rest of the ranking, once a failover asked for it.
-    rest: Option<Box<Ranking>>,
+    /// `upstream_peer` was asked already.
+    asked: bool,
+    /// The URL's ranking, once a failover or the bound asked for it.
+    order: Vec<MemberId>,
+    /// Parents this request was given to, a bit each.
+    tried: [u64; MAX_MEMBERS / 64],
+    /// The request's count on the parent it was last given to (with
+    /// `bounded_load`); dropped when that attempt fails, or with the
+    /// request when its exchange ends.
+    held: Option<Held>,
     /// A parent already kept this request waiting for its whole first-byte
     /// timeout.
     timed_out: bool,
+}
+
+impl Candidates {
+    fn was_tried(&self, m: MemberId) -> bool {
+        self.tried[m.index() / 64] & (1 << (m.index() % 64)) != 0
+    }
+
+    /// `m` takes the request.
+    fn give(&mut self, m: MemberId, held: Option<Held>) -> Option<MemberId> {
+        self.tried[m.index() / 64] |= 1 << (m.index() % 64);
+        self.held = held;
+        Some(m)
+    }
 }
 
 impl Role for Worker {
@@ -60,17 +81,63 @@ impl Role for Worker {
     }
 
     fn upstream_peer(&self, req: &Request, c: &mut Candidates) -> Option<MemberId> {
-        let (table, health) = (&self.shared.table, &self.shared.health);
-        if c.first.is_none() {
-            let best = table.select(&req.uri, |m| health.is_alive(m));
-            c.first = Some(best);
-            if best.is_some() {
-                return best;
+        let shared = &*self.shared;
+        let health = &shared.health;
+        // a failed attempt's count ends before the request goes elsewhere
+        c.held = None;
+        let bound = shared.bound.as_ref().map(|b| (b, b.limit(health)));
+        if !std::mem::replace(&mut c.asked, true) {
+            if let Some(owner) = shared.table.select(&req.uri, |m| health.is_alive(m)) {
+                match bound {
+                    None => return c.give(owner, None),
+                    Some((b, limit)) => {
+                        if let Some(h) = b.try_take(owner, limit) {
+                            return c.give(owner, Some(h));
+                        }
+                    }
+                }
             }
         }
-        let first = c.first.flatten();
-        let rest = c.rest.get_or_insert_with(|| Box::new(table.rank(&req.uri)));
-        rest.find(|m| Some(*m) != first && health.is_alive(*m))
+        if c.order.is_empty() {
+            c.order = shared.table.rank(&req.uri).collect();
+        }
+        // the next alive parent of the ranking, and with the bound on, the
+        // next one within it
+        let mut first = None;
+        let mut pick = None;
+        for &m in &c.order {
+            if c.was_tried(m) || !health.is_alive(m) {
+                continue;
+            }
+            let Some((b, limit)) = bound else {
+                first = Some(m);
+                pick = Some((m, None));
+                break;
+            };
+            first = first.or(Some(m));
+            if let Some(h) = b.try_take(m, limit) {
+                pick = Some((m, Some(h)));
+                break;
+            }
+        }
+        let first = first?;
+        let (to, held) = match (pick, bound) {
+            (Some(p), _) => p,
+            // every alive parent is at the bound: the first one takes it
+            (None, Some((b, _))) => (first, Some(b.take(first))),
+            (None, None) => (first, None),
+        };
+        if let Some((b, limit)) = bound.filter(|_| to != first) {
+            b.moved_from(first);
+            tracing::debug!(
+                from = %shared.parents[first.index()].name,
+                to = %shared.parents[to.index()].name,
+                load = b.load_of(first.index()),
+                limit,
+                "bounded load: request moved to the next parent of its ranking"
+            );
+        }
+        c.give(to, held)
     }
 
     fn no_peer(&self) -> HttpError {
@@ -110,6 +177,8 @@ impl Role for Worker {
         p: &MemberId,
         f: &Failure,
     ) -> Retry {
+        // this attempt is over: its parent no longer counts it
+        c.held = None;
         let health = &self.shared.health;
         let name = &self.shared.parents[p.index()].name;
         match f {

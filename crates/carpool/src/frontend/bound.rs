@@ -1,0 +1,117 @@
+//! Consistent hashing with bounded loads (Mirrokni, Thorup and
+//! Zadimoghaddam; HAProxy's `hash-balance-factor`): with `bounded_load = C`,
+//! a parent takes a request only while its requests in flight stay within
+//! `ceil(C × (total in flight + 1) / alive parents)`; otherwise the request
+//! goes to the next member of its URL's ranking that is within the bound.
+//!
+//! The counts are shared by every worker of the frontend. A request counts
+//! on a parent from the moment [`Bound::try_take`] or [`Bound::take`] gives
+//! it to that parent until its [`Held`] is dropped: by the role when the
+//! attempt fails (before a retry goes elsewhere), or with the request's
+//! state when its exchange ends in any way (answered, failed, timed out, or
+//! its client gone and its future dropped). Nothing else changes a count,
+//! so none can leak.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use carp::MemberId;
+
+use super::health::Health;
+
+/// The factor is kept in thousandths, so that the bound is integer
+/// arithmetic (1.25 → 1250).
+const SCALE: u64 = 1000;
+
+/// The shared counts of a frontend with `bounded_load` on.
+pub struct Bound {
+    /// C × [`SCALE`].
+    factor: u64,
+    /// Requests in flight per parent (indexed like the table's members).
+    load: Arc<[AtomicUsize]>,
+    /// Requests moved away from each parent because it was at the bound.
+    moves: Box<[AtomicU64]>,
+}
+
+/// One request counted on one parent until dropped.
+pub struct Held {
+    load: Arc<[AtomicUsize]>,
+    index: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.load[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Bound {
+    /// Counts for `parents` parents with factor `c` (> 1).
+    pub fn new(c: f64, parents: usize) -> Bound {
+        Bound {
+            factor: (c * SCALE as f64).round() as u64,
+            load: (0..parents).map(|_| AtomicUsize::new(0)).collect(),
+            moves: (0..parents).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The most requests in flight a parent may have once it takes one
+    /// more: `ceil(C × (total + 1) / alive)`, at least 1.
+    pub fn limit(&self, health: &Health) -> usize {
+        let total: usize = self.load.iter().map(|l| l.load(Ordering::Relaxed)).sum();
+        let alive = (0..self.load.len())
+            .filter(|&i| health.is_alive(MemberId(i as u16)))
+            .count()
+            .max(1) as u64;
+        let slots = self.factor.saturating_mul(total as u64 + 1);
+        slots.div_ceil(SCALE * alive).max(1) as usize
+    }
+
+    /// Counts the request on `m` if that keeps it within `limit` (one
+    /// atomic step, so that workers deciding at once cannot both take the
+    /// last slot).
+    pub fn try_take(&self, m: MemberId, limit: usize) -> Option<Held> {
+        let i = m.index();
+        self.load[i]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l < limit).then_some(l + 1)
+            })
+            .ok()?;
+        Some(self.held(i))
+    }
+
+    /// Counts the request on `m` whatever its load (every alive parent is
+    /// at the bound: the URL's first choice takes it).
+    pub fn take(&self, m: MemberId) -> Held {
+        let i = m.index();
+        self.load[i].fetch_add(1, Ordering::Relaxed);
+        self.held(i)
+    }
+
+    fn held(&self, index: usize) -> Held {
+        Held {
+            load: self.load.clone(),
+            index,
+        }
+    }
+
+    /// A request that `m` would have taken went elsewhere.
+    pub fn moved_from(&self, m: MemberId) {
+        self.moves[m.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests moved away from each parent.
+    pub fn moves(&self) -> impl Iterator<Item = u64> + '_ {
+        self.moves.iter().map(|m| m.load(Ordering::Relaxed))
+    }
+
+    /// Requests in flight on each parent, as the bound counts them.
+    pub fn loads(&self) -> impl Iterator<Item = usize> + '_ {
+        self.load.iter().map(|l| l.load(Ordering::Relaxed))
+    }
+
+    /// Requests in flight on parent `i`.
+    pub fn load_of(&self, i: usize) -> usize {
+        self.load[i].load(Ordering::Relaxed)
+    }
+}
