@@ -189,7 +189,7 @@ fn chromium_renders_every_member_and_its_shares() {
     // From here on no traffic: the actual shares (over a 60 s window that
     // started with the array) stay what this fetch says while the browser
     // reads them.
-    let status = common::admin_status(up.admin).expect("/status answers");
+    let status = common::admin_status_after(up.admin, 2 * urls.len() as u64);
     let members = status["members"].as_array().expect("members").clone();
     let names: Vec<String> = members
         .iter()

@@ -1421,7 +1421,12 @@ fn metrics_count_a_failover_once_and_the_dead_parents_failures() {
     for u in &urls {
         assert_eq!(get(&f, u).status, 200, "{u}: {}", f.stderr());
     }
-    let text = frontend_metrics(&f);
+    // the layer counts a request just after its last byte: wait for it
+    let text = common::metrics_when(
+        || frontend_metrics(&f),
+        "carpool_frontend_requests_total{component=\"frontend\",parent=\"live\",status=\"200\"}",
+        urls.len() as f64,
+    );
     let value = |s: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(s)?.strip_prefix(' '))

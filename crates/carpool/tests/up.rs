@@ -711,6 +711,7 @@ fn metrics_count_exactly_what_was_sent_per_parent_and_cache() {
     }
     // a scrape in between must not count
     let _ = up.admin_get("/metrics");
+    common::admin_status_after(up.admin, 2 * urls.len() as u64);
     let text = up.admin_get("/metrics");
     for c in ["c0", "c1", "c2"] {
         let owned = owners.iter().filter(|o| *o == c).count() as f64;
@@ -815,7 +816,7 @@ fn status_shows_each_members_expected_and_actual_share_and_carpool_status_prints
             assert_eq!(up.get(u).status, 200);
         }
     }
-    let s = common::admin_status(up.admin).unwrap();
+    let s = common::admin_status_after(up.admin, 60);
     let text = format!("{s:#}");
     assert_eq!(s["hash"], "hrw", "{text}");
     let members = s["members"].as_array().unwrap();

@@ -848,3 +848,50 @@ pub fn admin_pids(admin: u16) -> Vec<(String, u32)> {
         })
         .collect()
 }
+
+/// `/status` once the frontends (and the caches, if any) have counted
+/// `requests` client requests answered by a parent: the layer counts a request just after its last
+/// byte is sent, so a client can read its answer a moment before that.
+#[allow(dead_code)]
+pub fn admin_status_after(admin: u16, requests: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = admin_status(admin).expect("/status answers");
+        let counted: u64 = s["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["requests"].as_u64().unwrap_or(0))
+            .sum();
+        let cached: u64 = s["caches"]
+            .as_array()
+            .expect("caches")
+            .iter()
+            .map(|c| c["requests"].as_u64().unwrap_or(0))
+            .sum();
+        let caches_done =
+            s["caches"].as_array().is_some_and(|c| c.is_empty()) || cached >= requests;
+        if (counted >= requests && caches_done) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A frontend's metrics text once `sample` (a whole `name{labels}`) has
+/// reached `value` (or after 5 s, for the caller's assertion to show).
+#[allow(dead_code)]
+pub fn metrics_when(scrape: impl Fn() -> String, sample: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape();
+        let now = text
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if now.is_some_and(|v| v >= value) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
