@@ -316,6 +316,18 @@ fn specs(
             access_log,
         });
     }
+    let hosts = &config.frontend.hosts;
+    if !hosts.is_empty() && !hosts.iter().any(|h| is_local(h)) {
+        // the frontend runs on other hosts of the array
+        if specs.is_empty() {
+            anyhow::bail!(
+                "nothing of this array runs on this host: the frontend is on {} and no cache's host is an address of this machine",
+                hosts.join(", ")
+            );
+        }
+        one_log_each(&specs)?;
+        return Ok(specs);
+    }
     let fe = &config.frontend.server;
     let listen = opts.listen.unwrap_or(fe.listen);
     let workers = if fe.workers == 0 { cores() } else { fe.workers };
@@ -555,6 +567,45 @@ mod tests {
             },
             &[],
         )
+    }
+
+    /// Issue 17: one config for many hosts: `[frontend] hosts` says where
+    /// the frontend runs; a host with neither it nor a cache refuses.
+    #[test]
+    fn each_host_runs_its_own_part_of_a_many_host_config() {
+        let parents = "[[parent]]\nname = \"here\"\nhost = \"127.0.0.1\"\nport = 1\n\
+                       [[parent]]\nname = \"there\"\nhost = \"198.51.100.2\"\nport = 2\n";
+        let names = |p: &Plan| p.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let elsewhere = format!("[frontend]\nhosts = [\"198.51.100.1\"]\n{parents}");
+        assert_eq!(
+            names(&plan_text("fe-elsewhere", &elsewhere).unwrap()),
+            ["here"]
+        );
+        let here = format!("[frontend]\nhosts = [\"198.51.100.1\", \"127.0.0.1\"]\n{parents}");
+        assert_eq!(
+            names(&plan_text("fe-here", &here).unwrap()),
+            ["here", "frontend"]
+        );
+        let none = "[frontend]\nhosts = [\"198.51.100.1\"]\n[[parent]]\nname = \"there\"\nhost = \"198.51.100.2\"\nport = 2\n";
+        let Err(e) = plan_text("nothing", none) else {
+            panic!("a host with nothing to run is refused");
+        };
+        assert!(
+            e.to_string()
+                .contains("nothing of this array runs on this host: the frontend is on 198.51.100.1"),
+            "{e}"
+        );
+    }
+
+    /// With `[frontend] hosts`, a `[cluster]` without seeds gossips with
+    /// the frontend hosts.
+    #[test]
+    fn the_frontend_hosts_are_the_default_seeds() {
+        let text = "[frontend]\nhosts = [\"10.0.1.10\", \"fe2.example\", \"::1\"]\n[cluster]\nlisten = \"0.0.0.0:7946\"\n\
+                    [[parent]]\nname = \"p\"\nhost = \"127.0.0.1\"\nport = 1\n";
+        let c = crate::config::parse_toml(std::path::Path::new("t.toml"), text).unwrap();
+        let seeds = c.cluster.unwrap().seeds;
+        assert_eq!(seeds, ["10.0.1.10:7946", "fe2.example:7946", "[::1]:7946"]);
     }
 
     fn logs(plan: &Plan) -> Vec<String> {

@@ -98,6 +98,9 @@ fn print_summary(plan: &Plan) {
     for s in &plan.specs {
         println!("  {}", s.summary);
     }
+    if !plan.specs.iter().any(|s| s.kind == Component::Frontend) {
+        println!("  frontend: on another machine ([frontend] hosts)");
+    }
     for r in &plan.remote {
         println!("  cache {r}: on another machine (start it there with `carpool cache -c FILE --name NAME`)");
     }

@@ -213,6 +213,9 @@ pub struct FrontendSettings {
     /// / alive parents)` yields to the next member of the URL's ranking.
     /// `None`: off.
     pub bounded_load: Option<f64>,
+    /// The hosts `carpool up` runs a frontend on (empty: every host it
+    /// runs on).
+    pub hosts: Vec<String>,
 }
 
 /// Private and loopback ranges: the default `allow_clients` (not an open proxy).
@@ -243,6 +246,7 @@ impl Default for FrontendSettings {
             parent_idle_connections: 1024,
             parent_idle_timeout: Duration::from_secs(30),
             bounded_load: None,
+            hosts: Vec::new(),
         }
     }
 }

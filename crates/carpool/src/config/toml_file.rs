@@ -236,6 +236,7 @@ server_section! {
         parent_idle_connections: Option<Spanned<i64>>,
         parent_idle_timeout: Option<Spanned<Num>>,
         bounded_load: Option<Spanned<Num>>,
+        hosts: Option<Vec<Spanned<String>>>,
     }
 }
 
@@ -396,7 +397,20 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         .as_ref()
         .and_then(|a| a.listen.as_ref())
         .and_then(|v| c.ok(address(v, "listen", "127.0.0.1:3180", &err)));
-    let cluster = file.cluster.as_ref().and_then(|e| c.ok(cluster(e, &err)));
+    let mut cluster = file.cluster.as_ref().and_then(|e| c.ok(cluster(e, &err)));
+    // the frontend hosts are the natural seeds
+    if let Some(cl) = cluster.as_mut() {
+        if cl.seeds.is_empty() {
+            cl.seeds = frontend
+                .hosts
+                .iter()
+                .map(|h| match h.contains(':') && !h.starts_with('[') {
+                    true => format!("[{h}]:{}", cl.listen.port()),
+                    false => format!("{h}:{}", cl.listen.port()),
+                })
+                .collect();
+        }
+    }
     if let Some(errors) = ConfigErrors::new(c.errors.into_inner()) {
         return Err(errors);
     }
@@ -830,6 +844,18 @@ fn frontend_settings(f: &FrontendEntry, c: &Check<'_>) -> FrontendSettings {
     }
     if let Some(v) = &f.bounded_load {
         c.set(&mut s.bounded_load, bounded_load(v, err));
+    }
+    for h in f.hosts.iter().flatten() {
+        let name = h.get_ref().trim();
+        if name.is_empty() || name.contains([' ', '/', ',']) {
+            c.errors.borrow_mut().push(err(
+                h.span(),
+                "hosts",
+                format!("{:?} is not a host name or address", h.get_ref()),
+            ));
+        } else {
+            s.hosts.push(name.to_string());
+        }
     }
     set_secs(
         [
