@@ -591,8 +591,9 @@ mod tests {
             panic!("a host with nothing to run is refused");
         };
         assert!(
-            e.to_string()
-                .contains("nothing of this array runs on this host: the frontend is on 198.51.100.1"),
+            e.to_string().contains(
+                "nothing of this array runs on this host: the frontend is on 198.51.100.1"
+            ),
             "{e}"
         );
     }
