@@ -186,7 +186,9 @@ fn wrk_result(out: &str) -> std::collections::HashMap<String, u64> {
 #[test]
 fn a_cache_hosts_link_cut_under_load_with_two_gossiping_frontends() {
     let name = "a_cache_hosts_link_cut_under_load_with_two_gossiping_frontends";
-    if let Some(why) = unavailable(&["ip", "iptables", "python3", "wrk", "unshare"]) {
+    if let Some(why) = unavailable(&[
+        "ip", "iptables", "python3", "wrk", "unshare", "hostname", "sysctl",
+    ]) {
         eprintln!("SKIP: {name}: {why}");
         return;
     }
