@@ -5,8 +5,11 @@
 //! the rules of `carpool lb-rules --iptables --apply`; three cache hosts,
 //! each running `carpool cache -c array.toml --name cacheN`; an origin host.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
+
+mod common;
+use common::netns::{unavailable, Lab};
 
 const NET: &str = "10.77.0";
 const FRONTEND: &str = "10.77.0.2";
@@ -18,150 +21,6 @@ const CACHES: [(&str, &str); 3] = [
     ("cache3", "10.77.0.13"),
 ];
 const URLS: usize = 200;
-
-fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces)".into());
-    }
-    for tool in ["ip", "iptables", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status();
-        if !found.is_ok_and(|s| s.success()) {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespaces, removed (with everything running in them) on drop.
-struct Lab {
-    tag: String,
-    names: Vec<String>,
-    children: Vec<Child>,
-}
-
-impl Lab {
-    fn ns(&self, host: &str) -> String {
-        format!("cpt{}{host}", self.tag)
-    }
-
-    fn new() -> Lab {
-        let mut lab = Lab {
-            tag: (std::process::id() % 100_000).to_string(),
-            names: Vec::new(),
-            children: Vec::new(),
-        };
-        let sw = lab.ns("sw");
-        sh(&["ip", "netns", "add", &sw]);
-        lab.names.push(sw.clone());
-        sh(&[
-            "ip", "netns", "exec", &sw, "ip", "link", "add", "br0", "type", "bridge",
-        ]);
-        sh(&["ip", "netns", "exec", &sw, "ip", "link", "set", "br0", "up"]);
-        let hosts: Vec<(String, String)> =
-            [("client", CLIENT), ("fe", FRONTEND), ("origin", ORIGIN)]
-                .iter()
-                .chain(CACHES.iter())
-                .map(|(h, a)| (h.to_string(), a.to_string()))
-                .collect();
-        for (i, (host, addr)) in hosts.iter().enumerate() {
-            let ns = lab.ns(host);
-            sh(&["ip", "netns", "add", &ns]);
-            lab.names.push(ns.clone());
-            let (a, b) = (format!("cpa{}{i}", lab.tag), format!("cpb{}{i}", lab.tag));
-            // created inside the switch namespace, one end moved to the host
-            sh(&[
-                "ip", "netns", "exec", &sw, "ip", "link", "add", &a, "type", "veth", "peer",
-                "name", &b,
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &sw, "ip", "link", "set", &a, "master", "br0", "up",
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &sw, "ip", "link", "set", &b, "netns", &ns,
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &ns, "ip", "link", "set", &b, "name", "eth0",
-            ]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
-            ]);
-            sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-        }
-        lab
-    }
-
-    fn spawn(&mut self, host: &str, cmd: &[&str], log: &std::path::Path) -> usize {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .args(cmd)
-            .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    fn run(&self, host: &str, cmd: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .args(cmd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{host} {cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Waits until `addr:port` accepts, from the client host.
-    fn wait_port(&self, addr: &str, port: u16) {
-        let probe = format!(
-            "import socket,time\nfor _ in range(300):\n  try:\n    socket.create_connection(('{addr}',{port}),1).close(); break\n  except OSError: time.sleep(0.05)\nelse: raise SystemExit('{addr}:{port} never listened')"
-        );
-        self.run("client", &["python3", "-c", &probe]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
-        }
-    }
-}
 
 /// An origin: `/obj/N` with max-age, `/__counts` says how often each path came.
 const ORIGIN_PY: &str = r#"
@@ -277,7 +136,7 @@ fn shares(seen: &[Seen]) -> Vec<(u16, f64)> {
 
 #[test]
 fn the_wiki_topology_in_network_namespaces() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = unavailable(&["ip", "iptables", "python3"]) {
         eprintln!("SKIP: the_wiki_topology_in_network_namespaces: {why}");
         return;
     }
@@ -297,7 +156,11 @@ fn the_wiki_topology_in_network_namespaces() {
     let conf_path = dir.join("array.toml");
     std::fs::write(&conf_path, &conf).unwrap();
     let conf_s = conf_path.to_str().unwrap();
-    let mut lab = Lab::new();
+    let hosts: Vec<(&str, &str)> = [("client", CLIENT), ("fe", FRONTEND), ("origin", ORIGIN)]
+        .into_iter()
+        .chain(CACHES)
+        .collect();
+    let mut lab = Lab::new("cpt", &format!("{NET}.0/24"), &hosts);
     lab.spawn(
         "origin",
         &["python3", "-c", ORIGIN_PY, ORIGIN],
@@ -331,12 +194,12 @@ fn the_wiki_topology_in_network_namespaces() {
             &dir.join(format!("fe{port}.log")),
         );
     }
-    lab.wait_port(ORIGIN, 80);
+    lab.wait_port("client", ORIGIN, 80);
     for (_, addr) in CACHES {
-        lab.wait_port(addr, 3128);
+        lab.wait_port("client", addr, 3128);
     }
     for port in 3128..=3131u16 {
-        lab.wait_port(FRONTEND, port);
+        lab.wait_port("client", FRONTEND, port);
     }
     let rules = [
         bin,
