@@ -40,17 +40,6 @@ fn wait_for(limit: Duration, what: impl Fn() -> bool, why: impl Fn() -> String) 
     t0.elapsed()
 }
 
-/// Continues a stopped process however the test ends (a stopped cache
-/// would not act on the SIGKILL of its `Drop` until continued).
-struct Continue(u32);
-impl Drop for Continue {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
 /// Issue 17: a hung parent found dead by one frontend is avoided by the
 /// other at once (no client of it waits for a timeout), within a second of
 /// the first finding; after SIGCONT a probe brings it back for both.
@@ -103,11 +92,7 @@ fn a_parent_found_dead_by_one_frontend_is_avoided_by_the_other_then_used_again_b
     );
 
     let pid = caches[0].child.id();
-    let resume = Continue(pid);
-    Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .unwrap();
+    let resume = common::Stopped::stop(pid);
     // A's client waits the first-byte timeout once, then c1 answers
     let t0 = Instant::now();
     let r = get(&a, hung[0]);

@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
-use common::{free_port, read_response, temp_dir};
+use common::{free_port, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_carpool");
 const UNIT: &str = include_str!("../../../contrib/systemd/carpool.service");
@@ -85,14 +83,7 @@ impl Site {
     }
 
     fn get(&self, url: &str) -> common::Response {
-        let mut s = TcpStream::connect(("127.0.0.1", self.fe)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            s,
-            "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        read_response(&mut BufReader::new(s), false).unwrap()
+        common::proxy_get(self.fe, url)
     }
 
     /// Pids of the running components, from the admin listener.

@@ -1002,21 +1002,7 @@ fn status_shows_a_hung_member_dead_since_then_alive_again() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    /// Continues the stopped process however the test ends: a stopped
-    /// child would not act on its parent's death and be left behind.
-    struct Continue(u32);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-CONT", &self.0.to_string()])
-                .status();
-        }
-    }
-    let resume = Continue(pid);
-    Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .unwrap();
+    let resume = common::Stopped::stop(pid);
     // its URL waits the first-byte timeout, then goes to the next cache
     let r = up.get(url);
     assert_eq!(r.status, 200, "{}", r.head);

@@ -896,3 +896,43 @@ pub fn metrics_when(scrape: impl Fn() -> String, sample: &str, value: f64) -> St
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// SIGSTOPs process `pid` and SIGCONTs it when dropped, however the test
+/// ends: a stopped process does not act on its parent's death (nor on a
+/// SIGTERM) until continued, and would be left behind.
+#[allow(dead_code)]
+pub struct Stopped(u32);
+
+#[allow(dead_code)]
+impl Stopped {
+    /// Stops `pid`.
+    pub fn stop(pid: u32) -> Stopped {
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// `GET URL` through the proxy on 127.0.0.1:`port`, one connection.
+#[allow(dead_code)]
+pub fn proxy_get(port: u16, url: &str) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(&mut BufReader::new(s), false).unwrap()
+}

@@ -98,14 +98,7 @@ impl Up {
     }
 
     pub fn get(&self, url: &str) -> super::Response {
-        let mut s = TcpStream::connect(("127.0.0.1", self.fe)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            s,
-            "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        read_response(&mut BufReader::new(s), false).unwrap()
+        super::proxy_get(self.fe, url)
     }
 
     /// Waits until `what` is in the log `n` times.
