@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use cache_store::progress::Bytes;
 use std::time::Duration;
 
 use crate::config::settings::Budget;
@@ -307,8 +308,8 @@ fn specs(
                 "cache {} on {}: memory {}, disk {} in {}",
                 p.name,
                 s.server.listen,
-                human(mem),
-                human(disk),
+                Bytes(mem),
+                Bytes(disk),
                 dir.display()
             ),
             settings: Settings::of(&s),
@@ -494,22 +495,6 @@ fn is_local(host: &str) -> bool {
         .any(|ip| ip.is_loopback() || UdpSocket::bind((*ip, 0)).is_ok())
 }
 
-/// Bytes for people: `1.5 GiB`.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut x = n as f64;
-    let mut u = 0;
-    while x >= 1024.0 && u < UNITS.len() - 1 {
-        x /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{x:.1} {}", UNITS[u])
-    }
-}
-
 /// Runs the array until SIGTERM or SIGINT.
 pub fn run(opts: UpOptions) -> Result<()> {
     let plan = plan(&opts, &[])?;
@@ -551,7 +536,7 @@ mod tests {
         assert!(is_local("127.0.0.1"));
         assert!(is_local("::1"));
         assert!(!is_local("192.0.2.1")); // TEST-NET-1: never ours
-        assert_eq!(human(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(Bytes(1536 * 1024 * 1024).to_string(), "1.5 GiB");
     }
 
     fn plan_text(name: &str, text: &str) -> Result<Plan> {

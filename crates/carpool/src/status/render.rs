@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use cache_store::progress::Bytes;
+
 use super::model::Status;
 
 /// The status as text; `now` (seconds since the epoch) dates the states.
@@ -69,8 +71,8 @@ pub fn text(s: &Status, now: f64) -> String {
                 .map_or("-".to_string(), |t| {
                     format!(
                         "{} / {} ({:.0}%)",
-                        bytes(t.bytes),
-                        bytes(t.capacity_bytes),
+                        Bytes(t.bytes),
+                        Bytes(t.capacity_bytes),
                         t.fill * 100.0
                     )
                 })
@@ -172,21 +174,6 @@ pub fn duration(secs: f64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
-fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
