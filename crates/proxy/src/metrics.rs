@@ -51,6 +51,25 @@ impl Histogram {
         self.sum += s;
     }
 
+    /// The histogram whose cumulative buckets are `(upper bound, count)`,
+    /// as Prometheus' text gives them (a bound that is not one of
+    /// [`BUCKETS`] counts above the last; the sum is not known).
+    pub fn from_cumulative(buckets: &[(f64, f64)]) -> Histogram {
+        let mut sorted = buckets.to_vec();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut h = Histogram::default();
+        let mut below = 0.0;
+        for (le, n) in sorted {
+            let i = BUCKETS
+                .iter()
+                .position(|&b| b == le)
+                .unwrap_or(BUCKETS.len());
+            h.counts[i] += (n - below).max(0.0) as u64;
+            below = below.max(n);
+        }
+        h
+    }
+
     /// Observations counted.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

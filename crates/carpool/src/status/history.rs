@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use proxy::metrics::Histogram;
+
 use super::exposition::Sample;
 use super::model::{Cache, Member, Point, Process, Status, Tier};
 
@@ -94,27 +96,6 @@ fn rise(now: f64, base: f64) -> f64 {
     } else {
         now
     }
-}
-
-/// The `q` quantile of cumulative buckets: the upper bound of the bucket
-/// holding it (the last finite bound for the overflow bucket).
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = (q * total).ceil().max(1.0);
-    let last_finite = buckets
-        .iter()
-        .map(|b| b.0)
-        .filter(|le| le.is_finite())
-        .fold(0.0, f64::max);
-    let mut sorted = buckets.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    sorted
-        .iter()
-        .find(|(_, n)| *n >= rank)
-        .map(|(le, _)| if le.is_finite() { *le } else { last_finite })
 }
 
 /// The array over the last minutes.
@@ -242,8 +223,9 @@ impl History {
                     (*le, rise(*c, before))
                 })
                 .collect();
-            m.p50_seconds = quantile(&recent, 0.5);
-            m.p99_seconds = quantile(&recent, 0.99);
+            let recent = Histogram::from_cumulative(&recent);
+            m.p50_seconds = recent.quantile(0.5);
+            m.p99_seconds = recent.quantile(0.99);
         }
         let answered: u64 = members.iter().map(|m| m.requests).sum();
         for m in &mut members {
@@ -399,10 +381,15 @@ mod tests {
     }
 
     #[test]
-    fn quantile_of_the_overflow_bucket_is_the_last_bound() {
-        let b = [(0.1, 0.0), (1.0, 1.0), (f64::INFINITY, 10.0)];
-        assert_eq!(quantile(&b, 0.05), Some(1.0));
-        assert_eq!(quantile(&b, 0.5), Some(1.0));
-        assert_eq!(quantile(&[(1.0, 0.0)], 0.5), None);
+    fn exposition_buckets_read_back_as_the_layers_histogram() {
+        let h = Histogram::from_cumulative(&[(f64::INFINITY, 10.0), (0.1, 0.0), (1.0, 1.0)]);
+        assert_eq!(h.count(), 10);
+        assert_eq!(h.quantile(0.05), Some(1.0));
+        // the overflow bucket's quantile is the last bound, as the layer says
+        assert_eq!(h.quantile(0.5), Some(60.0));
+        assert_eq!(
+            Histogram::from_cumulative(&[(1.0, 0.0)]).quantile(0.5),
+            None
+        );
     }
 }
