@@ -156,25 +156,42 @@ async fn run(
             })
     };
     let mut published: Vec<Observation> = (0..names.len()).map(|i| health.observation(i)).collect();
+    let mut live = chitchat.lock().await.live_nodes_watcher();
     let mut peers = 0usize;
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let mut cc = chitchat.lock().await;
-        for (i, last) in published.iter_mut().enumerate() {
-            let now = health.observation(i);
-            if now != *last {
-                cc.self_node_state().set(key(&names[i]), encode(&now));
-                *last = now;
+        tokio::select! {
+            _ = tick.tick() => {
+                // the gossip's lock only when this frontend's view changed
+                let changed: Vec<(usize, Observation)> = published
+                    .iter()
+                    .enumerate()
+                    .map(|(i, last)| (i, *last, health.observation(i)))
+                    .filter(|(_, last, now)| last != now)
+                    .map(|(i, _, now)| (i, now))
+                    .collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                let mut cc = chitchat.lock().await;
+                for (i, now) in changed {
+                    cc.self_node_state().set(key(&names[i]), encode(&now));
+                    published[i] = now;
+                }
+            }
+            moved = live.changed() => {
+                if moved.is_err() {
+                    tracing::error!("cluster: the gossip stopped; parent health is this frontend's own from now on");
+                    return;
+                }
+                let now = live.borrow_and_update().keys().filter(|n| n.node_id != me.node_id).count();
+                if now != peers {
+                    tracing::info!(peers = now, "cluster: peer frontends now live");
+                    peers = now;
+                }
             }
         }
-        let live = cc.live_nodes().filter(|n| n.node_id != me.node_id).count();
-        if live != peers {
-            tracing::info!(peers = live, "cluster: peer frontends now live");
-            peers = live;
-        }
-        drop(cc);
     }
 }
 
