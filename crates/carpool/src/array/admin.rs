@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,7 @@ use super::Component;
 use crate::status::exposition;
 use crate::status::history::History;
 use crate::status::model::Process;
+use crate::status::unix_now;
 
 /// One component as the admin listener sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,13 +136,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// A `/status` within this time of the last poll answers from it; later,
 /// it polls first (so a script sees what it just sent).
 const FRESH: Duration = Duration::from_millis(250);
-
-/// Seconds since the epoch.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Serves the admin listener forever (and polls the components).
 pub async fn serve(listener: TcpListener, status: Status) {

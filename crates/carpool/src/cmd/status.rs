@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
@@ -26,14 +26,17 @@ pub fn run(admin: SocketAddr, watch: Option<Duration>, json: bool) -> Result<Exi
         if json {
             print!("{body}");
         } else {
-            print!("{}", render::text(&decode(admin, &body)?, now()));
+            print!(
+                "{}",
+                render::text(&decode(admin, &body)?, crate::status::unix_now())
+            );
         }
         return Ok(ExitCode::SUCCESS);
     };
     let terminal = std::io::stdout().is_terminal();
     loop {
         let frame = match fetch(admin).and_then(|b| decode(admin, &b)) {
-            Ok(s) => render::text(&s, now()),
+            Ok(s) => render::text(&s, crate::status::unix_now()),
             // the array may be restarting: say so and keep watching
             Err(e) => format!("{e:#}\n"),
         };
@@ -55,12 +58,6 @@ pub fn run(admin: SocketAddr, watch: Option<Duration>, json: bool) -> Result<Exi
         drop(out);
         std::thread::sleep(every);
     }
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn decode(admin: SocketAddr, body: &str) -> Result<Status> {

@@ -180,7 +180,7 @@ impl ServerSettings {
     }
 }
 
-/// This machine's host name (the default `Via` name).
+/// This machine's host name (the default `Via` name and cluster node name).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -272,15 +272,10 @@ impl ClusterSettings {
     /// Gossip on `listen` with the defaults: no seeds, named
     /// `HOSTNAME:PORT`, cluster id `carpool`.
     pub fn new(listen: SocketAddr) -> ClusterSettings {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
         ClusterSettings {
             listen,
             seeds: Vec::new(),
-            node: format!("{host}:{}", listen.port()),
+            node: format!("{}:{}", hostname(), listen.port()),
             cluster_id: DEFAULT_CLUSTER_ID.into(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
         }

@@ -10,3 +10,10 @@ pub mod render;
 
 /// The dashboard page: one file, no external fetch; it polls `/status`.
 pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Now, in seconds since the epoch (the unit of every time in `/status`).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
