@@ -239,8 +239,9 @@ fn cluster_config_errors_are_named() {
     );
 }
 
-/// `carpool up` runs its frontend in the cluster of `[cluster]`, and
-/// `--cluster-listen` overrides the address.
+/// `carpool up` runs its frontend in the cluster of `[cluster]`; a
+/// `--cluster-seed` without a cluster to join is refused before anything
+/// starts.
 #[test]
 fn carpool_up_runs_its_frontend_in_the_cluster() {
     let (in_file, on_line) = (free_port(), free_port());
