@@ -245,19 +245,30 @@ fn a_hot_url_spills_over_within_the_bound() {
         "bound: ceil(1.25 × {CLIENTS} / 3) = {bound} (from the parents' measured total peak {}: ceil(1.25 × ({} + 1) / 3) = {bound_from_measured})",
         on.total_peak, on.total_peak
     );
-    // without: the owner is far above the others, and above the bound
+    // without: the owner had more open at once than the bound allows,
+    // and answered the hot half and its share of the rest (about 2/3 of
+    // all requests; each other parent about 1/6). Peaks of the others
+    // are compared through their counts: a cold parent's peak is a
+    // momentary burst (11 of 24 seen once) while counts are steady.
     let owner_off = peak_of(&off, &off.owner);
-    let others_off = off
-        .peaks
+    let owner_served = off
+        .served
+        .iter()
+        .find(|(n, _)| *n == off.owner)
+        .map(|(_, s)| *s)
+        .unwrap();
+    let others_served = off
+        .served
         .iter()
         .filter(|(n, _)| *n != off.owner)
-        .map(|(_, p)| *p)
+        .map(|(_, s)| *s)
         .max()
         .unwrap();
     assert!(
-        owner_off > bound && owner_off >= 2 * others_off,
-        "without the bound the owner should carry the hot load: {:?}",
-        off.peaks
+        owner_off > bound && owner_served >= 2 * others_served,
+        "without the bound the owner should carry the hot load: peaks {:?}, requests {:?}",
+        off.peaks,
+        off.served
     );
     assert!(
         !off.metrics
@@ -286,7 +297,12 @@ fn a_hot_url_spills_over_within_the_bound() {
 }
 
 /// With the bound on, a URL whose owner is not loaded goes to its owner
-/// (what `carpool route` says).
+/// (what `carpool route` says). The requests go one after another on one
+/// keep-alive connection: the frontend reads the next only once the last
+/// one's count is released. (On a new connection each, the next request
+/// may be routed on the other worker in the microseconds between the
+/// last byte reaching the client and the previous request's count being
+/// dropped; with one request in flight the bound is 1, so it would move.)
 #[test]
 fn an_unloaded_owner_keeps_its_urls() {
     let (a, b, c) = (
@@ -301,8 +317,12 @@ fn an_unloaded_owner_keeps_its_urls() {
     let f = Frontend::start("bl-owner", &conf);
     let urls: Vec<String> = (0..60).map(|i| format!("http://own.example/{i}")).collect();
     let owners = route(&conf, &urls);
+    let mut conn = BufReader::new(f.connect());
     for (u, o) in urls.iter().zip(&owners) {
-        let r = get(&f, u);
+        conn.get_mut()
+            .write_all(format!("GET {u} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(&mut conn, false).unwrap();
         assert_eq!(r.status, 200, "{u}: {}", f.stderr());
         assert!(r.text().starts_with(&format!("{o} ")), "{u}: {}", r.text());
     }
