@@ -206,7 +206,7 @@ struct View {
 }
 
 impl View {
-    /// `cluster::encode`.
+    /// `cluster::health::encode`.
     fn encode(&self) -> String {
         let state = if self.alive { "alive" } else { "dead" };
         let mut v = format!("{state} {} {}", self.epoch, self.since_ms);
@@ -217,7 +217,7 @@ impl View {
         v
     }
 
-    /// `cluster::decode`.
+    /// `cluster::health::decode`.
     fn decode(v: &str) -> Option<View> {
         let mut w = v.split(' ');
         let alive = match w.next()? {

@@ -283,9 +283,28 @@ pub struct CacheArgs {
     /// carpool.toml describing the array.
     #[arg(short = 'c', long = "config", value_name = "FILE", requires = "name")]
     pub config: Option<PathBuf>,
-    /// Which `[[parent]]` of the config this cache is.
-    #[arg(long, requires = "config")]
+    /// Which `[[parent]]` of the config this cache is; with
+    /// --cluster-listen, also the name it announces (default without -c:
+    /// HOSTNAME:PORT of its listener).
+    #[arg(long)]
     pub name: Option<String>,
+    /// Its weight when it announces itself (default: the `[[parent]]`
+    /// entry's, else 1).
+    #[arg(long, requires = "cluster_listen")]
+    pub weight: Option<u32>,
+    /// Join the cluster gossiping on this UDP address and announce this
+    /// cache to the frontends with `announced_parents` (the config's
+    /// `[cluster]` gives its id, seeds and interval).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub cluster_listen: Option<std::net::SocketAddr>,
+    /// A node of the cluster to ask first (repeat for several; replaces
+    /// `[cluster] seeds`).
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster_listen")]
+    pub cluster_seed: Vec<String>,
+    /// The cluster's id (default: the config's `[cluster] cluster_id`,
+    /// else `carpool`).
+    #[arg(long, value_name = "ID", requires = "cluster_listen")]
+    pub cluster_id: Option<String>,
     /// Listen address (default 127.0.0.1:3129, or the parent's host:port).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,

@@ -90,6 +90,13 @@ impl Pool {
         }
     }
 
+    /// Drops the idle connections to upstream `i` (it moved elsewhere).
+    pub fn clear(&mut self, i: usize) {
+        if let Some(q) = self.idle.get_mut(i) {
+            *q = IdleQueue::default();
+        }
+    }
+
     /// Idle connections held for upstream `i`.
     pub fn idle_count(&self, i: usize) -> usize {
         self.idle.get(i).map_or(0, IdleQueue::len)

@@ -118,6 +118,13 @@ impl Server {
     /// says that the rest of the configuration is not reloaded in place: the
     /// server keeps running on what it started with.
     pub fn wait_for_signals(&self) -> io::Result<()> {
+        self.wait_for_signals_then(|| ())
+    }
+
+    /// [`Server::wait_for_signals`], calling `before_drain` between the
+    /// stop signal and closing the listeners (a cache tells its cluster it
+    /// is leaving, while it still answers).
+    pub fn wait_for_signals_then(&self, before_drain: impl FnOnce()) -> io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -141,6 +148,7 @@ impl Server {
                     _ = int.recv() => break,
                 }
             }
+            before_drain();
             self.drain().await;
             Ok(())
         })

@@ -204,7 +204,10 @@ pub fn pid_file(opts: &UpOptions) -> Result<PathBuf> {
 /// `auto` sizes of `previous` (the running components) stay as they were.
 pub fn plan(opts: &UpOptions, previous: &[Spec]) -> Result<Plan> {
     let (text, config) = read_config(opts)?;
-    config.table()?;
+    // (no parents only with [cluster] announced_parents: the config checks)
+    if !config.parents.is_empty() {
+        config.table()?;
+    }
     let data = data_dir(opts, &config);
     let snapshot = data.join(SNAPSHOT);
     let pid_file = opts.pid_file.clone().unwrap_or_else(|| data.join(PID_FILE));

@@ -36,7 +36,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cache_store::{DiskConfig, Store, StoreConfig};
 
-use crate::config::settings::{CacheSettings, HostPort, RoleRules};
+use crate::config::settings::{Announce, CacheSettings, HostPort, RoleRules};
 use fill::InFlight;
 use origin::Pools;
 
@@ -157,7 +157,20 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
     Ok(store)
 }
 
-/// Opens the store and runs the cache until SIGTERM or SIGINT.
+/// Announces the cache listening on `listen` to the cluster of `a`, at
+/// that address (a wildcard one: this host's address towards the first
+/// seed).
+fn announce(a: &Announce, listen: std::net::SocketAddr) -> Result<crate::cluster::Announcer> {
+    let me = crate::frontend::members::Announced {
+        name: a.name.clone(),
+        weight: a.weight,
+        addr: crate::cluster::advertise(listen, &a.cluster.seeds),
+    };
+    crate::cluster::announce(&a.cluster, me)
+}
+
+/// Opens the store and runs the cache until SIGTERM or SIGINT (announced
+/// to a cluster, when its settings say so, until then).
 pub fn run(settings: CacheSettings) -> Result<()> {
     let mut settings = settings;
     let store = open_store(&mut settings)?;
@@ -192,8 +205,16 @@ pub fn run(settings: CacheSettings) -> Result<()> {
     server
         .start("cache", listeners, move || Worker::new(for_workers.clone()))
         .context("spawning a worker thread")?;
+    let announcer = match &cache.settings.announce {
+        Some(a) => Some(announce(a, cache.settings.server.listen)?),
+        None => None,
+    };
     crate::process::notify_ready();
-    let r = server.wait_for_signals();
+    let r = server.wait_for_signals_then(|| {
+        if let Some(a) = &announcer {
+            a.leave();
+        }
+    });
     if let Some(io) = cache.disk_io.as_ref().filter(|io| io.refused() > 0) {
         tracing::info!(
             refused = io.refused(),

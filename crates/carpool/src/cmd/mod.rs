@@ -94,12 +94,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 (_, Some(p)) => config::load(p, FileKind::Squid)?,
                 _ => load_source(&source)?,
             };
-            let table = config.table()?;
+            let parents = match config.parents.is_empty() {
+                // only with [cluster] announced_parents (the config checks)
+                true => "no configured parents (caches announce themselves)".to_string(),
+                false => format!("{} parents", config.table()?.len()),
+            };
             println!(
-                "{}: OK: hash = \"{}\", {} parents, frontend on {}",
+                "{}: OK: hash = \"{}\", {parents}, frontend on {}",
                 config.source.display(),
-                table.mode(),
-                table.len(),
+                config.hash,
                 config.frontend.server.listen
             );
             if !config.warnings.is_empty() {
@@ -172,15 +175,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// A cache's settings: its entry of the array config (or the defaults), then
 /// the command line's.
 fn cache_settings(args: CacheArgs) -> Result<CacheSettings> {
-    let mut settings = match (&args.config, &args.name) {
-        (Some(path), Some(name)) => {
-            load_reporting(path, Some(FileKind::Toml))?.cache_settings(name)?
-        }
+    let file = match (&args.config, &args.name) {
+        (Some(path), Some(_)) => Some(load_reporting(path, Some(FileKind::Toml))?),
+        _ => None,
+    };
+    let mut settings = match (&file, &args.name) {
+        (Some(config), Some(name)) => config.cache_settings(name)?,
         _ => CacheSettings::default(),
     };
     if let Some(l) = args.listen {
         settings.server.listen = l;
     }
+    let announce = match args.cluster_listen {
+        Some(listen) => Some(announce(&args, file.as_ref(), listen, &settings)),
+        None if args.config.is_none() && args.name.is_some() => anyhow::bail!(
+            "--name without -c names the cache only to a cluster: give --cluster-listen (or -c FILE for a [[parent]] of FILE)"
+        ),
+        None => None,
+    };
     if args.dir.is_some() {
         settings.dir = args.dir;
     }
@@ -196,7 +208,48 @@ fn cache_settings(args: CacheArgs) -> Result<CacheSettings> {
     if args.access_log.is_some() {
         settings.server.access_log = args.access_log;
     }
+    settings.announce = announce;
     Ok(settings)
+}
+
+/// How a cache given `--cluster-listen LISTEN` announces itself: the
+/// config's `[cluster]` (its id, seeds and interval; the node is this
+/// cache's own), `--cluster-seed`/`--cluster-id` over them; its
+/// `[[parent]]` name and weight, `--name`/`--weight` over them.
+fn announce(
+    args: &CacheArgs,
+    file: Option<&Config>,
+    listen: std::net::SocketAddr,
+    settings: &CacheSettings,
+) -> crate::config::settings::Announce {
+    use crate::config::settings::{Announce, ClusterSettings};
+    let mut cluster = ClusterSettings::new(listen);
+    if let Some(c) = file.and_then(|f| f.cluster.as_ref()) {
+        cluster.seeds = c.seeds.clone();
+        cluster.cluster_id = c.cluster_id.clone();
+        cluster.gossip_interval = c.gossip_interval;
+    }
+    if !args.cluster_seed.is_empty() {
+        cluster.seeds = args.cluster_seed.clone();
+    }
+    if let Some(id) = &args.cluster_id {
+        cluster.cluster_id = id.clone();
+    }
+    let entry = file
+        .zip(args.name.as_ref())
+        .and_then(|(f, n)| f.parents.iter().find(|p| p.name == *n));
+    let name = args.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            crate::config::settings::hostname(),
+            settings.server.listen.port()
+        )
+    });
+    Announce {
+        cluster,
+        name,
+        weight: args.weight.or(entry.map(|p| p.weight)).unwrap_or(1),
+    }
 }
 
 fn load_source(source: &Source) -> Result<Config> {

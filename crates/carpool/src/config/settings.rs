@@ -181,7 +181,7 @@ impl ServerSettings {
 }
 
 /// This machine's host name (the default `Via` name and cluster node name).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "carpool".into())
@@ -266,6 +266,12 @@ pub struct ClusterSettings {
     pub cluster_id: String,
     /// Time between gossip rounds.
     pub gossip_interval: Duration,
+    /// A frontend adds the caches that announce themselves to its table
+    /// (and needs no `[[parent]]`).
+    pub announced_parents: bool,
+    /// How long an announced cache may be gone from the cluster, or dead,
+    /// before a frontend takes it out of its table.
+    pub announced_grace: Duration,
 }
 
 impl ClusterSettings {
@@ -278,6 +284,8 @@ impl ClusterSettings {
             node: format!("{}:{}", hostname(), listen.port()),
             cluster_id: DEFAULT_CLUSTER_ID.into(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            announced_parents: false,
+            announced_grace: DEFAULT_ANNOUNCED_GRACE,
         }
     }
 }
@@ -286,6 +294,8 @@ impl ClusterSettings {
 pub const DEFAULT_CLUSTER_ID: &str = "carpool";
 /// Default `[cluster] gossip_interval`.
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+/// Default `[cluster] announced_grace`.
+pub const DEFAULT_ANNOUNCED_GRACE: Duration = Duration::from_secs(30);
 
 /// How parents are declared dead and brought back (`[health]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -374,6 +384,8 @@ pub struct CacheSettings {
     /// Empty: carpool's own heuristic (10% of the time since
     /// `Last-Modified`, at most a day).
     pub refresh_patterns: RefreshPatterns,
+    /// Announce this cache to a cluster (none: it is a configured parent).
+    pub announce: Option<Announce>,
 }
 
 /// The targeted cache-control fields of the caches of an accelerator.
@@ -467,8 +479,21 @@ impl Default for CacheSettings {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             refresh_patterns: RefreshPatterns::default(),
+            announce: None,
         }
     }
+}
+
+/// A cache that announces itself to a cluster's frontends (`carpool cache
+/// --cluster-listen`): where it gossips, and its name and weight there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// Its gossip node.
+    pub cluster: ClusterSettings,
+    /// The name the frontends hash it by.
+    pub name: String,
+    /// Its weight in their tables.
+    pub weight: u32,
 }
 
 /// A tier's size: bytes, or `auto` (a share of what the machine has free).

@@ -81,6 +81,8 @@ struct ClusterEntry {
     node: Option<Spanned<String>>,
     cluster_id: Option<Spanned<String>>,
     gossip_interval: Option<Spanned<Num>>,
+    announced_parents: Option<bool>,
+    announced_grace: Option<Spanned<Num>>,
 }
 
 /// A port (`80`) or a range of them (`"1025-65535"`).
@@ -360,7 +362,12 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             mode.map_err(|e| err(h.span(), "hash", e.to_string())),
         );
     }
-    let parents = parents(&file.parent, text, &c);
+    // caches may announce themselves instead of being listed
+    let announced = file
+        .cluster
+        .as_ref()
+        .is_some_and(|e| e.get_ref().announced_parents == Some(true));
+    let parents = parents(&file.parent, text, announced, &c);
     let mut frontend = file
         .frontend
         .as_ref()
@@ -581,7 +588,12 @@ fn syntax_message(e: &toml::de::Error, bad: &str) -> String {
 
 /// The `[[parent]]` entries: at least one, at most [`carp::MAX_MEMBERS`],
 /// each name once.
-fn parents(entries: &[Spanned<ParentEntry>], text: &str, c: &Check<'_>) -> Vec<Parent> {
+fn parents(
+    entries: &[Spanned<ParentEntry>],
+    text: &str,
+    announced: bool,
+    c: &Check<'_>,
+) -> Vec<Parent> {
     let err = c.err;
     let mut parents: Vec<Parent> = Vec::new();
     for entry in entries {
@@ -603,8 +615,8 @@ fn parents(entries: &[Spanned<ParentEntry>], text: &str, c: &Check<'_>) -> Vec<P
         }
         parents.push(p);
     }
-    if entries.is_empty() {
-        let message = "no [[parent]] entries: at least one parent cache is needed".into();
+    if entries.is_empty() && !announced {
+        let message = "no [[parent]] entries: at least one parent cache is needed (or [cluster] announced_parents = true)".into();
         c.fail(err(0..0, "parent", message));
     }
     if entries.len() > carp::MAX_MEMBERS {
@@ -736,6 +748,10 @@ fn cluster(e: &Spanned<ClusterEntry>, err: &ErrFn<'_>) -> Result<ClusterSettings
     }
     if let Some(v) = &c.gossip_interval {
         out.gossip_interval = secs(v, "gossip_interval", err)?;
+    }
+    out.announced_parents = c.announced_parents.unwrap_or(false);
+    if let Some(v) = &c.announced_grace {
+        out.announced_grace = secs(v, "announced_grace", err)?;
     }
     Ok(out)
 }

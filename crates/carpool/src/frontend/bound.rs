@@ -15,9 +15,10 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use carp::MemberId;
+use carp::MAX_MEMBERS;
 
-use super::health::Health;
+use super::health::{Health, Slot};
+use super::members::Routing;
 
 /// The factor is kept in thousandths, so that the bound is integer
 /// arithmetic (1.25 → 1250).
@@ -27,7 +28,7 @@ const SCALE: u64 = 1000;
 pub struct Bound {
     /// C × [`SCALE`].
     factor: u64,
-    /// Requests in flight per parent (indexed like the table's members).
+    /// Requests in flight per parent, by slot.
     load: Arc<[AtomicUsize]>,
     /// Requests moved away from each parent because it was at the bound.
     moves: Box<[AtomicU64]>,
@@ -46,21 +47,24 @@ impl Drop for Held {
 }
 
 impl Bound {
-    /// Counts for `parents` parents with factor `c` (> 1).
-    pub fn new(c: f64, parents: usize) -> Bound {
+    /// Counts for every slot, with factor `c` (> 1).
+    pub fn new(c: f64) -> Bound {
         Bound {
             factor: (c * SCALE as f64).round() as u64,
-            load: (0..parents).map(|_| AtomicUsize::new(0)).collect(),
-            moves: (0..parents).map(|_| AtomicU64::new(0)).collect(),
+            load: (0..MAX_MEMBERS).map(|_| AtomicUsize::new(0)).collect(),
+            moves: (0..MAX_MEMBERS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// The most requests in flight a parent may have once it takes one
-    /// more: `ceil(C × (total + 1) / alive)`, at least 1.
-    pub fn limit(&self, health: &Health) -> usize {
-        let total: usize = self.load.iter().map(|l| l.load(Ordering::Relaxed)).sum();
-        let alive = (0..self.load.len())
-            .filter(|&i| health.is_alive(MemberId(i as u16)))
+    /// The most requests in flight a parent of `routing` may have once it
+    /// takes one more: `ceil(C × (total + 1) / alive)`, at least 1, over
+    /// the parents of `routing`.
+    pub fn limit(&self, health: &Health, routing: &Routing) -> usize {
+        let parents = routing.parents();
+        let total: usize = parents.iter().map(|p| self.load_of(p.slot)).sum();
+        let alive = parents
+            .iter()
+            .filter(|p| health.is_alive(p.slot))
             .count()
             .max(1) as u64;
         let slots = self.factor.saturating_mul(total as u64 + 1);
@@ -70,8 +74,8 @@ impl Bound {
     /// Counts the request on `m` if that keeps it within `limit` (one
     /// atomic step, so that workers deciding at once cannot both take the
     /// last slot).
-    pub fn try_take(&self, m: MemberId, limit: usize) -> Option<Held> {
-        let i = m.index();
+    pub fn try_take(&self, s: Slot, limit: usize) -> Option<Held> {
+        let i = s.index();
         self.load[i]
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
                 (l < limit).then_some(l + 1)
@@ -82,8 +86,8 @@ impl Bound {
 
     /// Counts the request on `m` whatever its load (every alive parent is
     /// at the bound: the URL's first choice takes it).
-    pub fn take(&self, m: MemberId) -> Held {
-        let i = m.index();
+    pub fn take(&self, s: Slot) -> Held {
+        let i = s.index();
         self.load[i].fetch_add(1, Ordering::Relaxed);
         self.held(i)
     }
@@ -95,23 +99,18 @@ impl Bound {
         }
     }
 
-    /// A request that `m` would have taken went elsewhere.
-    pub fn moved_from(&self, m: MemberId) {
-        self.moves[m.index()].fetch_add(1, Ordering::Relaxed);
+    /// A request that `s` would have taken went elsewhere.
+    pub fn moved_from(&self, s: Slot) {
+        self.moves[s.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Requests moved away from each parent.
-    pub fn moves(&self) -> impl Iterator<Item = u64> + '_ {
-        self.moves.iter().map(|m| m.load(Ordering::Relaxed))
+    /// Requests moved away from parent `s`.
+    pub fn moves_of(&self, s: Slot) -> u64 {
+        self.moves[s.index()].load(Ordering::Relaxed)
     }
 
-    /// Requests in flight on each parent, as the bound counts them.
-    pub fn loads(&self) -> impl Iterator<Item = usize> + '_ {
-        self.load.iter().map(|l| l.load(Ordering::Relaxed))
-    }
-
-    /// Requests in flight on parent `i`.
-    pub fn load_of(&self, i: usize) -> usize {
-        self.load[i].load(Ordering::Relaxed)
+    /// Requests in flight on parent `s`, as the bound counts them.
+    pub fn load_of(&self, s: Slot) -> usize {
+        self.load[s.index()].load(Ordering::Relaxed)
     }
 }

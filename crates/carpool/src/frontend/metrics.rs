@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use carp::MemberId;
 use proxy::metrics::{FailureKind, Families, Histogram, Labels, PeerStats, Snapshot};
 
 use super::Shared;
@@ -42,31 +41,35 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         "Client requests answered, once each, under the parent that answered (\"\": none).",
         rows,
     );
-    let names = shared.parents.iter().map(|p| p.name.as_str());
-    let mode = shared.table.mode().as_str().to_string();
+    // the parents of the current routing (a cache that left is no longer
+    // shown; its series end)
+    let routing = shared.members.current();
+    let parents = routing.parents();
+    let names = parents.iter().map(|p| p.name.as_str());
+    let mode = shared.members.mode().as_str().to_string();
     f.gauge(
         "carpool_frontend_info",
         "Always 1; `hash` is the routing table's hash mode.",
         vec![(vec![(Cow::Borrowed("hash"), mode)], 1.0)],
     );
-    let info = shared
-        .parents
+    let info = parents
         .iter()
         .map(|p| {
             let mut l = parent(&p.name);
             l.push((Cow::Borrowed("address"), p.addr.to_string()));
+            let origin = if p.announced { "announced" } else { "config" };
+            l.push((Cow::Borrowed("origin"), origin.to_string()));
             (l, 1.0)
         })
         .collect();
     f.gauge(
         "carpool_frontend_parent_info",
-        "Always 1; `address` is where the parent is reached.",
+        "Always 1; `address` is where the parent is reached, `origin` whether it is configured or announced itself.",
         info,
     );
-    let weights = shared
-        .parents
+    let weights = parents
         .iter()
-        .zip(shared.table.members())
+        .zip(routing.table().map(|t| t.members()).unwrap_or_default())
         .map(|(p, m)| (parent(&p.name), f64::from(m.weight)))
         .collect();
     f.gauge(
@@ -74,12 +77,10 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         "The parent's weight in the routing table.",
         weights,
     );
-    let up = shared
-        .parents
+    let up = parents
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let alive = shared.health.is_alive(MemberId(i as u16));
+        .map(|p| {
+            let alive = shared.health.is_alive(p.slot);
             (parent(&p.name), if alive { 1.0 } else { 0.0 })
         })
         .collect();
@@ -88,21 +89,18 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         "1 when the parent is alive, 0 when dead.",
         up,
     );
-    let since = (0..shared.parents.len())
-        .map(|i| {
-            let name = &shared.parents[i].name;
-            (parent(name), shared.health.since(MemberId(i as u16)))
-        })
+    let since = parents
+        .iter()
+        .map(|p| (parent(&p.name), shared.health.since(p.slot)))
         .collect();
     f.gauge(
         "carpool_frontend_parent_state_since_seconds",
         "When the parent last became alive or dead (the frontend's start if never), seconds since the epoch.",
         since,
     );
-    let expected = shared
-        .parents
+    let expected = parents
         .iter()
-        .zip(shared.expected_shares())
+        .zip(shared.expected_shares(&routing).iter())
         .map(|(p, s)| (parent(&p.name), *s))
         .collect();
     f.gauge(
@@ -120,20 +118,18 @@ pub fn families(shared: &Shared, snap: &Snapshot, f: &mut Families) {
         in_flight,
     );
     if let Some(b) = &shared.bound {
-        let moves = names
-            .clone()
-            .zip(b.moves())
-            .map(|(n, m)| (parent(n), m as f64))
+        let moves = parents
+            .iter()
+            .map(|p| (parent(&p.name), b.moves_of(p.slot) as f64))
             .collect();
         f.counter(
             "carpool_frontend_bounded_load_moves",
             "Requests moved away from the parent because it was at the bounded_load bound (to the next parent of their URL's ranking within it).",
             moves,
         );
-        let loads = names
-            .clone()
-            .zip(b.loads())
-            .map(|(n, l)| (parent(n), l as f64))
+        let loads = parents
+            .iter()
+            .map(|p| (parent(&p.name), b.load_of(p.slot) as f64))
             .collect();
         f.gauge(
             "carpool_frontend_bounded_load_inflight",

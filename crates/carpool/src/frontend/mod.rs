@@ -7,75 +7,76 @@
 
 mod bound;
 pub mod health;
+pub mod members;
 mod metrics;
 mod role;
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use carp::Table;
+use carp::{Member, MAX_MEMBERS};
 use httpx::pool::Pool;
 
 use crate::config::settings::{FrontendSettings, ListenMode, RoleRules};
 use crate::config::Config;
 use health::Health;
-
-/// A parent as the frontend reaches it.
-#[derive(Clone, Debug)]
-pub struct ParentAddr {
-    /// Name (hashed, logged in JSON lines).
-    pub name: String,
-    /// Host as configured (logged in Squid's native lines, as Squid does).
-    pub host: String,
-    /// Resolved address.
-    pub addr: SocketAddr,
-    /// Most connections one worker may hold open to it (`max_conn` shared out).
-    pub max_conn_per_worker: usize,
-    /// Its clients' credentials go to it (`pass_credentials`).
-    pub pass_credentials: bool,
-}
+use members::{Members, Parent, Routing};
 
 /// What every worker shares.
 pub struct Shared {
-    /// The routing table.
-    pub table: Table,
-    /// Parents in configuration order (indexed like the table's members).
-    pub parents: Vec<ParentAddr>,
+    /// The parents and their routing table.
+    pub members: Arc<Members>,
     /// Parent health.
     pub health: Arc<Health>,
     /// Settings.
     pub settings: FrontendSettings,
     /// Requests in flight per parent, when `bounded_load` is on.
     bound: Option<bound::Bound>,
-    /// The share of URLs each parent owns when all are alive, worked out
-    /// at the first scrape ([`Shared::expected_shares`]).
-    expected_shares: std::sync::OnceLock<Vec<f64>>,
+    /// The share of URLs each parent of a routing owns when all are alive,
+    /// worked out at the first scrape after it changed
+    /// ([`Shared::expected_shares`]).
+    expected_shares: Mutex<Option<(u64, Arc<[f64]>)>>,
 }
 
 /// URLs sampled for the parents' expected shares (a few tens of
-/// milliseconds, once; within half a percent).
+/// milliseconds, once per membership; within half a percent).
 const EXPECTED_SHARE_SAMPLES: u32 = 50_000;
 
 impl Shared {
-    /// The share of URLs each parent owns when all are alive, over a sample
-    /// of [`EXPECTED_SHARE_SAMPLES`] URLs: computed on first use, never on
-    /// the start path (a frontend starts serving at once).
-    pub fn expected_shares(&self) -> &[f64] {
-        self.expected_shares
-            .get_or_init(|| crate::sample::expected_shares(&self.table, EXPECTED_SHARE_SAMPLES))
+    /// The share of URLs each parent of `routing` owns when all are alive,
+    /// over a sample of [`EXPECTED_SHARE_SAMPLES`] URLs: computed on first
+    /// use for each membership, never on the start path (a frontend starts
+    /// serving at once).
+    pub fn expected_shares(&self, routing: &Routing) -> Arc<[f64]> {
+        let mut cached = self
+            .expected_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, shares)) = cached.as_ref().filter(|(g, _)| *g == routing.generation) {
+            return shares.clone();
+        }
+        let shares: Arc<[f64]> = match routing.table() {
+            Some(t) => crate::sample::expected_shares(t, EXPECTED_SHARE_SAMPLES).into(),
+            None => Arc::new([]),
+        };
+        *cached = Some((routing.generation, shares.clone()));
+        shares
     }
 }
 
-/// One worker thread's frontend: the shared routing state, and its own
-/// parent connections.
+/// One worker thread's frontend: the shared routing state, its own copy
+/// of the current routing, and its own parent connections.
 pub struct Worker {
     shared: Arc<Shared>,
-    /// Idle parent connections of this worker.
+    /// The routing this worker's new requests use (a copy of the shared
+    /// one, replaced when its generation changes).
+    view: RefCell<Rc<Routing>>,
+    /// Idle parent connections of this worker, by slot.
     pool: RefCell<Pool>,
-    /// Parent connections of this worker in use by a request, per parent.
+    /// Parent connections of this worker in use by a request, by slot.
     in_use: Vec<Rc<Cell<usize>>>,
 }
 
@@ -83,16 +84,38 @@ impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
         let s = &shared.settings;
         Worker {
+            view: RefCell::new(Rc::new((*shared.members.current()).clone())),
             pool: RefCell::new(Pool::new(
-                shared.parents.len(),
+                MAX_MEMBERS,
                 s.parent_idle_connections,
                 s.parent_idle_timeout,
             )),
-            in_use: (0..shared.parents.len())
-                .map(|_| Rc::new(Cell::new(0)))
-                .collect(),
+            in_use: (0..MAX_MEMBERS).map(|_| Rc::new(Cell::new(0))).collect(),
             shared,
         }
+    }
+
+    /// The current routing, copied from the shared one when that changed
+    /// since the last request (idle connections to a parent whose address
+    /// changed are dropped then).
+    fn routing(&self) -> Rc<Routing> {
+        let now = self.shared.members.generation();
+        let mut view = self.view.borrow_mut();
+        if view.generation != now {
+            let next = Rc::new((*self.shared.members.current()).clone());
+            let mut pool = self.pool.borrow_mut();
+            for p in next.parents() {
+                let moved = view
+                    .parents()
+                    .iter()
+                    .any(|old| old.slot == p.slot && old.addr != p.addr);
+                if moved {
+                    pool.clear(p.slot.index());
+                }
+            }
+            *view = next;
+        }
+        view.clone()
     }
 }
 
@@ -130,12 +153,18 @@ fn rules(s: &FrontendSettings) -> RoleRules {
 }
 
 /// The parents of `config`, resolved, with each worker's share of their
-/// `max_conn`.
-fn parents(config: &Config, workers: usize) -> Result<Vec<ParentAddr>> {
+/// `max_conn` and their slots in `health`, each with its member of the
+/// config's table.
+fn parents(config: &Config, workers: usize, health: &Health) -> Result<Vec<(Parent, Member)>> {
+    let members = match config.parents.is_empty() {
+        true => Vec::new(),
+        false => config.table()?.members().to_vec(),
+    };
     config
         .parents
         .iter()
-        .map(|p| {
+        .zip(members)
+        .map(|(p, member)| {
             let addr = (p.host.as_str(), p.port)
                 .to_socket_addrs()
                 .with_context(|| {
@@ -155,20 +184,25 @@ fn parents(config: &Config, workers: usize) -> Result<Vec<ParentAddr>> {
             } else {
                 (p.max_conn as usize).div_ceil(workers)
             };
-            Ok(ParentAddr {
+            let slot = health
+                .slot_of(&p.name)
+                .with_context(|| format!("parent {} has no health slot", p.name))?;
+            let parent = Parent {
+                slot,
                 name: p.name.clone(),
                 host: p.host.clone(),
                 addr,
                 max_conn_per_worker,
                 pass_credentials: p.pass_credentials,
-            })
+                announced: false,
+            };
+            Ok((parent, member))
         })
         .collect()
 }
 
 /// Runs the frontend until SIGTERM or SIGINT.
 pub fn run(config: Config, over: Overrides) -> Result<()> {
-    let table = config.table()?;
     let mut settings = config.frontend.clone();
     if let Some(l) = over.listen {
         settings.server.listen = l;
@@ -179,35 +213,35 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
     if over.access_log.is_some() {
         settings.server.access_log = over.access_log;
     }
+    let health = Arc::new(Health::new(
+        config.parents.iter().map(|p| p.name.clone()).collect(),
+        config.health.fail_limit,
+    ));
     let mut layer = settings.server.layer(rules(&settings));
     layer.worker_tick = Some(proxy::WorkerTick(crate::memory::collect_this_thread));
     let (server, listeners) = crate::process::open_server(&settings.server, layer)?;
     let workers = listeners.len();
-    let parents = parents(&config, workers)?;
-    let health = Arc::new(Health::new(
-        parents.iter().map(|p| p.name.clone()).collect(),
-        config.health.fail_limit,
-    ));
+    let statics = parents(&config, workers, &health)?;
+    let members = Arc::new(Members::new(config.hash, statics, health.clone()));
     let shared = Arc::new(Shared {
-        expected_shares: std::sync::OnceLock::new(),
-        bound: settings
-            .bounded_load
-            .map(|c| bound::Bound::new(c, parents.len())),
-        table,
-        parents,
+        expected_shares: Mutex::new(None),
+        bound: settings.bounded_load.map(bound::Bound::new),
+        members: members.clone(),
         health: health.clone(),
         settings,
     });
+    let announced = config.cluster.as_ref().is_some_and(|c| c.announced_parents);
     tracing::info!(
         listen = %shared.settings.server.listen,
         workers,
-        parents = shared.parents.len(),
-        hash = %shared.table.mode(),
+        parents = config.parents.len(),
+        announced_parents = announced,
+        hash = %config.hash,
         bounded_load = shared.settings.bounded_load.unwrap_or(0.0),
         "carpool frontend started"
     );
     if let Some(cluster) = &config.cluster {
-        crate::cluster::start(cluster, health.clone())?;
+        crate::cluster::start_frontend(cluster, health.clone(), members.clone())?;
     }
     let for_workers = shared.clone();
     server
@@ -215,7 +249,6 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
             Worker::new(for_workers.clone())
         })
         .context("spawning a worker thread")?;
-    let addrs: Vec<SocketAddr> = shared.parents.iter().map(|p| p.addr).collect();
     let (hs, timeout) = (
         config.health.clone(),
         shared.settings.parent_connect_timeout,
@@ -227,7 +260,8 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
                 .enable_all()
                 .build();
             if let Ok(rt) = rt {
-                rt.block_on(health::prober(health, addrs, hs, timeout));
+                let targets = move || members.probe_targets();
+                rt.block_on(health::prober(health, targets, hs, timeout));
             }
         })
         .context("spawning the health prober")?;

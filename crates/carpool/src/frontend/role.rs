@@ -5,7 +5,9 @@
 //! one within it ([`super::bound`]); every exchange tells the parents'
 //! health; each worker keeps within its share of a parent's `max_conn`.
 
-use carp::{MemberId, MAX_MEMBERS};
+use std::rc::Rc;
+
+use carp::MAX_MEMBERS;
 use httpx::body::RelayError;
 use httpx::conn::Conn;
 use httpx::HttpError;
@@ -14,18 +16,40 @@ use proxy::upstream::Failure;
 use proxy::{Address, Claim, Filter, PeerInfo, PeerKind, Request, Retry, Role, Session};
 
 use super::bound::Held;
+use super::health::Slot;
+use super::members::{Parent, Routing};
 use super::Worker;
+
+/// A parent a request was given to: its entry in the routing the request
+/// started with (which stays whole while the request runs, whatever joins
+/// or leaves meanwhile).
+pub struct Chosen {
+    routing: Rc<Routing>,
+    index: usize,
+}
+
+impl Chosen {
+    fn parent(&self) -> &Parent {
+        self.routing.parent(self.index)
+    }
+
+    fn slot(&self) -> Slot {
+        self.parent().slot
+    }
+}
 
 /// The parents of one request, chosen lazily: the owner by one `select`
 /// pass (the common case needs nothing more); the URL's ranking only when a
 /// failover, or a parent at its bound, needs the next ones.
 #[derive(Default)]
 pub struct Candidates {
-    /// `upstream_peer` was asked already.
-    asked: bool,
-    /// The URL's ranking, once a failover or the bound asked for it.
-    order: Vec<MemberId>,
-    /// Parents this request was given to, a bit each.
+    /// The routing of this request, from its first `upstream_peer` (the
+    /// first call picks the owner with one `select` pass).
+    routing: Option<Rc<Routing>>,
+    /// The URL's ranking (indices into the routing's parents), once a
+    /// failover or the bound asked for it.
+    order: Vec<usize>,
+    /// Parents this request was given to, a bit each (by routing index).
     tried: [u64; MAX_MEMBERS / 64],
     /// The request's count on the parent it was last given to (with
     /// `bounded_load`); dropped when that attempt fails, or with the
@@ -37,24 +61,27 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    fn was_tried(&self, m: MemberId) -> bool {
-        self.tried[m.index() / 64] & (1 << (m.index() % 64)) != 0
+    fn was_tried(&self, i: usize) -> bool {
+        self.tried[i / 64] & (1 << (i % 64)) != 0
     }
 
-    /// `m` takes the request.
-    fn give(&mut self, m: MemberId, held: Option<Held>) -> Option<MemberId> {
-        self.tried[m.index() / 64] |= 1 << (m.index() % 64);
+    /// Parent `i` of `routing` takes the request.
+    fn give(&mut self, routing: &Rc<Routing>, i: usize, held: Option<Held>) -> Option<Chosen> {
+        self.tried[i / 64] |= 1 << (i % 64);
         self.held = held;
-        Some(m)
+        Some(Chosen {
+            routing: routing.clone(),
+            index: i,
+        })
     }
 }
 
 impl Role for Worker {
-    type Peer = MemberId;
+    type Peer = Chosen;
     type Ctx = Candidates;
 
-    fn describe<'a>(&'a self, p: &'a MemberId) -> PeerInfo<'a> {
-        let parent = &self.shared.parents[p.index()];
+    fn describe<'a>(&'a self, p: &'a Chosen) -> PeerInfo<'a> {
+        let parent = p.parent();
         PeerInfo {
             name: &parent.name,
             host: &parent.host,
@@ -80,43 +107,49 @@ impl Role for Worker {
         Filter::Forward
     }
 
-    fn upstream_peer(&self, req: &Request, c: &mut Candidates) -> Option<MemberId> {
+    fn upstream_peer(&self, req: &Request, c: &mut Candidates) -> Option<Chosen> {
         let shared = &*self.shared;
         let health = &shared.health;
         // a failed attempt's count ends before the request goes elsewhere
         c.held = None;
-        let bound = shared.bound.as_ref().map(|b| (b, b.limit(health)));
-        if !std::mem::replace(&mut c.asked, true) {
-            if let Some(owner) = shared.table.select(&req.uri, |m| health.is_alive(m)) {
+        let first_ask = c.routing.is_none();
+        let routing = c.routing.get_or_insert_with(|| self.routing()).clone();
+        let bound = shared
+            .bound
+            .as_ref()
+            .map(|b| (b, b.limit(health, &routing)));
+        if first_ask {
+            if let Some(owner) = routing.select(&req.uri, |s| health.is_alive(s)) {
                 match bound {
-                    None => return c.give(owner, None),
+                    None => return c.give(&routing, owner, None),
                     Some((b, limit)) => {
-                        if let Some(h) = b.try_take(owner, limit) {
-                            return c.give(owner, Some(h));
+                        if let Some(h) = b.try_take(routing.parent(owner).slot, limit) {
+                            return c.give(&routing, owner, Some(h));
                         }
                     }
                 }
             }
         }
         if c.order.is_empty() {
-            c.order = shared.table.rank(&req.uri).collect();
+            c.order = routing.rank(&req.uri);
         }
         // the next alive parent of the ranking, and with the bound on, the
         // next one within it
         let mut first = None;
         let mut pick = None;
-        for &m in &c.order {
-            if c.was_tried(m) || !health.is_alive(m) {
+        for &i in &c.order {
+            let slot = routing.parent(i).slot;
+            if c.was_tried(i) || !health.is_alive(slot) {
                 continue;
             }
             let Some((b, limit)) = bound else {
-                first = Some(m);
-                pick = Some((m, None));
+                first = Some(i);
+                pick = Some((i, None));
                 break;
             };
-            first = first.or(Some(m));
-            if let Some(h) = b.try_take(m, limit) {
-                pick = Some((m, Some(h)));
+            first = first.or(Some(i));
+            if let Some(h) = b.try_take(slot, limit) {
+                pick = Some((i, Some(h)));
                 break;
             }
         }
@@ -124,20 +157,21 @@ impl Role for Worker {
         let (to, held) = match (pick, bound) {
             (Some(p), _) => p,
             // every alive parent is at the bound: the first one takes it
-            (None, Some((b, _))) => (first, Some(b.take(first))),
+            (None, Some((b, _))) => (first, Some(b.take(routing.parent(first).slot))),
             (None, None) => (first, None),
         };
         if let Some((b, limit)) = bound.filter(|_| to != first) {
-            b.moved_from(first);
+            let from = routing.parent(first);
+            b.moved_from(from.slot);
             tracing::debug!(
-                from = %shared.parents[first.index()].name,
-                to = %shared.parents[to.index()].name,
-                load = b.load_of(first.index()),
+                from = %from.name,
+                to = %routing.parent(to).name,
+                load = b.load_of(from.slot),
                 limit,
                 "bounded load: request moved to the next parent of its ranking"
             );
         }
-        c.give(to, held)
+        c.give(&routing, to, held)
     }
 
     fn no_peer(&self) -> HttpError {
@@ -146,46 +180,40 @@ impl Role for Worker {
 
     /// A slot within this worker's share of the parent's `max_conn` (in use
     /// plus idle); a pooled connection is always within it.
-    fn claim(&self, p: &MemberId, pooled: bool) -> Option<Claim> {
-        let i = p.index();
+    fn claim(&self, p: &Chosen, pooled: bool) -> Option<Claim> {
+        let i = p.slot().index();
         let open = self.in_use[i].get() + self.pool.borrow().idle_count(i);
-        if !pooled && open >= self.shared.parents[i].max_conn_per_worker {
+        if !pooled && open >= p.parent().max_conn_per_worker {
             return None;
         }
         Some(Claim::counted(&self.in_use[i]))
     }
 
-    fn take_idle(&self, p: &MemberId) -> Option<Conn> {
-        self.pool.borrow_mut().take(p.index())
+    fn take_idle(&self, p: &Chosen) -> Option<Conn> {
+        self.pool.borrow_mut().take(p.slot().index())
     }
 
-    fn keep_idle(&self, p: &MemberId, conn: Conn) {
-        self.pool.borrow_mut().put(p.index(), conn);
+    fn keep_idle(&self, p: &Chosen, conn: Conn) {
+        self.pool.borrow_mut().put(p.slot().index(), conn);
     }
 
-    fn upstream_ok(&self, p: &MemberId) {
-        self.shared.health.success(*p);
+    fn upstream_ok(&self, p: &Chosen) {
+        self.shared.health.success(p.slot());
     }
 
     /// The next parent when that is safe, but after a first-byte timeout
     /// once only: hung parents cost a request one retry, not one timeout
     /// each.
-    fn upstream_failed(
-        &self,
-        req: &Request,
-        c: &mut Candidates,
-        p: &MemberId,
-        f: &Failure,
-    ) -> Retry {
+    fn upstream_failed(&self, req: &Request, c: &mut Candidates, p: &Chosen, f: &Failure) -> Retry {
         // this attempt is over: its parent no longer counts it
         c.held = None;
         let health = &self.shared.health;
-        let name = &self.shared.parents[p.index()].name;
+        let name = &p.parent().name;
         match f {
             Failure::AtLimit => return Retry::Next,
-            Failure::NotSent(e) => health.failure(*p, e.reason),
+            Failure::NotSent(e) => health.failure(p.slot(), e.reason),
             Failure::Sent { error, .. } => {
-                health.failure(*p, error.reason);
+                health.failure(p.slot(), error.reason);
                 if !f.retryable(req) {
                     tracing::warn!(parent = %name, reason = error.reason, "request failed in flight; not retried (not idempotent or body sent)");
                     return Retry::Stop;
@@ -205,9 +233,9 @@ impl Role for Worker {
         super::metrics::families(&self.shared, snapshot, families);
     }
 
-    fn response_body_failed(&self, p: &MemberId, e: &RelayError) {
-        self.shared.health.body_failed(*p);
-        let name = &self.shared.parents[p.index()].name;
+    fn response_body_failed(&self, p: &Chosen, e: &RelayError) {
+        self.shared.health.body_failed(p.slot());
+        let name = &p.parent().name;
         tracing::warn!(parent = %name, error = %e, "response body cut short");
     }
 }

@@ -764,6 +764,11 @@ impl Cache {
     pub fn kill9_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.respawn();
+    }
+
+    /// Starts it again with the same arguments (after it ended).
+    pub fn respawn(&mut self) {
         self.child = Self::spawn(&self.args, &self.stderr_path);
         self.wait_ready();
     }
