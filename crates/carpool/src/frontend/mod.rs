@@ -3,7 +3,9 @@
 //! forwards it to the owning parent over pooled keep-alive connections,
 //! failing over in the URL's own ranking ([`role`]), with parent health shared
 //! by all workers ([`health`]); with `bounded_load`, a parent at its bound
-//! yields to the next member of the URL's ranking ([`bound`]).
+//! yields to the next member of the URL's ranking ([`bound`]). The parents
+//! and their table ([`members`]) change while it runs when caches announce
+//! themselves to its cluster.
 
 mod bound;
 pub mod health;
