@@ -327,7 +327,7 @@ fn a_cache_hosts_link_cut_under_load_with_two_gossiping_frontends() {
         let joined = FRONTENDS.iter().all(|(fe, _)| {
             std::fs::read_to_string(dir.join(format!("{fe}.log")))
                 .unwrap_or_default()
-                .contains("peer frontends now live")
+                .contains("cluster: other nodes now live")
         });
         if joined {
             break;
