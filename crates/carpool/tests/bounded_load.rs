@@ -66,9 +66,9 @@ impl Loaded {
         }
     }
 
-    fn toml(&self) -> String {
+    fn toml(&self, weight: u32) -> String {
         format!(
-            "[[parent]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n\n",
+            "[[parent]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\nweight = {weight}\n\n",
             self.name, self._server.port
         )
     }
@@ -81,7 +81,7 @@ const FACTOR: f64 = 1.25;
 const HOT: &str = "http://hot.example/the-hot-object";
 
 /// One run of the load: [`CLIENTS`] keep-alive clients, [`PER_CLIENT`]
-/// requests each, every other one for [`HOT`]. Returns each parent's peak
+/// requests each (with [`load`], every other one for [`HOT`]). Returns each parent's peak
 /// concurrency, the parents' total peak, the hot URL's owner and the
 /// frontend's metrics after the run.
 struct Run {
@@ -94,15 +94,35 @@ struct Run {
 }
 
 fn load(tag: &str, bounded: Option<f64>) -> Run {
+    let hot_half = |c: usize, i: usize| match (c + i) % 2 {
+        0 => HOT.to_string(),
+        _ => format!("http://cold{c}.example/{i}"),
+    };
+    load_with(tag, bounded, &[("p1", 1), ("p2", 1), ("p3", 1)], hot_half)
+}
+
+/// [`load`] over `parents` (name, weight), client `c`'s `i`th request for
+/// `url(c, i)`.
+fn load_with(
+    tag: &str,
+    bounded: Option<f64>,
+    parents: &[(&str, u32)],
+    url: fn(usize, usize) -> String,
+) -> Run {
     let all: Arc<Seen> = Arc::default();
-    let parents: Vec<Loaded> = ["p1", "p2", "p3"]
+    let weights: Vec<u32> = parents.iter().map(|(_, w)| *w).collect();
+    let parents: Vec<Loaded> = parents
         .iter()
-        .map(|n| Loaded::start(n, DELAY, all.clone()))
+        .map(|(n, _)| Loaded::start(n, DELAY, all.clone()))
         .collect();
     let extra = bounded.map_or(String::new(), |c| format!("bounded_load = {c}\n"));
     let conf = format!(
         "hash = \"hrw\"\n[frontend]\nworkers = 2\n{extra}\n{}",
-        parents.iter().map(Loaded::toml).collect::<String>()
+        parents
+            .iter()
+            .zip(&weights)
+            .map(|(p, w)| p.toml(*w))
+            .collect::<String>()
     );
     let owner = route(&conf, &[HOT.to_string()]).remove(0);
     let f = Frontend::start(tag, &conf);
@@ -121,11 +141,7 @@ fn load(tag: &str, bounded: Option<f64>) -> Run {
                     if Instant::now() > deadline {
                         break;
                     }
-                    let url = if (c + i) % 2 == 0 {
-                        HOT.to_string()
-                    } else {
-                        format!("http://cold{c}.example/{i}")
-                    };
+                    let url = url(c, i);
                     let req = format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n");
                     if w.write_all(req.as_bytes()).is_err() {
                         statuses.push(0);
@@ -294,6 +310,46 @@ fn a_hot_url_spills_over_within_the_bound() {
     for (p, v) in by_parent(&on.metrics, "carpool_frontend_bounded_load_inflight") {
         assert_eq!(v, 0.0, "{p} still counted in flight:\n{}", on.metrics);
     }
+}
+
+/// The bound scales with weight, as HAProxy's `hash-balance-factor` does:
+/// with weights 3 and 1 and no hot object (every request its own URL),
+/// the heavy parent carries about three quarters of the load, which is
+/// its share and no overload, so almost nothing is moved. (Measured
+/// against the unweighted mean, it would be over the bound all the time
+/// and shed a large part of its URLs: ceil(1.25 × 25 / 2) = 16 against
+/// about 18 open at once.)
+#[test]
+fn the_bound_follows_the_weights() {
+    let distinct = |c: usize, i: usize| format!("http://w{c}.example/{i}");
+    let run = load_with(
+        "bl-weights",
+        Some(FACTOR),
+        &[("heavy", 3), ("light", 1)],
+        distinct,
+    );
+    let total = (CLIENTS * PER_CLIENT) as f64;
+    let moves = by_parent(&run.metrics, "carpool_frontend_bounded_load_moves_total");
+    let moved: f64 = moves.iter().map(|(_, m)| m).sum();
+    let heavy = run
+        .served
+        .iter()
+        .find(|(n, _)| n == "heavy")
+        .map_or(0, |(_, s)| *s) as f64;
+    println!(
+        "weights 3:1, {} requests, each its own URL: heavy served {heavy}, moved {moves:?}; peaks {:?}",
+        total, run.peaks
+    );
+    assert!(
+        moved <= total * 0.05,
+        "{moved} of {total} requests moved: {moves:?}\n{}",
+        run.metrics
+    );
+    assert!(
+        heavy >= total * 0.65,
+        "heavy served {heavy} of {total}: {:?}",
+        run.served
+    );
 }
 
 /// With the bound on, a URL whose owner is not loaded goes to its owner

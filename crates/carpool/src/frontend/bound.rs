@@ -1,8 +1,10 @@
 //! Consistent hashing with bounded loads (Mirrokni, Thorup and
 //! Zadimoghaddam; HAProxy's `hash-balance-factor`): with `bounded_load = C`,
-//! a parent takes a request only while its requests in flight stay within
-//! `ceil(C × (total in flight + 1) / alive parents)`; otherwise the request
-//! goes to the next member of its URL's ranking that is within the bound.
+//! a parent of weight `w` takes a request only while its requests in
+//! flight stay within `ceil(C × (total in flight + 1) × w / W)`, `W` the
+//! alive parents' weights together (with equal weights: C times the mean);
+//! otherwise the request goes to the next member of its URL's ranking that
+//! is within its bound.
 //!
 //! The counts are shared by every worker of the frontend. A request counts
 //! on a parent from the moment [`Bound::try_take`] or [`Bound::take`] gives
@@ -34,6 +36,25 @@ pub struct Bound {
     moves: Box<[AtomicU64]>,
 }
 
+/// The bound every parent has for one request: C × (total in flight + 1)
+/// shared out by weight over the alive parents.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit {
+    /// C × (total + 1), in thousandths.
+    slots: u64,
+    /// The alive parents' weights together (at least 1).
+    alive_weight: u64,
+}
+
+impl Limit {
+    /// The most requests in flight a parent of `weight` may have once it
+    /// takes one more: `ceil(C × (total + 1) × weight / W)`, at least 1.
+    pub fn of(&self, weight: u32) -> usize {
+        let share = self.slots.saturating_mul(u64::from(weight));
+        share.div_ceil(SCALE * self.alive_weight).max(1) as usize
+    }
+}
+
 /// One request counted on one parent until dropped.
 pub struct Held {
     load: Arc<[AtomicUsize]>,
@@ -56,19 +77,19 @@ impl Bound {
         }
     }
 
-    /// The most requests in flight a parent of `routing` may have once it
-    /// takes one more: `ceil(C × (total + 1) / alive)`, at least 1, over
-    /// the parents of `routing`.
-    pub fn limit(&self, health: &Health, routing: &Routing) -> usize {
+    /// The bounds of `routing`'s parents for one request (see [`Limit`]).
+    pub fn limit(&self, health: &Health, routing: &Routing) -> Limit {
         let parents = routing.parents();
         let total: usize = parents.iter().map(|p| self.load_of(p.slot)).sum();
-        let alive = parents
+        let alive_weight: u64 = parents
             .iter()
             .filter(|p| health.is_alive(p.slot))
-            .count()
-            .max(1) as u64;
-        let slots = self.factor.saturating_mul(total as u64 + 1);
-        slots.div_ceil(SCALE * alive).max(1) as usize
+            .map(|p| u64::from(p.weight))
+            .sum();
+        Limit {
+            slots: self.factor.saturating_mul(total as u64 + 1),
+            alive_weight: alive_weight.max(1),
+        }
     }
 
     /// Counts the request on `m` if that keeps it within `limit` (one

@@ -34,6 +34,8 @@ pub struct Parent {
     pub max_conn_per_worker: usize,
     /// Its clients' credentials go to it (`pass_credentials`).
     pub pass_credentials: bool,
+    /// Its weight in the table (its share of the bounded load too).
+    pub weight: u32,
     /// Announced by the cache itself (not in the config).
     pub announced: bool,
 }
@@ -202,6 +204,7 @@ impl Members {
                 addr: a.addr,
                 max_conn_per_worker: usize::MAX,
                 pass_credentials: false,
+                weight: a.weight,
                 announced: true,
             });
             members.push(Member::new(a.name.clone(), a.weight));
@@ -244,6 +247,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             max_conn_per_worker: usize::MAX,
             pass_credentials: false,
+            weight: 1,
             announced: false,
         }
     }

@@ -196,6 +196,7 @@ fn parents(config: &Config, workers: usize, health: &Health) -> Result<Vec<(Pare
                 addr,
                 max_conn_per_worker,
                 pass_credentials: p.pass_credentials,
+                weight: member.weight,
                 announced: false,
             };
             Ok((parent, member))

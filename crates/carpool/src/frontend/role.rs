@@ -123,7 +123,8 @@ impl Role for Worker {
                 match bound {
                     None => return c.give(&routing, owner, None),
                     Some((b, limit)) => {
-                        if let Some(h) = b.try_take(routing.parent(owner).slot, limit) {
+                        let p = routing.parent(owner);
+                        if let Some(h) = b.try_take(p.slot, limit.of(p.weight)) {
                             return c.give(&routing, owner, Some(h));
                         }
                     }
@@ -138,8 +139,8 @@ impl Role for Worker {
         let mut first = None;
         let mut pick = None;
         for &i in &c.order {
-            let slot = routing.parent(i).slot;
-            if c.was_tried(i) || !health.is_alive(slot) {
+            let p = routing.parent(i);
+            if c.was_tried(i) || !health.is_alive(p.slot) {
                 continue;
             }
             let Some((b, limit)) = bound else {
@@ -148,7 +149,7 @@ impl Role for Worker {
                 break;
             };
             first = first.or(Some(i));
-            if let Some(h) = b.try_take(slot, limit) {
+            if let Some(h) = b.try_take(p.slot, limit.of(p.weight)) {
                 pick = Some((i, Some(h)));
                 break;
             }
@@ -167,7 +168,7 @@ impl Role for Worker {
                 from = %from.name,
                 to = %routing.parent(to).name,
                 load = b.load_of(from.slot),
-                limit,
+                limit = limit.of(from.weight),
                 "bounded load: request moved to the next parent of its ranking"
             );
         }
