@@ -694,6 +694,42 @@ fn http_probe_revives_a_parent() {
     );
 }
 
+/// A hung parent (a stopped process: the kernel still completes its
+/// connects) stays dead with the default probe, which waits for an HTTP
+/// answer to `OPTIONS *`; a TCP probe calls it alive again at every round,
+/// and at every round a client waits for a timeout again. An answering
+/// parent passes the default probe whatever its status (a carpool cache
+/// answers `OPTIONS *` with an error).
+#[test]
+fn the_default_probe_keeps_a_hung_parent_dead() {
+    let c = common::Cache::start_with("probe-hung", false, &[]);
+    for (probe, revived) in [("", false), ("probe = \"tcp\"\n", true)] {
+        let conf = format!(
+            "[frontend]\nparent_first_byte_timeout = 1\nparent_connect_timeout = 0.5\n\
+             [health]\nfail_limit = 1\nprobe_interval = 0.2\n{probe}\
+             [[parent]]\nname = \"hung\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            c.port
+        );
+        let f = Frontend::start("probe-hung", &conf);
+        let stopped = common::Stopped::stop(c.child.id());
+        let r = get(&f, "http://h.example/x");
+        assert_eq!(r.status, 504, "{}", r.head);
+        std::thread::sleep(Duration::from_millis(1500)); // several rounds
+        let log = f.stderr();
+        assert!(log.contains("parent marked DEAD"), "{log}");
+        assert_eq!(log.contains("probe succeeded"), revived, "{probe}: {log}");
+        drop(stopped);
+        if !revived {
+            // answering again: the default probe brings it back
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !f.stderr().contains("probe succeeded") {
+                assert!(Instant::now() < deadline, "not revived: {}", f.stderr());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 #[test]
 fn max_client_connections_is_enforced() {
     let a = Parent::start("mcc");

@@ -312,8 +312,12 @@ pub struct HealthSettings {
 /// A health probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
-    /// A TCP connect succeeds.
+    /// A TCP connect succeeds. (A hung process passes: the kernel
+    /// completes the connect.)
     Tcp,
+    /// `OPTIONS * HTTP/1.1` gets any HTTP response, whatever its status:
+    /// the parent's process reads and answers (the default).
+    Answer,
     /// An HTTP request gets any response with a status below 500.
     Http {
         /// Request target sent to the parent (absolute-form).
@@ -326,7 +330,7 @@ impl Default for HealthSettings {
         HealthSettings {
             fail_limit: 10,
             probe_interval: Duration::from_secs(2),
-            probe: Probe::Tcp,
+            probe: Probe::Answer,
         }
     }
 }

@@ -1209,8 +1209,15 @@ fn health_settings(h: &HealthEntry, c: &Check<'_>) -> HealthSettings {
         c.set(&mut s.probe_interval, secs(v, "probe_interval", err));
     }
     if let Some(p) = &h.probe {
-        if let Some(true) = c.ok(choice(p, "probe", &[("tcp", false), ("http", true)], err)) {
-            match &h.probe_url {
+        match c.ok(choice(
+            p,
+            "probe",
+            &[("answer", 'a'), ("tcp", 't'), ("http", 'h')],
+            err,
+        )) {
+            Some('a') => s.probe = Probe::Answer,
+            Some('t') => s.probe = Probe::Tcp,
+            Some(_) => match &h.probe_url {
                 Some(url) => {
                     s.probe = Probe::Http {
                         url: url.get_ref().clone(),
@@ -1221,7 +1228,8 @@ fn health_settings(h: &HealthEntry, c: &Check<'_>) -> HealthSettings {
                     "probe",
                     "probe = \"http\" needs probe_url".into(),
                 )),
-            }
+            },
+            None => {}
         }
     }
     s

@@ -289,24 +289,31 @@ pub async fn prober(
     }
 }
 
-/// One probe: TCP connect, or an HTTP request answered with a status below 500.
+/// One probe: a TCP connect; with `Answer`, any HTTP response to
+/// `OPTIONS *`; with `Http`, a response to `HEAD url` with a status below
+/// 500. The answer is awaited for `connect_timeout` too.
 pub async fn probe(addr: std::net::SocketAddr, kind: &Probe, connect_timeout: Duration) -> bool {
     let Ok(Ok(mut s)) = tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
     else {
         return false;
     };
-    match kind {
-        Probe::Tcp => true,
-        Probe::Http { url } => {
-            let req = format!("HEAD {url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: carpool-probe\r\n\r\n");
-            if s.write_all(req.as_bytes()).await.is_err() {
-                return false;
-            }
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(connect_timeout, s.read(&mut buf)).await {
-                Ok(Ok(n)) if n >= 12 && buf.starts_with(b"HTTP/1.") => buf[9] < b'5',
-                _ => false,
-            }
-        }
+    let (req, below_500) = match kind {
+        Probe::Tcp => return true,
+        Probe::Answer => (
+            format!("OPTIONS * HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: carpool-probe\r\n\r\n"),
+            false,
+        ),
+        Probe::Http { url } => (
+            format!("HEAD {url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: carpool-probe\r\n\r\n"),
+            true,
+        ),
+    };
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(connect_timeout, s.read(&mut buf)).await {
+        Ok(Ok(n)) if n >= 12 && buf.starts_with(b"HTTP/1.") => !below_500 || buf[9] < b'5',
+        _ => false,
     }
 }
