@@ -40,9 +40,9 @@ use chitchat::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// As in `cluster/health.rs`.
+/// As in `frontend/gossip.rs`.
 const PARENT_PREFIX: &str = "parent/";
-/// As in `cluster/health.rs`: how often a frontend republishes its own view.
+/// As in `frontend/gossip.rs`: how often a frontend republishes its own view.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// Ethernet MTU 1500 minus IPv4 and UDP headers.
 const ETHERNET_UDP_PAYLOAD: u64 = 1472;

@@ -161,7 +161,7 @@ fn open_store(settings: &mut CacheSettings) -> Result<Arc<Store>> {
 /// that address (a wildcard one: this host's address towards the first
 /// seed).
 fn announce(a: &Announce, listen: std::net::SocketAddr) -> Result<crate::cluster::Announcer> {
-    let me = crate::frontend::members::Announced {
+    let me = crate::cluster::announce::Announced {
         name: a.name.clone(),
         weight: a.weight,
         addr: crate::cluster::advertise(listen, &a.cluster.seeds),

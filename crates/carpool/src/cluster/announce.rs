@@ -13,7 +13,17 @@ use anyhow::Result;
 use tokio::sync::oneshot;
 
 use crate::config::settings::ClusterSettings;
-use crate::frontend::members::Announced;
+
+/// A cache as it announced itself to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Announced {
+    /// Its name (unique in the array; hashed like a configured parent's).
+    pub name: String,
+    /// Its weight in the table.
+    pub weight: u32,
+    /// Where the frontends reach it.
+    pub addr: SocketAddr,
+}
 
 /// The key a cache announces itself under.
 pub const CACHE_KEY: &str = "cache";

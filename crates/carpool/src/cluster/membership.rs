@@ -6,21 +6,32 @@
 //! table, dead: its URLs fail over in their own rankings, and a short
 //! absence moves nothing. A cache whose gossip lives on while its HTTP
 //! port fails is like a configured parent: in the table, dead, probed.
+//!
+//! The tracker only keeps the record; what a change means for a parent's
+//! health ([`Change`]) is the frontend's to apply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chitchat::{ChitchatId, NodeState};
 
-use super::announce::{decode, Announcement, CACHE_KEY};
-use crate::frontend::health::Health;
-use crate::frontend::members::Announced;
+use super::announce::{decode, Announced, Announcement, CACHE_KEY};
 
 /// What this frontend knows of one announced cache.
 struct Known {
     announced: Announced,
     /// When it went from the cluster's live nodes (None: live).
     gone_since: Option<Instant>,
+}
+
+/// What happened to an announced cache, for the frontend's health of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// It announced itself, for the first time or again after it had gone:
+    /// take it at its word (alive).
+    Here(String),
+    /// Its gossip fell silent: dead from now (out after the grace period).
+    Gone(String),
 }
 
 /// The announced caches a frontend knows of.
@@ -39,13 +50,10 @@ impl Tracker {
     }
 
     /// The cluster's live nodes changed (or one's keys did): records
-    /// caches that announced themselves, changed, left, or went.
-    pub fn update(
-        &mut self,
-        live: &BTreeMap<ChitchatId, NodeState>,
-        health: &Health,
-        now: Instant,
-    ) {
+    /// caches that announced themselves, changed, left, or went; returns
+    /// the changes that concern their health.
+    pub fn update(&mut self, live: &BTreeMap<ChitchatId, NodeState>, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
         let mut here: BTreeMap<String, Announced> = BTreeMap::new();
         let mut leaving = BTreeSet::new();
         for (node, state) in live {
@@ -78,7 +86,7 @@ impl Tracker {
                 Some(k) => {
                     if k.gone_since.take().is_some() {
                         tracing::info!(parent = %name, "announced cache back in the cluster");
-                        revive(health, &name);
+                        changes.push(Change::Here(name.clone()));
                     }
                     if k.announced != a {
                         tracing::info!(parent = %name, addr = %a.addr, weight = a.weight, "announced cache changed its address or weight");
@@ -87,7 +95,7 @@ impl Tracker {
                 }
                 None => {
                     tracing::info!(parent = %name, addr = %a.addr, weight = a.weight, "cache announced itself");
-                    revive(health, &name);
+                    changes.push(Change::Here(name.clone()));
                     self.known.insert(
                         name,
                         Known {
@@ -101,12 +109,11 @@ impl Tracker {
         for (name, k) in self.known.iter_mut() {
             if !present.contains(name) && k.gone_since.is_none() {
                 k.gone_since = Some(now);
-                if let Some(s) = health.slot_of(name) {
-                    health.mark_dead(s, "gone from the cluster");
-                }
+                changes.push(Change::Gone(name.clone()));
                 tracing::warn!(parent = %name, grace_s = self.grace.as_secs_f64(), "announced cache gone from the cluster: dead, out of the routing table if not back within the grace period");
             }
         }
+        changes
     }
 
     /// The caches in the table now; forgets those gone past the grace
@@ -121,12 +128,5 @@ impl Tracker {
             !forget
         });
         self.known.values().map(|k| k.announced.clone()).collect()
-    }
-}
-
-/// A cache that announced itself (again) is taken at its word.
-fn revive(health: &Health, name: &str) {
-    if let Some(s) = health.slot_of(name) {
-        health.revive(s, "it announced itself");
     }
 }

@@ -5,14 +5,14 @@
 //! by itself).
 //!
 //! Two things travel on it: frontends share what they observe of each
-//! parent ([`health`]), and caches announce themselves so that frontends
-//! with `announced_parents` add them to their tables ([`announce`],
-//! [`membership`]). This module runs a node: its own thread and runtime,
-//! the gossip socket bound before start returns.
+//! parent (`frontend/gossip.rs`), and caches announce themselves so that
+//! frontends with `announced_parents` add them to their tables
+//! ([`announce`], [`membership`]). This module runs a node ([`run_node`]:
+//! its own thread and runtime, the gossip socket bound before it returns)
+//! and knows nothing of frontends or caches.
 
 pub mod announce;
-pub mod health;
-mod membership;
+pub mod membership;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,36 +24,14 @@ use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatId, FailureDete
 use tokio::sync::Mutex;
 
 use crate::config::settings::ClusterSettings;
-use crate::frontend::health::Health;
-use crate::frontend::members::Members;
 
 pub use announce::{announce, Announcer};
-
-/// Joins the cluster of `settings` as a frontend: shares `health` with the
-/// other frontends and, with `announced_parents`, keeps `members` up to
-/// date with the caches that announce themselves. Returns once the gossip
-/// socket is bound (an error names the address).
-pub fn start_frontend(
-    settings: &ClusterSettings,
-    health: Arc<Health>,
-    members: Arc<Members>,
-) -> Result<()> {
-    let initial = health::initial(&health);
-    let s = settings.clone();
-    let what = match settings.announced_parents {
-        true => "parent health and announced caches",
-        false => "parent health",
-    };
-    run_node(settings, what, initial, move |chitchat, me| {
-        health::run(s, health, members, chitchat, me)
-    })
-}
 
 /// Runs a gossip node of `settings` with the key-values `initial` on a
 /// thread of its own, and `work` on its runtime once the socket is bound;
 /// returns then, or with the error that stopped it. `what` it gossips is
 /// logged.
-fn run_node<F, Fut>(
+pub fn run_node<F, Fut>(
     settings: &ClusterSettings,
     what: &'static str,
     initial: Vec<(String, String)>,

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use carp::{Member, Mode, RequestUri, Table};
 
 use super::health::{Health, Slot};
+use crate::cluster::announce::Announced;
 
 /// A parent as the frontend reaches it.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,17 +39,6 @@ pub struct Parent {
     pub weight: u32,
     /// Announced by the cache itself (not in the config).
     pub announced: bool,
-}
-
-/// A cache as it announced itself to the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Announced {
-    /// Its name (unique in the array; hashed like a configured parent's).
-    pub name: String,
-    /// Its weight in the table.
-    pub weight: u32,
-    /// Where the frontends reach it.
-    pub addr: SocketAddr,
 }
 
 /// One routing table and its parents (`parents[i]` is the table's member

@@ -8,6 +8,7 @@
 //! themselves to its cluster.
 
 mod bound;
+mod gossip;
 pub mod health;
 pub mod members;
 mod metrics;
@@ -244,7 +245,7 @@ pub fn run(config: Config, over: Overrides) -> Result<()> {
         "carpool frontend started"
     );
     if let Some(cluster) = &config.cluster {
-        crate::cluster::start_frontend(cluster, health.clone(), members.clone())?;
+        gossip::start(cluster, health.clone(), members.clone())?;
     }
     let for_workers = shared.clone();
     server

@@ -1,23 +1,41 @@
-//! Frontends sharing parent health: each publishes its view of every
-//! parent under `parent/NAME` ([`encode`]): alive or dead, the parent's
-//! epoch (changes seen so far), since when, and why it died. When a peer's
-//! view is newer ([`Observation::supersedes`]), this frontend adopts it at
-//! once: a parent found dead by one frontend is skipped by all without a
-//! client waiting for a timeout, and one a peer's probe saw answer is used
-//! again. Epochs, not clocks, order the views, so hosts need not agree on
-//! the time. The same loop keeps the announced caches in the table
-//! ([`super::membership`]).
+//! Frontends sharing parent health by gossip ([`crate::cluster`]): each
+//! publishes its view of every parent under `parent/NAME` ([`encode`]):
+//! alive or dead, the parent's epoch (changes seen so far), since when, and
+//! why it died. When a peer's view is newer ([`Observation::supersedes`]),
+//! this frontend adopts it at once: a parent found dead by one frontend is
+//! skipped by all without a client waiting for a timeout, and one a peer's
+//! probe saw answer is used again. Epochs, not clocks, order the views, so
+//! hosts need not agree on the time. With `announced_parents`, the same
+//! loop keeps the announced caches in the table
+//! ([`crate::cluster::membership`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use chitchat::{Chitchat, ChitchatId};
 use tokio::sync::Mutex;
 
-use super::membership::Tracker;
+use super::health::{Health, Observation, Slot};
+use super::members::Members;
+use crate::cluster::membership::{Change, Tracker};
 use crate::config::settings::ClusterSettings;
-use crate::frontend::health::{Health, Observation, Slot};
-use crate::frontend::members::Members;
+
+/// Joins the cluster of `settings` as a frontend: shares `health` with the
+/// other frontends and, with `announced_parents`, keeps `members` up to
+/// date with the caches that announce themselves. Returns once the gossip
+/// socket is bound (an error names the address).
+pub fn start(settings: &ClusterSettings, health: Arc<Health>, members: Arc<Members>) -> Result<()> {
+    let initial = initial(&health);
+    let s = settings.clone();
+    let what = match settings.announced_parents {
+        true => "parent health and announced caches",
+        false => "parent health",
+    };
+    crate::cluster::run_node(settings, what, initial, move |chitchat, me| {
+        run(s, health, members, chitchat, me)
+    })
+}
 
 /// Prefix of the keys a frontend publishes its parents' health under.
 const PARENT_PREFIX: &str = "parent/";
@@ -56,7 +74,7 @@ pub fn decode(v: &str) -> Option<Observation> {
 }
 
 /// The key-values a frontend starts with: its view of every parent.
-pub fn initial(health: &Health) -> Vec<(String, String)> {
+fn initial(health: &Health) -> Vec<(String, String)> {
     health
         .slots()
         .map(|s| (key(health.name(s)), encode(&health.observation(s))))
@@ -64,7 +82,7 @@ pub fn initial(health: &Health) -> Vec<(String, String)> {
 }
 
 /// The frontend's gossip work, for as long as the gossip runs.
-pub async fn run(
+async fn run(
     settings: ClusterSettings,
     health: Arc<Health>,
     members: Arc<Members>,
@@ -132,15 +150,36 @@ pub async fn run(
                     return;
                 }
                 let nodes = live.borrow_and_update();
-                if let Some(t) = tracker.as_mut() {
-                    t.update(&nodes, &health, Instant::now());
-                }
+                let changes = match tracker.as_mut() {
+                    Some(t) => t.update(&nodes, Instant::now()),
+                    None => Vec::new(),
+                };
                 let now = nodes.keys().filter(|n| n.node_id != me.node_id).count();
                 drop(nodes);
+                for c in changes {
+                    apply(&health, c);
+                }
                 if now != peers {
                     tracing::info!(peers = now, "cluster: other nodes now live");
                     peers = now;
                 }
+            }
+        }
+    }
+}
+
+/// What an announced cache's change means for its health (a cache not
+/// yet in the table has no slot: it starts alive when it gets one).
+fn apply(health: &Health, change: Change) {
+    match change {
+        Change::Here(name) => {
+            if let Some(s) = health.slot_of(&name) {
+                health.revive(s, "it announced itself");
+            }
+        }
+        Change::Gone(name) => {
+            if let Some(s) = health.slot_of(&name) {
+                health.mark_dead(s, "gone from the cluster");
             }
         }
     }
