@@ -271,3 +271,91 @@ fn load_reporting(path: &std::path::Path, kind: Option<FileKind>) -> Result<Conf
     }
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn cache_args(args: &[&str]) -> CacheArgs {
+        let mut all = vec!["carpool", "cache"];
+        all.extend(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Cache(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A cache announcing itself takes the cluster's id, seeds and interval
+    /// from its config's `[cluster]` (never its listen address nor node
+    /// name: those are the frontend's) and its name and weight from its
+    /// `[[parent]]`; flags override them.
+    #[test]
+    fn a_cache_announces_itself_from_its_config_and_flags() {
+        let dir = std::env::temp_dir().join(format!("carpool-announce-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("array.toml");
+        std::fs::write(
+            &file,
+            "[cluster]\nlisten = \"127.0.0.1:7946\"\nseeds = [\"10.0.1.10:7946\"]\n\
+             node = \"fe1\"\ncluster_id = \"shop\"\ngossip_interval = 0.2\n\
+             [[parent]]\nname = \"c1\"\nhost = \"127.0.0.1\"\nport = 4001\nweight = 3\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = cache_settings(cache_args(&[
+            "-c",
+            path,
+            "--name",
+            "c1",
+            "--cluster-listen",
+            "127.0.0.1:7999",
+        ]))
+        .unwrap();
+        let a = s.announce.unwrap();
+        assert_eq!((a.name.as_str(), a.weight), ("c1", 3));
+        assert_eq!(a.cluster.listen.port(), 7999);
+        assert_eq!(a.cluster.seeds, ["10.0.1.10:7946"]);
+        assert_eq!(a.cluster.cluster_id, "shop");
+        assert_eq!(a.cluster.gossip_interval, Duration::from_millis(200));
+        assert_ne!(a.cluster.node, "fe1");
+        assert!(a.cluster.node.ends_with(":7999"), "{}", a.cluster.node);
+        let s = cache_settings(cache_args(&[
+            "-c",
+            path,
+            "--name",
+            "c1",
+            "--cluster-listen",
+            "127.0.0.1:7999",
+            "--weight",
+            "5",
+            "--cluster-seed",
+            "127.0.0.1:7000",
+            "--cluster-id",
+            "other",
+        ]))
+        .unwrap();
+        let a = s.announce.unwrap();
+        assert_eq!(a.weight, 5);
+        assert_eq!(a.cluster.seeds, ["127.0.0.1:7000"]);
+        assert_eq!(a.cluster.cluster_id, "other");
+        // without a config: defaults, named after the listener
+        let s = cache_settings(cache_args(&[
+            "--listen",
+            "127.0.0.1:4100",
+            "--cluster-listen",
+            "127.0.0.1:7998",
+        ]))
+        .unwrap();
+        let a = s.announce.unwrap();
+        assert!(a.name.ends_with(":4100"), "{}", a.name);
+        assert_eq!((a.weight, a.cluster.cluster_id.as_str()), (1, "carpool"));
+        // and without --cluster-listen, no announcement
+        assert!(cache_settings(cache_args(&["-c", path, "--name", "c1"]))
+            .unwrap()
+            .announce
+            .is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
