@@ -192,10 +192,10 @@ impl History {
                     .iter()
                     .filter(move |s| s.name == family && s.label("parent") == name)
             };
-            m.address = mine("carpool_frontend_parent_info")
-                .map(|s| s.label("address").to_string())
-                .next()
-                .unwrap_or_default();
+            if let Some(info) = mine("carpool_frontend_parent_info").next() {
+                m.address = info.label("address").to_string();
+                m.announced = info.label("origin") == "announced";
+            }
             m.weight = mine("carpool_frontend_parent_weight")
                 .map(|s| s.value)
                 .next()
@@ -319,7 +319,7 @@ mod tests {
             t += &format!(
                 "carpool_frontend_requests_total{{component=\"frontend\",parent=\"{p}\",status=\"200\"}} {n}\n\
                  carpool_frontend_parent_up{{component=\"frontend\",parent=\"{p}\"}} {}\n\
-                 carpool_frontend_parent_info{{component=\"frontend\",parent=\"{p}\",address=\"127.0.0.1:{}\"}} 1\n\
+                 carpool_frontend_parent_info{{component=\"frontend\",parent=\"{p}\",address=\"127.0.0.1:{}\",origin=\"{}\"}} 1\n\
                  carpool_frontend_parent_weight{{component=\"frontend\",parent=\"{p}\"}} 1\n\
                  carpool_frontend_parent_expected_share{{component=\"frontend\",parent=\"{p}\"}} 0.5\n\
                  carpool_frontend_parent_request_seconds_bucket{{component=\"frontend\",parent=\"{p}\",le=\"0.001\"}} {fast}\n\
@@ -327,6 +327,7 @@ mod tests {
                  carpool_frontend_parent_request_seconds_bucket{{component=\"frontend\",parent=\"{p}\",le=\"+Inf\"}} {}\n",
                 u8::from(i == 0),
                 3000 + i,
+                if i == 0 { "config" } else { "announced" },
                 fast + slow,
                 fast + slow
             );
@@ -355,6 +356,7 @@ mod tests {
             (a.name.as_str(), a.address.as_str()),
             ("a", "127.0.0.1:3000")
         );
+        assert!(!a.announced && s.members[1].announced);
         assert_eq!(a.requests, 30);
         assert_eq!(a.actual_share, Some(0.75));
         assert!(a.alive && !s.members[1].alive);

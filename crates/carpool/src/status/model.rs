@@ -38,6 +38,9 @@ pub struct Member {
     pub name: String,
     /// Where it is reached.
     pub address: String,
+    /// It announced itself to the cluster (not in the config).
+    #[serde(default)]
+    pub announced: bool,
     /// Its weight in the table.
     pub weight: f64,
     /// The share of URLs it owns when every parent is alive.

@@ -39,9 +39,13 @@ pub fn text(s: &Status, now: f64) -> String {
             if m.alive { "alive" } else { "DEAD" },
             duration((now - m.since).max(0.0))
         );
+        let address = match m.announced {
+            true => format!("{} (announced)", m.address),
+            false => m.address.clone(),
+        };
         t.row(vec![
             m.name.clone(),
-            m.address.clone(),
+            address,
             format!("{}", m.weight),
             percent(m.expected_share),
             percent(m.actual_share),
@@ -236,6 +240,29 @@ mod tests {
             t.contains("frontend  frontend  127.0.0.1:3128  running  42   1h02m   1\n"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn announced_members_are_marked() {
+        let s = Status {
+            members: vec![
+                Member {
+                    name: "c1".into(),
+                    address: "127.0.0.1:4001".into(),
+                    ..Member::default()
+                },
+                Member {
+                    name: "c3".into(),
+                    address: "127.0.0.1:4003".into(),
+                    announced: true,
+                    ..Member::default()
+                },
+            ],
+            ..Status::default()
+        };
+        let t = text(&s, 1000.0);
+        assert!(t.contains("c1      127.0.0.1:4001  "), "{t}");
+        assert!(t.contains("c3      127.0.0.1:4003 (announced)  "), "{t}");
     }
 
     #[test]
