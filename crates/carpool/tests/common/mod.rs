@@ -910,14 +910,37 @@ pub struct Stopped(u32);
 
 #[allow(dead_code)]
 impl Stopped {
-    /// Stops `pid`.
+    /// Stops `pid`, and returns once every thread of it is stopped: the
+    /// kernel stops a process's threads one after another once one of them
+    /// has run, and meanwhile another may still answer a request (seen:
+    /// a "stopped" cache answered in 2 ms).
     pub fn stop(pid: u32) -> Stopped {
         let ok = Command::new("kill")
             .args(["-STOP", &pid.to_string()])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -STOP {pid}");
-        Stopped(pid)
+        let stopped = Stopped(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Self::all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stopped
+    }
+
+    /// Every thread of `pid` in state `T` (stopped), per /proc.
+    fn all_threads_stopped(pid: u32) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // the state follows the command name's closing parenthesis
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        })
     }
 }
 
