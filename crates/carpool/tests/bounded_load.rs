@@ -175,7 +175,7 @@ fn load_with(
         statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>(),
         f.stderr()
     );
-    let metrics = metrics(&f);
+    let metrics = frontend_metrics(&f);
     Run {
         peaks: parents
             .iter()
@@ -190,16 +190,6 @@ fn load_with(
         metrics,
         elapsed,
     }
-}
-
-/// `GET /carpool-internal/metrics` from the frontend's own listener.
-fn metrics(f: &Frontend) -> String {
-    let r = exchange(
-        f,
-        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200, "{}", r.head);
-    r.text()
 }
 
 /// The values of one metric family, by parent.
@@ -382,7 +372,7 @@ fn an_unloaded_owner_keeps_its_urls() {
         assert_eq!(r.status, 200, "{u}: {}", f.stderr());
         assert!(r.text().starts_with(&format!("{o} ")), "{u}: {}", r.text());
     }
-    let m = metrics(&f);
+    let m = frontend_metrics(&f);
     for (p, v) in by_parent(&m, "carpool_frontend_bounded_load_moves_total") {
         assert_eq!(v, 0.0, "{p}: {m}");
     }
@@ -464,7 +454,7 @@ fn the_move_follows_the_ranking_in_every_hash_mode() {
             "{mode}: {}",
             back.text()
         );
-        let m = metrics(&f);
+        let m = frontend_metrics(&f);
         let moves = by_parent(&m, "carpool_frontend_bounded_load_moves_total");
         assert!(
             moves.contains(&(owner.clone(), 1.0)),
@@ -534,7 +524,7 @@ fn in_flight_counts_return_to_zero() {
         assert!(Instant::now() < deadline, "the slow request never arrived");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let m = metrics(&f);
+    let m = frontend_metrics(&f);
     let counted = by_parent(&m, "carpool_frontend_bounded_load_inflight");
     assert!(
         counted.contains(&("live".to_string(), 1.0)),
@@ -586,7 +576,7 @@ fn in_flight_counts_return_to_zero() {
     // the last ones end within a first-byte timeout (and a retry's)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = metrics(&f);
+        let m = frontend_metrics(&f);
         let counts = by_parent(&m, "carpool_frontend_bounded_load_inflight");
         assert_eq!(counts.len(), 3, "{m}");
         if counts.iter().all(|(_, v)| *v == 0.0) {
@@ -600,7 +590,7 @@ fn in_flight_counts_return_to_zero() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // and the run did meet each kind of failure
-    let m = metrics(&f);
+    let m = frontend_metrics(&f);
     let failures = |kind: &str| -> f64 {
         m.lines()
             .filter(|l| {

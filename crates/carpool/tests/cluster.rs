@@ -8,36 +8,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
-use common::{free_port, get, route, Cache, Frontend};
-
-/// A frontend's own metrics text.
-fn metrics(f: &Frontend) -> String {
-    let r = common::exchange(
-        f,
-        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200, "{}", r.head);
-    r.text()
-}
+use common::{free_port, frontend_metrics, get, route, wait_for, Cache, Frontend};
 
 /// `carpool_frontend_parent_up` of `parent` on `f`.
 fn up(f: &Frontend, parent: &str) -> bool {
     let key = format!("carpool_frontend_parent_up{{component=\"frontend\",parent=\"{parent}\"}} ");
-    let text = metrics(f);
+    let text = frontend_metrics(f);
     text.lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
         .map(|v| v.trim().parse::<f64>() == Ok(1.0))
         .unwrap_or_else(|| panic!("no {key} in {text}"))
-}
-
-/// Waits until `what` holds, for at most `limit`; returns how long it took.
-fn wait_for(limit: Duration, what: impl Fn() -> bool, why: impl Fn() -> String) -> Duration {
-    let t0 = Instant::now();
-    while !what() {
-        assert!(t0.elapsed() < limit, "{}", why());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t0.elapsed()
 }
 
 /// Issue 17: a hung parent found dead by one frontend is avoided by the
@@ -144,13 +124,13 @@ fn a_parent_found_dead_by_one_frontend_is_avoided_by_the_other_then_used_again_b
             .map_or(0.0, |v| v.trim().parse().unwrap())
     };
     for f in [&a, &b] {
-        let before = count(&metrics(f));
+        let before = count(&frontend_metrics(f));
         for u in &hung {
             assert_eq!(get(f, u).status, 200);
         }
         // (the layer counts a request just after its last byte is sent)
         let want = before + hung.len() as f64;
-        let after = count(&common::metrics_when(|| metrics(f), key, want));
+        let after = count(&common::metrics_when(|| frontend_metrics(f), key, want));
         assert_eq!(after, want, "{}", f.stderr());
     }
 }

@@ -11,21 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::origin::Origin;
-use common::{free_port, get, route, Cache, Frontend};
-
-/// A frontend's own metrics text.
-fn metrics(f: &Frontend) -> String {
-    let r = common::exchange(
-        f,
-        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200, "{}", r.head);
-    r.text()
-}
+use common::{free_port, frontend_metrics, get, route, wait_for, Cache, Frontend};
 
 /// Whether `f`'s table lists `parent` (its `carpool_frontend_parent_info`).
 fn listed(f: &Frontend, parent: &str) -> bool {
-    metrics(f).lines().any(|l| {
+    frontend_metrics(f).lines().any(|l| {
         l.starts_with("carpool_frontend_parent_info{")
             && l.contains(&format!("parent=\"{parent}\""))
     })
@@ -34,20 +24,10 @@ fn listed(f: &Frontend, parent: &str) -> bool {
 /// `carpool_frontend_parent_up` of `parent` on `f` (None: not listed).
 fn up(f: &Frontend, parent: &str) -> Option<bool> {
     let key = format!("carpool_frontend_parent_up{{component=\"frontend\",parent=\"{parent}\"}} ");
-    metrics(f)
+    frontend_metrics(f)
         .lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
         .map(|v| v.trim().parse::<f64>() == Ok(1.0))
-}
-
-/// Waits until `what` holds, for at most `limit`; returns how long it took.
-fn wait_for(limit: Duration, what: impl Fn() -> bool, why: impl Fn() -> String) -> Duration {
-    let t0 = Instant::now();
-    while !what() {
-        assert!(t0.elapsed() < limit, "{}", why());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t0.elapsed()
 }
 
 /// The URLs each cache logged after its first `skip` lines, as

@@ -1420,16 +1420,6 @@ fn connect_and_accel_with_and_without_pass_credentials() {
     );
 }
 
-/// `GET /carpool-internal/metrics` from the frontend's own listener.
-fn frontend_metrics(f: &Frontend) -> String {
-    let r = exchange(
-        f,
-        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200, "{}", r.head);
-    r.text()
-}
-
 /// Issue 16: a request that failed over from a dead parent is counted once,
 /// under the parent that answered; the dead one's connect failures and
 /// state are in the frontend's own metrics.

@@ -474,6 +474,29 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> std::io::
     Ok(resp)
 }
 
+/// A frontend's own metrics text (`GET /carpool-internal/metrics`).
+#[allow(dead_code)]
+pub fn frontend_metrics(f: &Frontend) -> String {
+    let r = exchange(
+        f,
+        b"GET /carpool-internal/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    r.text()
+}
+
+/// Waits until `what` holds, for at most `limit` (then fails with `why`);
+/// returns how long it took.
+#[allow(dead_code)]
+pub fn wait_for(limit: Duration, what: impl Fn() -> bool, why: impl Fn() -> String) -> Duration {
+    let t0 = Instant::now();
+    while !what() {
+        assert!(t0.elapsed() < limit, "{}", why());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
 /// Sends raw bytes on a new connection and reads one response.
 pub fn exchange(f: &Frontend, raw: &[u8]) -> Response {
     let mut s = f.connect();
