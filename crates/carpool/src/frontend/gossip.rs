@@ -108,7 +108,7 @@ async fn run(
     };
     let mut tracker = settings
         .announced_parents
-        .then(|| Tracker::new(settings.announced_grace));
+        .then(|| Tracker::new(settings.announced_grace, members.configured_names()));
     // what this frontend last published of each slot (None: nothing yet)
     let mut published: Vec<(Slot, Option<Observation>)> = health
         .slots()
@@ -121,8 +121,8 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(t) = tracker.as_mut() {
-                    members.set_announced(t.decide(Instant::now()));
+                if let Some(announced) = tracker.as_mut().and_then(|t| t.decide(Instant::now())) {
+                    members.set_announced(announced);
                 }
                 // parents that got a slot since (caches that joined)
                 published.extend(health.slots().skip(published.len()).map(|s| (s, None)));
