@@ -118,13 +118,16 @@ impl Server {
     /// says that the rest of the configuration is not reloaded in place: the
     /// server keeps running on what it started with.
     pub fn wait_for_signals(&self) -> io::Result<()> {
-        self.wait_for_signals_then(|| ())
+        self.wait_for_signals_then(async {})
     }
 
-    /// [`Server::wait_for_signals`], calling `before_drain` between the
+    /// [`Server::wait_for_signals`], running `before_drain` between the
     /// stop signal and closing the listeners (a cache tells its cluster it
     /// is leaving, while it still answers).
-    pub fn wait_for_signals_then(&self, before_drain: impl FnOnce()) -> io::Result<()> {
+    pub fn wait_for_signals_then(
+        &self,
+        before_drain: impl std::future::Future<Output = ()>,
+    ) -> io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -148,7 +151,7 @@ impl Server {
                     _ = int.recv() => break,
                 }
             }
-            before_drain();
+            before_drain.await;
             self.drain().await;
             Ok(())
         })

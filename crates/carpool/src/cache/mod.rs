@@ -210,9 +210,9 @@ pub fn run(settings: CacheSettings) -> Result<()> {
         None => None,
     };
     crate::process::notify_ready();
-    let r = server.wait_for_signals_then(|| {
-        if let Some(a) = &announcer {
-            a.leave();
+    let r = server.wait_for_signals_then(async move {
+        if let Some(a) = announcer {
+            a.leave().await;
         }
     });
     if let Some(io) = cache.disk_io.as_ref().filter(|io| io.refused() > 0) {

@@ -6,7 +6,6 @@
 //! closed port.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -59,7 +58,8 @@ pub fn decode(v: &str) -> Option<Announcement> {
 
 /// A cache's presence in the cluster.
 pub struct Announcer {
-    leave: Mutex<Option<oneshot::Sender<()>>>,
+    /// Tells the gossip task to say `leaving`.
+    leave: oneshot::Sender<()>,
     /// How long the word takes to spread: a few gossip rounds.
     notice: Duration,
 }
@@ -67,20 +67,13 @@ pub struct Announcer {
 impl Announcer {
     /// Says this cache is leaving, and waits for the word to spread (call
     /// before it stops accepting).
-    pub fn leave(&self) {
-        let sender = self
-            .leave
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(tx) = sender {
-            if tx.send(()).is_ok() {
-                tracing::info!(
-                    wait_ms = self.notice.as_millis() as u64,
-                    "cluster: announced leaving; waiting for the frontends to hear it"
-                );
-                std::thread::sleep(self.notice);
-            }
+    pub async fn leave(self) {
+        if self.leave.send(()).is_ok() {
+            tracing::info!(
+                wait_ms = self.notice.as_millis() as u64,
+                "cluster: announced leaving; waiting for the frontends to hear it"
+            );
+            tokio::time::sleep(self.notice).await;
         }
     }
 }
@@ -118,7 +111,7 @@ pub fn announce(settings: &ClusterSettings, me: Announced) -> Result<Announcer> 
         },
     )?;
     Ok(Announcer {
-        leave: Mutex::new(Some(tx)),
+        leave: tx,
         notice: (settings.gossip_interval * LEAVE_ROUNDS).max(LEAVE_AT_LEAST),
     })
 }
