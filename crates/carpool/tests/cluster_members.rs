@@ -30,6 +30,25 @@ fn up(f: &Frontend, parent: &str) -> Option<bool> {
         .map(|v| v.trim().parse::<f64>() == Ok(1.0))
 }
 
+/// A memory-only `carpool cache` with `flags` that announces itself to the
+/// cluster `id` through the frontend gossiping on 127.0.0.1:`seed`.
+fn announcing(tag: &str, flags: &[&str], seed: u16, id: &str) -> Cache {
+    let (listen, seed) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{seed}"),
+    );
+    let mut args = flags.to_vec();
+    args.extend([
+        "--cluster-listen",
+        &listen,
+        "--cluster-seed",
+        &seed,
+        "--cluster-id",
+        id,
+    ]);
+    Cache::start_with(tag, false, &args)
+}
+
 /// The URLs each cache logged after its first `skip` lines, as
 /// (url, cache name) pairs; and the caches' line counts now.
 fn served_by(caches: &[(&str, &Cache)], skip: &[usize]) -> (Vec<(String, String)>, Vec<usize>) {
@@ -107,22 +126,7 @@ fn a_joining_cache_takes_only_its_share_and_a_leaving_one_gives_back_only_its_sh
     assert_eq!(before, route(&conf, &urls));
 
     // c2 announces itself with weight 2
-    let c2 = Cache::start_with(
-        "members-c2",
-        false,
-        &[
-            "--name",
-            "c2",
-            "--weight",
-            "2",
-            "--cluster-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--cluster-seed",
-            &format!("127.0.0.1:{gf}"),
-            "--cluster-id",
-            &id,
-        ],
-    );
+    let c2 = announcing("members-c2", &["--name", "c2", "--weight", "2"], gf, &id);
     let joined = wait_for(
         Duration::from_secs(10),
         || listed(&f, "c2"),
@@ -208,20 +212,7 @@ fn a_vanished_cache_stays_dead_for_the_grace_period_then_goes() {
     let r = get(&f, &url);
     assert_eq!(r.status, 503, "{}", r.head);
 
-    let mut c = Cache::start_with(
-        "grace-c",
-        false,
-        &[
-            "--name",
-            "only",
-            "--cluster-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--cluster-seed",
-            &format!("127.0.0.1:{gf}"),
-            "--cluster-id",
-            &id,
-        ],
-    );
+    let mut c = announcing("grace-c", &["--name", "only"], gf, &id);
     wait_for(
         Duration::from_secs(10),
         || listed(&f, "only"),

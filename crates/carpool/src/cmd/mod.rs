@@ -287,6 +287,11 @@ mod tests {
         }
     }
 
+    /// The announcement `carpool cache ARGS` makes, if any.
+    fn announce_of(args: &[&str]) -> Option<crate::config::settings::Announce> {
+        cache_settings(cache_args(args)).unwrap().announce
+    }
+
     /// A cache announcing itself takes the cluster's id, seeds and interval
     /// from its config's `[cluster]` (never its listen address nor node
     /// name: those are the frontend's) and its name and weight from its
@@ -304,16 +309,15 @@ mod tests {
         )
         .unwrap();
         let path = file.to_str().unwrap();
-        let s = cache_settings(cache_args(&[
+        let a = announce_of(&[
             "-c",
             path,
             "--name",
             "c1",
             "--cluster-listen",
             "127.0.0.1:7999",
-        ]))
+        ])
         .unwrap();
-        let a = s.announce.unwrap();
         assert_eq!((a.name.as_str(), a.weight), ("c1", 3));
         assert_eq!(a.cluster.listen.port(), 7999);
         assert_eq!(a.cluster.seeds, ["10.0.1.10:7946"]);
@@ -321,7 +325,7 @@ mod tests {
         assert_eq!(a.cluster.gossip_interval, Duration::from_millis(200));
         assert_ne!(a.cluster.node, "fe1");
         assert!(a.cluster.node.ends_with(":7999"), "{}", a.cluster.node);
-        let s = cache_settings(cache_args(&[
+        let a = announce_of(&[
             "-c",
             path,
             "--name",
@@ -334,28 +338,23 @@ mod tests {
             "127.0.0.1:7000",
             "--cluster-id",
             "other",
-        ]))
+        ])
         .unwrap();
-        let a = s.announce.unwrap();
         assert_eq!(a.weight, 5);
         assert_eq!(a.cluster.seeds, ["127.0.0.1:7000"]);
         assert_eq!(a.cluster.cluster_id, "other");
         // without a config: defaults, named after the listener
-        let s = cache_settings(cache_args(&[
+        let a = announce_of(&[
             "--listen",
             "127.0.0.1:4100",
             "--cluster-listen",
             "127.0.0.1:7998",
-        ]))
+        ])
         .unwrap();
-        let a = s.announce.unwrap();
         assert!(a.name.ends_with(":4100"), "{}", a.name);
         assert_eq!((a.weight, a.cluster.cluster_id.as_str()), (1, "carpool"));
         // and without --cluster-listen, no announcement
-        assert!(cache_settings(cache_args(&["-c", path, "--name", "c1"]))
-            .unwrap()
-            .announce
-            .is_none());
+        assert!(announce_of(&["-c", path, "--name", "c1"]).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
